@@ -1,0 +1,120 @@
+r"""Prints a PyramidNet's widths, parameters, output dimension and FLOPs.
+
+    python -m pyramidnet_tf.describe --dataset=cifar100 --depth=164 \
+        --alpha=48 --bottleneck
+    python -m pyramidnet_tf.describe --flagfile=flags/cifar10/pyramidnet164_a48.flags
+
+Takes the same model flags as the trainer. Works from shapes only (no
+variables are created), so it is instant for any size.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+from pyramidnet_tf import complexity
+from pyramidnet_tf import model_flags
+from pyramidnet_tf import widths as widths_lib
+
+flags.DEFINE_integer("image_size", None,
+                     "Input resolution for the FLOPs and feature-map sizes; "
+                     "default 32 (CIFAR) or 224 (ImageNet).")
+flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+flags.DEFINE_bool("show_widths", True,
+                  "List every unit's planes under the table.")
+
+FLAGS = flags.FLAGS
+
+
+def _format_planes(planes):
+  return ",".join(str(p) for p in planes)
+
+
+def describe(arch: widths_lib.Architecture, num_classes: int,
+             image_size: int, show_widths: bool = True) -> str:
+  """The human-readable report."""
+  parts = complexity.report(arch, num_classes, image_size)
+  total = complexity.total_params(parts)
+  macs = complexity.total_macs(parts)
+  kind = "bottleneck" if arch.bottleneck else "basic"
+  lines = [
+      f"PyramidNet-{arch.depth} ({arch.mode} alpha={arch.alpha:g}, {kind} "
+      f"units, {arch.dataset}, {num_classes} classes, {image_size}x"
+      f"{image_size} input, rounding={arch.rounding})",
+      "",
+      f"{'part':<8} {'units':>5} {'stride':>6} {'planes':>11} "
+      f"{'out ch':>7} {'out size':>8} {'params':>13} {'MACs':>16}",
+  ]
+  for p in parts:
+    planes = f"{p.planes[0]}..{p.planes[-1]}" if p.planes else "-"
+    size = f"{p.output_size}x{p.output_size}" if p.name != "head" else "-"
+    units = str(p.units) if p.units else "-"
+    lines.append(f"{p.name:<8} {units:>5} {p.stride:>6} {planes:>11} "
+                 f"{p.out_channels:>7} {size:>8} {p.params:>13,} "
+                 f"{p.macs:>16,}")
+  lines += [
+      "",
+      f"total parameters:          {total:,}",
+      f"  without BN (conv + fc):  "
+      f"{total - complexity.total_bn_params(parts):,}",
+      f"output feature dimension:  {arch.num_features}",
+      f"forward MACs per image:    {macs:,} ({macs / 1e9:.3f} G)",
+      f"forward FLOPs per image:   {2 * macs:,} ({2 * macs / 1e9:.3f} G; "
+      "2 x MACs, conv + fc)",
+  ]
+  if show_widths:
+    lines.append("")
+    lines.append("planes per unit:")
+    for p in parts:
+      if p.planes:
+        lines.append(f"  {p.name}: {_format_planes(p.planes)}")
+  return "\n".join(lines)
+
+
+def as_json(arch: widths_lib.Architecture, num_classes: int,
+            image_size: int) -> dict:
+  parts = complexity.report(arch, num_classes, image_size)
+  return {
+      "dataset": arch.dataset, "depth": arch.depth, "alpha": arch.alpha,
+      "mode": arch.mode, "bottleneck": arch.bottleneck,
+      "rounding": arch.rounding, "num_classes": num_classes,
+      "image_size": image_size,
+      "parameters": complexity.total_params(parts),
+      "parameters_without_bn": complexity.total_params(parts) -
+                               complexity.total_bn_params(parts),
+      "num_features": arch.num_features,
+      "macs": complexity.total_macs(parts),
+      "flops": 2 * complexity.total_macs(parts),
+      "stages": [{"name": p.name, "units": p.units, "stride": p.stride,
+                  "in_channels": p.in_channels,
+                  "out_channels": p.out_channels, "planes": p.planes,
+                  "output_size": p.output_size, "params": p.params,
+                  "macs": p.macs} for p in parts],
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  arch = model_flags.architecture()
+  num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
+  if num_classes < 1:
+    raise app.UsageError(f"--num_classes must be >= 1; got {num_classes}")
+  image_size = FLAGS.image_size or (224 if arch.dataset == "imagenet" else 32)
+  minimum = 32 if arch.dataset == "imagenet" else 4
+  if image_size < minimum:
+    raise app.UsageError(f"--image_size must be >= {minimum} for "
+                         f"{arch.dataset}; got {image_size}")
+  if FLAGS.json:
+    print(json.dumps(as_json(arch, num_classes, image_size), indent=2))
+  else:
+    print(describe(arch, num_classes, image_size, FLAGS.show_widths))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,206 @@
+"""Conv2D, BatchNorm and Dense as plain tf.Modules with PyTorch semantics.
+
+Why not tf.nn defaults: PyramidNet checkpoints come from PyTorch/Torch7, so
+every layer reproduces those frameworks exactly:
+
+* convolutions pad symmetrically (TF's 'SAME' puts the odd pixel of a stride-2
+  convolution on the bottom/right, PyTorch pads both sides equally), and are
+  initialised He-normal with fan_out;
+* batch norm uses eps 1e-5, momentum 0.1, normalises with the biased batch
+  variance and tracks the unbiased one, and can compute its batch moments over
+  all replicas (sync BN) by flipping ``cross_replica``;
+* the classifier is initialised like ``torch.nn.Linear``.
+
+Variables are float32 whatever the compute dtype, so bfloat16/float16 runs
+keep float32 master weights and float32 BN statistics.
+"""
+
+import math
+from typing import Optional
+
+import tensorflow as tf
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def _padding(kernel_size: int, stride: int, padding: int):
+  """The ``padding`` argument of tf.nn.conv2d equal to PyTorch's ``padding``."""
+  if padding == 0:
+    return "VALID"
+  # With stride 1 and pad (k-1)/2, TF's 'SAME' pads both sides equally.
+  if stride == 1 and 2 * padding == kernel_size - 1:
+    return "SAME"
+  return [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+
+
+class Conv2D(tf.Module):
+  """Bias-free 2-D convolution on NHWC tensors with PyTorch-style padding.
+
+  The kernel is stored as ``[kh, kw, in, out]`` (TF layout); PyTorch's
+  ``[out, in, kh, kw]`` maps to it by transposing (2, 3, 1, 0).
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+               stride: int = 1, padding: int = 0, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.in_channels = in_channels
+    self.out_channels = out_channels
+    self.kernel_size = kernel_size
+    self.stride = stride
+    self.padding = padding
+    self._tf_padding = _padding(kernel_size, stride, padding)
+    # He/MSRA normal with fan_out, as the authors' Torch7 and PyTorch code.
+    stddev = math.sqrt(2.0 / (kernel_size * kernel_size * out_channels))
+    with self.name_scope:
+      self.kernel = tf.Variable(
+          tf.random.normal(
+              [kernel_size, kernel_size, in_channels, out_channels],
+              stddev=stddev, dtype=tf.float32),
+          name="kernel")
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    kernel = tf.cast(self.kernel, x.dtype)
+    return tf.nn.conv2d(x, kernel, strides=self.stride,
+                        padding=self._tf_padding)
+
+  def output_size(self, size: int) -> int:
+    """Spatial output size for a square input of ``size`` (PyTorch rule)."""
+    return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
+
+
+def _replica_context_for_sync():
+  """The replica context when a cross-replica all-reduce is meaningful."""
+  if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+    return None
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync <= 1:
+    return None
+  return context
+
+
+class BatchNorm(tf.Module):
+  """Batch normalisation over N, H, W of an NHWC tensor (PyTorch semantics).
+
+  Training normalises with the biased batch variance and updates
+  ``moving_variance`` with the unbiased one (x m/(m-1)), as PyTorch and Torch7.
+  ``moving <- (1 - momentum) * moving + momentum * batch``.
+
+  Setting ``cross_replica = True`` makes training-mode moments come from one
+  all-reduce of (sum, sum of squares, count) over all replicas in sync, i.e.
+  the statistics of the global batch (sync BN). Outside a multi-replica
+  replica context it is the same as local BN.
+  """
+
+  def __init__(self, channels: int, eps: float = BN_EPSILON,
+               momentum: float = BN_MOMENTUM, cross_replica: bool = False,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self.channels = channels
+    self.eps = eps
+    self.momentum = momentum
+    self.cross_replica = cross_replica
+    with self.name_scope:
+      self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
+      self.beta = tf.Variable(tf.zeros([channels]), name="beta")
+      # ON_READ + MEAN: each replica updates its own copy during a step; a
+      # cross-replica read (checkpoint, eval outside strategy.run) averages.
+      self.moving_mean = tf.Variable(
+          tf.zeros([channels]), trainable=False, name="moving_mean",
+          synchronization=tf.VariableSynchronization.ON_READ,
+          aggregation=tf.VariableAggregation.MEAN)
+      self.moving_variance = tf.Variable(
+          tf.ones([channels]), trainable=False, name="moving_variance",
+          synchronization=tf.VariableSynchronization.ON_READ,
+          aggregation=tf.VariableAggregation.MEAN)
+
+  def _batch_moments(self, x32: tf.Tensor):
+    """(mean, biased variance, element count per channel) of the batch."""
+    axes = [0, 1, 2]
+    count = tf.cast(tf.reduce_prod(tf.shape(x32)[:-1]), tf.float32)
+    context = _replica_context_for_sync() if self.cross_replica else None
+    if context is None:
+      mean, variance = tf.nn.moments(x32, axes)
+      return mean, variance, count
+    local_sum = tf.reduce_sum(x32, axes)
+    local_sq = tf.reduce_sum(tf.square(x32), axes)
+    packed = tf.concat([local_sum, local_sq, tf.reshape(count, [1])], axis=0)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, packed)
+    total_sum = total[:self.channels]
+    total_sq = total[self.channels:2 * self.channels]
+    total_count = total[-1]
+    mean = total_sum / total_count
+    variance = tf.maximum(total_sq / total_count - tf.square(mean), 0.0)
+    return mean, variance, total_count
+
+  def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+    dtype = x.dtype
+    if training:
+      x32 = tf.cast(x, tf.float32)
+      mean, variance, count = self._batch_moments(x32)
+      unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+      decay = 1.0 - self.momentum
+      self.moving_mean.assign(
+          decay * self.moving_mean + self.momentum * tf.stop_gradient(mean))
+      self.moving_variance.assign(
+          decay * self.moving_variance +
+          self.momentum * tf.stop_gradient(unbiased))
+    else:
+      mean, variance = self.moving_mean, self.moving_variance
+    # Fold the statistics into one scale and shift (float32), then apply them
+    # in the compute dtype: one multiply-add per element.
+    scale = self.gamma * tf.math.rsqrt(variance + self.eps)
+    shift = self.beta - mean * scale
+    return x * tf.cast(scale, dtype) + tf.cast(shift, dtype)
+
+
+class Dense(tf.Module):
+  """Fully connected layer with ``torch.nn.Linear``'s default initialisation.
+
+  Weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). The kernel is ``[in, out]``;
+  PyTorch's ``[out, in]`` maps to it by a transpose.
+  """
+
+  def __init__(self, in_features: int, out_features: int,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self.in_features = in_features
+    self.out_features = out_features
+    bound = 1.0 / math.sqrt(in_features)
+    with self.name_scope:
+      self.kernel = tf.Variable(
+          tf.random.uniform([in_features, out_features], -bound, bound),
+          name="kernel")
+      self.bias = tf.Variable(
+          tf.random.uniform([out_features], -bound, bound), name="bias")
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    return (tf.matmul(x, tf.cast(self.kernel, x.dtype)) +
+            tf.cast(self.bias, x.dtype))
+
+
+def max_pool_3x3_s2_p1(x: tf.Tensor) -> tf.Tensor:
+  """PyTorch ``MaxPool2d(3, stride=2, padding=1)`` for non-negative inputs.
+
+  PyTorch pads with -inf; the ImageNet stem pools a ReLU output (>= 0), where
+  zero padding gives the same maximum. Symmetric, unlike TF's 'SAME'.
+  """
+  x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  return tf.nn.max_pool2d(x, ksize=3, strides=2, padding="VALID")
+
+
+def avg_pool_2x2_s2(x: tf.Tensor) -> tf.Tensor:
+  """PyTorch ``AvgPool2d(2, stride=2, ceil_mode=True)``.
+
+  Even sizes: a plain 2x2 mean. Odd sizes: TF's 'SAME' adds the partial last
+  window and averages only its valid pixels, which is what ceil_mode does.
+  """
+  return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="SAME")
+
+
+def pad_channels(x: tf.Tensor, extra: int) -> tf.Tensor:
+  """Appends ``extra`` all-zero channels after the existing ones."""
+  if extra == 0:
+    return x
+  return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+

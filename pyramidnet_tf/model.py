@@ -1,0 +1,182 @@
+"""PyramidNet (Han, Kim & Kim, CVPR 2017) as a tf.Module.
+
+Built to be the authors' network to the parameter: the same stems, units,
+widths, shortcut, head and initialisation as their Torch7 and PyTorch code
+(``../shared/docs/pyramidnet-spec.md``), so their PyTorch checkpoints load by
+name (see ``torch_variables`` and ``import_torch``) and give the same logits.
+
+    model = PyramidNet("cifar10", depth=110, alpha=48, bottleneck=False)
+    logits = model(images_nhwc, training=False)   # float32 [N, num_classes]
+"""
+
+import collections
+from typing import List, Optional
+
+import tensorflow as tf
+
+from pyramidnet_tf import layers
+from pyramidnet_tf import units
+from pyramidnet_tf import widths as widths_lib
+
+
+class PyramidNet(tf.Module):
+  """The additive or multiplicative PyramidNet for CIFAR or ImageNet.
+
+  Attributes:
+    arch: the validated ``widths.Architecture`` (depth, unit counts, widths).
+    widths: planes of every residual unit, in unit order.
+    stage_widths: the same, grouped per stage.
+    num_features: channels entering the classifier (the paper's output dim).
+    num_classes: classifier outputs.
+  """
+
+  def __init__(self, dataset: str, depth: int, alpha: float,
+               bottleneck: Optional[bool] = None, mode: str = "add",
+               num_classes: Optional[int] = None, drop_rate: float = 0.0,
+               rounding: str = "py3", name: Optional[str] = None):
+    """Builds the network and its variables.
+
+    Args:
+      dataset: "cifar10", "cifar100" or "imagenet" (stem, stages, classes).
+      depth: depth as the paper counts it (CIFAR: 6n+2 basic, 9n+2
+        bottleneck; ImageNet: 18/34/50/101/152/200, or 8n+2 / 12n+2).
+      alpha: widening factor.
+      bottleneck: unit type; None = the paper's choice for this depth.
+      mode: "add" (additive widening) or "mul" (multiplicative).
+      num_classes: classifier size; default from the dataset (10/100/1000).
+      drop_rate: dropout before the classifier (0.5 in the ImageNet a=450
+        model); no parameters, so checkpoints are unaffected.
+      rounding: "py3" (PyTorch's round-half-to-even) or "half_up" (Torch7).
+      name: module name.
+
+    Raises:
+      ValueError: for any invalid argument, naming it and the valid choices.
+    """
+    super().__init__(name=name)
+    self.arch = widths_lib.architecture(dataset, depth, alpha, bottleneck,
+                                        mode, rounding)
+    if num_classes is None:
+      num_classes = widths_lib.NUM_CLASSES[dataset]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (
+        num_classes < 1):
+      raise ValueError(
+          f"num_classes must be a positive integer; got {num_classes!r}")
+    try:
+      drop_rate = float(drop_rate)
+    except (TypeError, ValueError):
+      raise ValueError(f"drop_rate must be a number in [0, 1); got "
+                       f"{drop_rate!r}") from None
+    if not 0.0 <= drop_rate < 1.0:
+      raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+    self.dataset = dataset
+    self.num_classes = num_classes
+    self.drop_rate = drop_rate
+    self.widths = self.arch.flat_planes
+    self.stage_widths = [list(stage) for stage in self.arch.planes]
+    self.num_features = self.arch.num_features
+
+    unit_class = (units.BottleneckUnit if self.arch.bottleneck else
+                  units.BasicUnit)
+    stem = self.arch.stem_width
+    with self.name_scope:
+      if dataset == "imagenet":
+        self.conv1 = layers.Conv2D(3, stem, 7, stride=2, padding=3,
+                                   name="conv1")
+      else:
+        self.conv1 = layers.Conv2D(3, stem, 3, stride=1, padding=1,
+                                   name="conv1")
+      self.bn1 = layers.BatchNorm(stem, name="bn1")
+      channels = stem
+      self.num_stages = len(self.arch.planes)
+      for index, (planes, stride) in enumerate(
+          zip(self.arch.planes, widths_lib.stage_strides(self.arch))):
+        stage = []
+        for position, unit_planes in enumerate(planes):
+          unit = unit_class(channels, unit_planes,
+                            stride if position == 0 else 1,
+                            name=f"layer{index + 1}_{position}")
+          stage.append(unit)
+          channels = unit.out_channels
+        # layer1, layer2, ...: the PyTorch names, also in TF checkpoints.
+        setattr(self, f"layer{index + 1}", stage)
+      self.bn_final = layers.BatchNorm(channels, name="bn_final")
+      self.fc = layers.Dense(channels, num_classes, name="fc")
+
+  @property
+  def stages(self) -> List[List[tf.Module]]:
+    """Residual units per stage (``layer1``, ``layer2``, ...)."""
+    return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+  def features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Pooled features ``[N, num_features]`` (before dropout/classifier)."""
+    x = self.bn1(self.conv1(images), training)
+    if self.dataset == "imagenet":
+      # CIFAR's stem has no ReLU (the first unit starts with its own BN).
+      x = layers.max_pool_3x3_s2_p1(tf.nn.relu(x))
+    for stage in self.stages:
+      for unit in stage:
+        x = unit(x, training)
+    x = tf.nn.relu(self.bn_final(x, training))
+    # The authors pool 8x8 / 7x7, i.e. the global mean at 32 / 224 pixels;
+    # the global mean keeps that meaning at any resolution.
+    return tf.reduce_mean(x, axis=[1, 2])
+
+  def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Maps float NHWC images to float32 logits ``[N, num_classes]``.
+
+    The compute dtype is the images' dtype (float32, bfloat16 or float16);
+    variables stay float32 and are cast on use.
+    """
+    x = self.features(images, training)
+    if training and self.drop_rate > 0:
+      x = tf.nn.dropout(x, rate=self.drop_rate)
+    return tf.cast(self.fc(x), tf.float32)
+
+  def batch_norms(self) -> List[layers.BatchNorm]:
+    return [m for m in self.submodules if isinstance(m, layers.BatchNorm)]
+
+  def convs(self) -> List[layers.Conv2D]:
+    return [m for m in self.submodules if isinstance(m, layers.Conv2D)]
+
+  def set_sync_batch_norm(self, enabled: bool) -> None:
+    """Makes every BN compute training moments over all replicas (or not)."""
+    for bn in self.batch_norms():
+      bn.cross_replica = bool(enabled)
+
+  def torch_variables(self) -> "collections.OrderedDict[str, units.TorchEntry]":
+    """PyTorch state_dict key -> (variable or None, layout), in key order.
+
+    Names and order are those of dyhan0920/PyramidNet-PyTorch (also used by
+    CutMix-PyTorch and fast-autoaugment): ``conv1``, ``bn1``,
+    ``layer<s>.<i>.*``, ``bn_final``, ``fc``.
+    """
+    entries = units.conv_torch_variables("conv1", self.conv1)
+    entries += units.bn_torch_variables("bn1", self.bn1)
+    for index, stage in enumerate(self.stages):
+      for position, unit in enumerate(stage):
+        entries += unit.torch_variables(f"layer{index + 1}.{position}")
+    entries += units.bn_torch_variables("bn_final", self.bn_final)
+    entries += [("fc.weight", self.fc.kernel, "dense"),
+                ("fc.bias", self.fc.bias, "vector")]
+    return collections.OrderedDict(
+        (key, (variable, layout)) for key, variable, layout in entries)
+
+
+def count_params(model: tf.Module) -> int:
+  """Number of trainable scalars (what the authors' train.py prints)."""
+  return int(sum(v.shape.num_elements() for v in model.trainable_variables))
+
+
+def config_of(model: PyramidNet) -> dict:
+  """The constructor arguments that rebuild ``model`` (JSON-serialisable)."""
+  arch = model.arch
+  return {
+      "dataset": arch.dataset,
+      "depth": arch.depth,
+      "alpha": arch.alpha,
+      "bottleneck": arch.bottleneck,
+      "mode": arch.mode,
+      "num_classes": model.num_classes,
+      "drop_rate": model.drop_rate,
+      "rounding": arch.rounding,
+  }

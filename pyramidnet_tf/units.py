@@ -1,0 +1,131 @@
+"""PyramidNet's residual units (spec section 1.2).
+
+Both units differ from pre-activation ResNet units in two ways the paper
+insists on: no ReLU before the first convolution and a BN after the last one;
+and there is no ReLU after the addition. The shortcut has no parameters: a 2x2
+average pool when the unit strides, then zero channels appended at the end.
+
+Each unit also lists its variables under the authors' PyTorch state_dict names
+(``torch_variables``), in PyTorch's registration order, so that checkpoint
+import is driven by structure rather than by variable creation order.
+"""
+
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+
+from pyramidnet_tf import layers
+
+# (PyTorch key suffix, variable or None, layout) triples; layout is "conv",
+# "dense", "vector" or "counter" (num_batches_tracked: no TF variable).
+TorchEntry = Tuple[str, Optional[tf.Variable], str]
+
+
+def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:
+  return [
+      (f"{prefix}.weight", bn.gamma, "vector"),
+      (f"{prefix}.bias", bn.beta, "vector"),
+      (f"{prefix}.running_mean", bn.moving_mean, "vector"),
+      (f"{prefix}.running_var", bn.moving_variance, "vector"),
+      (f"{prefix}.num_batches_tracked", None, "counter"),
+  ]
+
+
+def conv_torch_variables(prefix: str, conv: layers.Conv2D) -> List[TorchEntry]:
+  return [(f"{prefix}.weight", conv.kernel, "conv")]
+
+
+class _Unit(tf.Module):
+  """Shared shortcut logic; subclasses define the residual branch."""
+
+  expansion = 1
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self.in_channels = in_channels
+    self.planes = planes
+    self.stride = stride
+    self.out_channels = planes * self.expansion
+    if self.out_channels < in_channels:
+      raise ValueError(
+          f"unit output channels ({self.out_channels}) must be >= its input "
+          f"channels ({in_channels}): the zero-padded shortcut cannot drop "
+          "channels")
+
+  def shortcut(self, x: tf.Tensor) -> tf.Tensor:
+    if self.stride != 1:
+      x = layers.avg_pool_2x2_s2(x)
+    return layers.pad_channels(x, self.out_channels - self.in_channels)
+
+  def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+    # ``residual`` is the branch each subclass defines.
+    return self.residual(x, training) + self.shortcut(x)
+
+
+class BasicUnit(_Unit):
+  """BN -> conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, + shortcut."""
+
+  expansion = 1
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None):
+    super().__init__(in_channels, planes, stride, name=name)
+    with self.name_scope:
+      self.bn1 = layers.BatchNorm(in_channels, name="bn1")
+      self.conv1 = layers.Conv2D(in_channels, planes, 3, stride, 1,
+                                 name="conv1")
+      self.bn2 = layers.BatchNorm(planes, name="bn2")
+      self.conv2 = layers.Conv2D(planes, planes, 3, 1, 1, name="conv2")
+      self.bn3 = layers.BatchNorm(planes, name="bn3")
+
+  def residual(self, x, training):
+    out = self.conv1(self.bn1(x, training))
+    out = tf.nn.relu(self.bn2(out, training))
+    return self.bn3(self.conv2(out), training)
+
+  def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
+            conv_torch_variables(f"{prefix}.conv1", self.conv1) +
+            bn_torch_variables(f"{prefix}.bn2", self.bn2) +
+            conv_torch_variables(f"{prefix}.conv2", self.conv2) +
+            bn_torch_variables(f"{prefix}.bn3", self.bn3))
+
+  def convs(self):
+    return [self.conv1, self.conv2]
+
+
+class BottleneckUnit(_Unit):
+  """BN -> 1x1 -> BN -> ReLU -> 3x3(stride) -> BN -> ReLU -> 1x1 (x4) -> BN."""
+
+  expansion = 4
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None):
+    super().__init__(in_channels, planes, stride, name=name)
+    with self.name_scope:
+      self.bn1 = layers.BatchNorm(in_channels, name="bn1")
+      self.conv1 = layers.Conv2D(in_channels, planes, 1, name="conv1")
+      self.bn2 = layers.BatchNorm(planes, name="bn2")
+      self.conv2 = layers.Conv2D(planes, planes, 3, stride, 1, name="conv2")
+      self.bn3 = layers.BatchNorm(planes, name="bn3")
+      self.conv3 = layers.Conv2D(planes, planes * 4, 1, name="conv3")
+      self.bn4 = layers.BatchNorm(planes * 4, name="bn4")
+
+  def residual(self, x, training):
+    out = self.conv1(self.bn1(x, training))
+    out = tf.nn.relu(self.bn2(out, training))
+    out = tf.nn.relu(self.bn3(self.conv2(out), training))
+    return self.bn4(self.conv3(out), training)
+
+  def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
+            conv_torch_variables(f"{prefix}.conv1", self.conv1) +
+            bn_torch_variables(f"{prefix}.bn2", self.bn2) +
+            conv_torch_variables(f"{prefix}.conv2", self.conv2) +
+            bn_torch_variables(f"{prefix}.bn3", self.bn3) +
+            conv_torch_variables(f"{prefix}.conv3", self.conv3) +
+            bn_torch_variables(f"{prefix}.bn4", self.bn4))
+
+  def convs(self):
+    return [self.conv1, self.conv2, self.conv3]
