@@ -5,7 +5,7 @@ the same `tensorflow` package and must never be installed side by side:
 
     pip install -e '.[cpu]'        # tensorflow-cpu==2.21.0 (CI, laptops)
     pip install -e '.[gpu]'        # tensorflow[and-cuda]==2.21.0 (GPU hosts)
-    pip install -e '.[cpu,test]'   # + pytest and torch==2.13.0 (CPU) for the tests
+    pip install -e '.[cpu,test]'   # + pytest, torch==2.13.0 (CPU), scikit-learn for the tests
 """
 
 import setuptools
@@ -25,17 +25,31 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "tensorboard==2.21.0",
         "tensorflow-datasets==4.9.10",
-        "pillow>=10,<14",
+        # Exact: repaired images are re-encoded by Pillow's libjpeg-turbo, and
+        # data_prep promises byte-identical shards across machines.
+        "pillow==13.0.0",
+        "protobuf>=5.28",
+        "scipy==1.17.1",  # the ILSVRC devkit's meta.mat
     ],
     extras_require={
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        "test": ["pytest>=8,<10", "torch==2.13.0"],
+        "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0"],
+        "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },
     entry_points={
         "console_scripts": [
             "pyramidnet-describe=pyramidnet_tf.describe:run",
             "pyramidnet-import-torch=pyramidnet_tf.import_torch:run",
+            "pyramidnet-prep-cifar=data_prep.cifar:run",
+            "pyramidnet-prep-imagenet=data_prep.imagenet:run",
+            "pyramidnet-prep-folder=data_prep.folder:run",
+            "pyramidnet-verify-data=data_prep.verify:run",
+            "pyramidnet-digits-demo=data_prep.digits_demo:run",
+            "pyramidnet-train=pyramidnet_tf.train:run",
+            "pyramidnet-evaluate=pyramidnet_tf.evaluate:run",
+            "pyramidnet-export=pyramidnet_tf.export:run",
+            "pyramidnet-predict=pyramidnet_tf.predict:run",
         ],
     },
 )

@@ -13,6 +13,14 @@ shifted weights.
 
 writes a model directory that ``model_io.load_model`` (and the training,
 evaluation and export tools) read.
+
+The same command reads the authors' Torch7 ``.t7`` models (fb.resnet.torch
+module trees) and Caffe ``.caffemodel`` files (jhkim89/PyramidNet-caffe);
+``--format`` (default ``auto``) is detected from the file's first bytes and
+the mapping lives in ``import_weights``. ``model_config.json`` records the
+input convention the file's authors used (``metadata.input_convention``:
+pixels p in 0..255, in ``color`` channel order, become
+``(p * scale - mean[c]) / std[c]``), which evaluation and export apply.
 """
 
 import collections
@@ -26,6 +34,7 @@ from absl import flags
 import numpy as np
 
 from pyramidnet_tf import model_flags
+from pyramidnet_tf import units
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model")
 _PREFIXES = ("module.", "model.")
@@ -90,24 +99,6 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   return {k: _to_numpy(v) for k, v in tensors.items()}
 
 
-def torch_shape(variable, layout: str) -> Tuple[int, ...]:
-  """The PyTorch shape of a TF variable with the given layout."""
-  shape = tuple(variable.shape.as_list())
-  if layout == "conv":  # [kh, kw, in, out] -> [out, in, kh, kw]
-    return (shape[3], shape[2], shape[0], shape[1])
-  if layout == "dense":  # [in, out] -> [out, in]
-    return (shape[1], shape[0])
-  return shape
-
-
-def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
-  if layout == "conv":
-    return np.transpose(array, (2, 3, 1, 0))
-  if layout == "dense":
-    return np.transpose(array)
-  return array
-
-
 def describe_state_dict(state: Mapping[str, np.ndarray]) -> str:
   """One line on what a state_dict holds (stages, unit type, widths)."""
   units = collections.defaultdict(set)
@@ -147,9 +138,9 @@ def check_state_dict(model, state: Mapping[str, np.ndarray]) -> List[Tuple]:
     if variable is None:  # num_batches_tracked: optional, unused
       continue
     if key not in state:
-      missing.append(f"{key} {list(torch_shape(variable, layout))}")
+      missing.append(f"{key} {list(units.torch_shape(variable, layout))}")
       continue
-    want = torch_shape(variable, layout)
+    want = units.torch_shape(variable, layout)
     got = tuple(np.shape(state[key]))
     if want != got:
       shapes.append(f"{key}: expected {list(want)}, got {list(got)}")
@@ -199,7 +190,7 @@ def load_state_dict(model, state_dict: Mapping[str, Any]) -> int:
   state = unwrap_state_dict(state_dict)
   matched = check_state_dict(model, state)
   for variable, array, layout in matched:
-    variable.assign(to_tf_layout(array, layout).astype(np.float32))
+    variable.assign(units.to_tf_layout(array, layout).astype(np.float32))
   return len(matched)
 
 
@@ -236,26 +227,89 @@ def sha256_of(path: str) -> str:
   return digest.hexdigest()
 
 
+FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
+
+
+def detect_format(path: str) -> str:
+  """"pytorch", "npz", "torch7" or "caffe", from the file's first bytes."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--checkpoint: {path} does not exist")
+  with open(path, "rb") as f:
+    head = f.read(16)
+  from pyramidnet_tf import caffe_reader  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import torch7_reader  # pylint: disable=g-import-not-at-top
+  if head.startswith(b"PK\x03\x04"):
+    return "npz" if path.endswith(".npz") else "pytorch"  # zip archives
+  if head[:1] == b"\x80":  # pickle protocol 2+ (legacy torch.save)
+    return "pytorch"
+  if torch7_reader.looks_like_torch7(head):
+    return "torch7"
+  if caffe_reader.looks_like_caffemodel(head):
+    return "caffe"
+  raise ValueError(
+      f"{path}: cannot tell the format from its first bytes "
+      f"({head[:8].hex()}): expected a PyTorch zip or pickle, an .npz, a "
+      "Torch7 binary file (starting 04000000 01000000) or a Caffe "
+      "NetParameter; pass --format to force one")
+
+
+def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
+  """What the file's authors fed the network: pixels p in 0..255, in
+  ``color`` channel order, become (p * scale - mean[c]) / std[c]."""
+  from pyramidnet_tf import import_weights  # pylint: disable=g-import-not-at-top
+  if file_format == "torch7":
+    if dataset == "imagenet":
+      return dict(import_weights.TORCH7_INPUT_CONVENTION)
+    return dict(import_weights.TORCH7_CIFAR_CONVENTION[dataset])
+  if file_format == "caffe":
+    return dict(import_weights.CAFFE_INPUT_CONVENTION)
+  return dict(TORCH_INPUT_CONVENTION[dataset])
+
+
 def import_checkpoint(path: str, output_dir: str, trust: bool = False,
+                      file_format: str = "auto",
                       **model_kwargs) -> Tuple[str, Dict[str, Any]]:
-  """Builds the model, loads ``path`` into it and saves a model directory."""
+  """Builds the model, loads ``path`` into it and saves a model directory.
+
+  Args:
+    path: a PyTorch checkpoint, .npz, Torch7 .t7 or Caffe .caffemodel.
+    output_dir: model directory to write.
+    trust: allow unpickling arbitrary objects (PyTorch files only).
+    file_format: one of ``FORMATS``; "auto" detects it from the file.
+    **model_kwargs: ``PyramidNet`` arguments (the file's architecture).
+  """
   from pyramidnet_tf import model as model_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
 
-  checkpoint = read_checkpoint_file(path, trust)
-  model = model_lib.PyramidNet(**model_kwargs)
-  count = load_state_dict(model, checkpoint)
-  metadata = {
-      "source": "pytorch",
+  if file_format not in FORMATS:
+    raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got "
+                     f"{file_format!r}")
+  if file_format == "auto":
+    file_format = detect_format(path)
+  elif not os.path.exists(path):
+    raise FileNotFoundError(f"--checkpoint: {path} does not exist")
+  metadata: Dict[str, Any] = {}
+  if file_format in ("pytorch", "npz"):
+    checkpoint = read_checkpoint_file(path, trust)
+    model = model_lib.PyramidNet(**model_kwargs)
+    metadata["arrays_loaded"] = load_state_dict(model, checkpoint)
+    for key in ("epoch", "arch", "best_err1", "best_err5"):
+      value = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+      if isinstance(value, (int, float, str)):
+        metadata[key] = value
+  else:
+    from pyramidnet_tf import import_weights  # pylint: disable=g-import-not-at-top
+    model = model_lib.PyramidNet(**model_kwargs)
+    loader = (import_weights.load_torch7 if file_format == "torch7" else
+              import_weights.load_caffe)
+    metadata.update(loader(model, path))
+  metadata.update({
+      "source": {"npz": "pytorch"}.get(file_format, file_format),
+      "format": file_format,
       "checkpoint": os.path.abspath(path),
       "checkpoint_sha256": sha256_of(path),
-      "arrays_loaded": count,
-      "input_convention": TORCH_INPUT_CONVENTION[model.dataset],
-  }
-  for key in ("epoch", "arch", "best_err1", "best_err5"):
-    value = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
-    if isinstance(value, (int, float, str)):
-      metadata[key] = value
+      "input_convention": input_convention(file_format, model.dataset),
+  })
   saved = model_io.save_model(model, output_dir, metadata)
   metadata["parameters"] = model_lib.count_params(model)
   metadata["description"] = describe_model(model)
@@ -264,7 +318,13 @@ def import_checkpoint(path: str, output_dir: str, trust: bool = False,
 
 flags.DEFINE_string("checkpoint", None,
                     "PyTorch checkpoint (.pth/.pth.tar as the authors save it, "
-                    "or a bare state_dict) or an .npz of name -> array.")
+                    "or a bare state_dict), an .npz of name -> array, a "
+                    "Torch7 .t7 model (fb.resnet.torch) or a Caffe "
+                    ".caffemodel.")
+flags.DEFINE_enum("format", "auto", list(FORMATS),
+                  "File format of --checkpoint; auto detects it from the "
+                  "file's first bytes (zip/pickle: pytorch, Torch7 header: "
+                  "torch7, protobuf NetParameter: caffe).")
 flags.DEFINE_string("output_dir", None,
                     "Model directory to write (TF checkpoint + "
                     "model_config.json).")
@@ -283,13 +343,21 @@ def main(argv):
   try:
     saved, metadata = import_checkpoint(
         flags.FLAGS.checkpoint, flags.FLAGS.output_dir,
-        flags.FLAGS.trust_checkpoint, **model_flags.model_kwargs())
+        flags.FLAGS.trust_checkpoint, flags.FLAGS.format,
+        **model_flags.model_kwargs())
   except (StateDictMismatch, ValueError, FileNotFoundError, ImportError) as e:
     raise app.UsageError(str(e)) from None
   print(f"imported {metadata['arrays_loaded']} arrays "
         f"({metadata['parameters']:,} parameters) from "
         f"{flags.FLAGS.checkpoint}")
   print(f"model: {metadata['description']}")
+  print(f"format: {metadata['format']}; input convention: "
+        f"{metadata['input_convention']}")
+  if metadata.get("bn_eps_folded_into_variance"):
+    print(f"note: {metadata['bn_eps_folded_into_variance']} batch norms used "
+          "an eps other than 1e-5; it was folded into their variances")
+  for note in metadata.get("notes", []):
+    print(f"note: {note}")
   print(f"wrote {saved} and "
         f"{os.path.join(flags.FLAGS.output_dir, 'model_config.json')}")
 

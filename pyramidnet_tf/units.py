@@ -12,6 +12,7 @@ import is driven by structure rather than by variable creation order.
 
 from typing import List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from pyramidnet_tf import layers
@@ -19,6 +20,25 @@ from pyramidnet_tf import layers
 # (PyTorch key suffix, variable or None, layout) triples; layout is "conv",
 # "dense", "vector" or "counter" (num_batches_tracked: no TF variable).
 TorchEntry = Tuple[str, Optional[tf.Variable], str]
+
+
+def torch_shape(variable: tf.Variable, layout: str) -> Tuple[int, ...]:
+  """The PyTorch shape of a TF variable with the given layout."""
+  shape = tuple(variable.shape.as_list())
+  if layout == "conv":  # TF [kh, kw, in, out] <- torch [out, in, kh, kw]
+    return (shape[3], shape[2], shape[0], shape[1])
+  if layout == "dense":  # TF [in, out] <- torch [out, in]
+    return (shape[1], shape[0])
+  return shape
+
+
+def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
+  """A PyTorch-layout array in the TF layout of ``layout``."""
+  if layout == "conv":
+    return np.transpose(array, (2, 3, 1, 0))
+  if layout == "dense":
+    return np.transpose(array)
+  return array
 
 
 def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:

@@ -1,0 +1,271 @@
+"""Training-step and input-pipeline benchmarks (prints tables; not a test).
+
+    python bench/train_bench.py                       # everything
+    python bench/train_bench.py --configs=c110 --steps=20 --dtypes=float32
+
+For each config (c110: CIFAR PyramidNet-110 a=48, batch 128; c272: CIFAR-100
+PyramidNet-272 a=200 bottleneck, batch 128; i200: ImageNet PyramidNet-200
+a=300, batch 64) and each dtype x XLA setting: time to first step (tracing
+and compilation included), steady-state images/s over --steps steps run in
+one host call (as the trainer does with --steps_per_loop), and peak memory
+(GPU: TF's peak allocator bytes; CPU: the process's peak RSS so far). The
+same step (forward, backward, Nesterov SGD with weight decay) in the PyTorch
+reference model of tests/torch_pyramidnet.py gives the TF/PyTorch ratio.
+Then the input pipeline alone (decode + augmentation) in images/s per core,
+from CIFAR-like raw and ImageNet-like JPEG TFRecords it writes (or from
+--cifar_data_dir / --imagenet_data_dir).
+"""
+
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+CONFIGS = {
+    "c110": dict(dataset="cifar10", depth=110, alpha=48, bottleneck=False,
+                 batch=128, size=32),
+    "c272": dict(dataset="cifar100", depth=272, alpha=200, bottleneck=True,
+                 batch=128, size=32),
+    "i200": dict(dataset="imagenet", depth=200, alpha=300, bottleneck=True,
+                 batch=64, size=224),
+}
+
+flags.DEFINE_list("configs", list(CONFIGS), f"Subset of {list(CONFIGS)}.")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
+flags.DEFINE_list("xla", ["false", "true"], "XLA settings to try.")
+flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps after the first.")
+flags.DEFINE_integer("batch", 0, "Override every config's batch size.")
+flags.DEFINE_bool("torch", True, "Also time the PyTorch reference step.")
+flags.DEFINE_bool("pipeline", True, "Also time the input pipeline alone.")
+flags.DEFINE_string("cifar_data_dir", "", "Real CIFAR records (optional).")
+flags.DEFINE_string("imagenet_data_dir", "", "Real ImageNet records.")
+flags.DEFINE_integer("pipeline_seconds", 10, "Seconds per pipeline run.")
+FLAGS = flags.FLAGS
+
+
+def _peak_memory_mb(tf):
+  if tf.config.list_physical_devices("GPU"):
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tf_step(tf, strategy, name, cfg, dtype, xla):
+  from pyramidnet_tf import input_pipeline, model as model_lib, optim  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  batch = FLAGS.batch or cfg["batch"]
+  if tf.config.list_physical_devices("GPU"):
+    tf.config.experimental.reset_memory_stats("GPU:0")
+  with strategy.scope():
+    model = model_lib.PyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
+                                 cfg["bottleneck"])
+    global_step = tf.Variable(0, dtype=tf.int64)
+    opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
+    scaler = (loss_scale_lib.DynamicLossScale() if dtype == "float16"
+              else None)
+  schedule = schedules.Schedule("step", 0.1, 390, 10 ** 6, (150, 225))
+  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
+                                  batch, dtype, jit_compile=xla,
+                                  loss_scale=scaler)
+  ds = strategy.distribute_datasets_from_function(
+      lambda ctx: input_pipeline.synthetic_dataset(
+          cfg["size"], model.num_classes,
+          ctx.get_per_replica_batch_size(batch), 0))
+  iterator = iter(ds)
+  start = time.time()
+  train_step.loop(iterator, tf.constant(1))[0].numpy()
+  first = time.time() - start
+  if FLAGS.warmup:
+    train_step.loop(iterator, tf.constant(FLAGS.warmup))[0].numpy()
+  start = time.time()
+  totals, _ = train_step.loop(iterator, tf.constant(FLAGS.steps))
+  totals.numpy()
+  elapsed = time.time() - start
+  return {"config": name, "framework": "tf", "dtype": dtype, "xla": xla,
+          "batch": batch, "first_step_s": round(first, 2),
+          "img_per_s": round(batch * FLAGS.steps / elapsed, 1),
+          "peak_mem_mb": round(_peak_memory_mb(tf))}
+
+
+def torch_step(name, cfg, dtype):
+  import torch  # pylint: disable=g-import-not-at-top
+  from tests.torch_pyramidnet import TorchPyramidNet  # pylint: disable=g-import-not-at-top
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  batch = FLAGS.batch or cfg["batch"]
+  model = TorchPyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
+                          cfg["bottleneck"]).to(device)
+  model.train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                        weight_decay=1e-4, nesterov=True)
+  classes = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}[cfg["dataset"]]
+  x = torch.randn(batch, 3, cfg["size"], cfg["size"], device=device)
+  y = torch.randint(0, classes, (batch,), device=device)
+  use_bf16 = dtype == "bfloat16"
+
+  def one():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+      loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+  start = time.time()
+  one()
+  if device == "cuda":
+    torch.cuda.synchronize()
+  first = time.time() - start
+  for _ in range(FLAGS.warmup):
+    one()
+  if device == "cuda":
+    torch.cuda.synchronize()
+  start = time.time()
+  for _ in range(FLAGS.steps):
+    one()
+  if device == "cuda":
+    torch.cuda.synchronize()
+  elapsed = time.time() - start
+  return {"config": name, "framework": "torch", "dtype": dtype, "xla": False,
+          "batch": batch, "first_step_s": round(first, 2),
+          "img_per_s": round(batch * FLAGS.steps / elapsed, 1),
+          "peak_mem_mb": round(
+              torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def _write_records(tf, directory, kind, count):
+  """CIFAR-like raw 32x32 or ImageNet-like JPEG records + manifest."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  os.makedirs(directory, exist_ok=True)
+  name = "train-00000-of-00001.tfrecord"
+  with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
+    for i in range(count):
+      if kind == "cifar":
+        h = w = 32
+        encoded, fmt = rng.integers(0, 255, (32, 32, 3), np.uint8).tobytes(), b"RAW"
+      else:
+        h, w = 375, 500
+        # Smooth content so JPEG sizes resemble photos (~50-100 KB).
+        base = rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8)
+        image = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        encoded, fmt = buffer.getvalue(), b"JPEG"
+      feature = {
+          "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[encoded])),
+          "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[fmt])),
+          "image/height": tf.train.Feature(int64_list=tf.train.Int64List(
+              value=[h])),
+          "image/width": tf.train.Feature(int64_list=tf.train.Int64List(
+              value=[w])),
+          "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(
+              value=[i % 10])),
+      }
+      writer.write(tf.train.Example(features=tf.train.Features(
+          feature=feature)).SerializeToString())
+  manifest = {"dataset": "cifar10" if kind == "cifar" else "imagenet2012",
+              "converter": "data_prep.cifar" if kind == "cifar" else
+                           "data_prep.imagenet",
+              "label_base": 0, "class_names": [str(i) for i in range(10)],
+              "splits": {"train": {"num_examples": count, "shards": [
+                  {"file": name, "num_examples": count}]}}}
+  with open(os.path.join(directory, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+  return directory
+
+
+def pipeline(tf, kind, data_dir):
+  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  info = input_pipeline.read_manifest(data_dir)
+  if kind == "cifar":
+    pre = input_pipeline.Preprocessing("cifar", 32, "cifar10", "pt")
+  else:
+    pre = input_pipeline.Preprocessing("imagenet", 224)
+  batch = 128 if kind == "cifar" else 64
+  ds = input_pipeline.train_dataset(info, pre, batch, seed=1,
+                                    cache=(kind == "cifar"))
+  it = iter(ds)
+  for _ in range(3):
+    next(it)
+  images, start = 0, time.time()
+  while time.time() - start < FLAGS.pipeline_seconds:
+    next(it)
+    images += batch
+  rate = images / (time.time() - start)
+  cores = os.cpu_count()
+  return {"pipeline": kind, "records": info.num_examples("train"),
+          "img_per_s": round(rate, 1), "cores": cores,
+          "img_per_s_per_core": round(rate / cores, 1)}
+
+
+def main(argv):
+  del argv
+  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy("one_device")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  device = ("GPU " + tf.config.experimental.get_device_details(
+      tf.config.list_physical_devices("GPU")[0]).get("device_name", "")
+            if tf.config.list_physical_devices("GPU") else
+            f"CPU x{os.cpu_count()}")
+  print(f"# train_bench on {device}; TF {tf.__version__}; steps "
+        f"{FLAGS.steps}, warmup {FLAGS.warmup}")
+  rows = []
+  for name in FLAGS.configs:
+    if name not in CONFIGS:
+      raise app.UsageError(f"--configs: unknown {name!r}; choose from "
+                           f"{', '.join(CONFIGS)}")
+    cfg = CONFIGS[name]
+    for dtype in FLAGS.dtypes:
+      torch_row = None
+      if FLAGS.torch:
+        try:
+          torch_row = torch_step(name, cfg, dtype)
+          rows.append(torch_row)
+          print(json.dumps(torch_row), flush=True)
+        except ImportError as e:
+          print(f"# PyTorch step skipped: {e}")
+      for xla in FLAGS.xla:
+        row = tf_step(tf, strategy, name, cfg, dtype, xla == "true")
+        if torch_row:
+          row["tf_over_torch"] = round(row["img_per_s"] /
+                                       torch_row["img_per_s"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+  if FLAGS.pipeline:
+    with tempfile.TemporaryDirectory() as tmp:
+      cifar = FLAGS.cifar_data_dir or _write_records(
+          tf, os.path.join(tmp, "cifar"), "cifar", 10000)
+      imagenet = FLAGS.imagenet_data_dir or _write_records(
+          tf, os.path.join(tmp, "imagenet"), "imagenet", 400)
+      for kind, data_dir in (("cifar", cifar), ("imagenet", imagenet)):
+        row = pipeline(tf, kind, data_dir)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+  print("\n| config | framework | dtype | xla | batch | first step s | img/s | "
+        "peak MB | TF/PyTorch |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    if "config" in r:
+      print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
+            f"| {r['batch']} | {r['first_step_s']} | {r['img_per_s']} | "
+            f"{r['peak_mem_mb']} | {r.get('tf_over_torch', '')} |")
+  for r in rows:
+    if "pipeline" in r:
+      print(f"pipeline {r['pipeline']}: {r['img_per_s']} img/s on "
+            f"{r['cores']} cores = {r['img_per_s_per_core']} img/s/core")
+
+
+if __name__ == "__main__":
+  app.run(main)

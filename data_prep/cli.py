@@ -1,0 +1,59 @@
+"""Flags and error handling shared by the data_prep command-line tools.
+
+Each tool defines its flags in its own `define_flags()`, called from its `run()` (the
+console-script entry point, also used by `python -m data_prep.X`), so that importing several
+tools in one process (as the tests do) never defines a flag twice.
+"""
+
+import os
+import sys
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+from data_prep import DataPrepError
+
+
+def default_workers() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def define_output_flags(with_max_rejected: bool = True, workers: int = 0,
+                        workers_help: str = "") -> None:
+  """--output_dir, --workers (default `workers`, 0: the usable CPUs), --seed, --max_rejected."""
+  flags.DEFINE_string("output_dir", None,
+                      "Folder for <split>-<iiiii>-of-<nnnnn>.tfrecord and manifest.json; "
+                      "created if missing. Verified shards already there are kept.")
+  flags.mark_flag_as_required("output_dir")
+  flags.DEFINE_integer("workers", workers or default_workers(),
+                       workers_help or "Processes that write shards in parallel (default: "
+                       "the CPUs this process may use). 1 writes in this process.",
+                       lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Seed of the record order (SHA-256 of '<seed>:<key>').")
+  if with_max_rejected:
+    flags.DEFINE_integer("max_rejected", 0,
+                         "How many inputs may be rejected (undecodable, truncated, not an "
+                         "image) with exit code 0. More than this: exit code 1 and no "
+                         "manifest.json.", lower_bound=0)
+
+
+def main_with_errors(tool: str, body: Callable[[], int]) -> Callable:
+  """An absl main that runs `body`; DataPrepError and OSError become 'tool: error: ...', exit 1."""
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (every input is a "
+                           "--flag; see --helpshort)")
+    try:
+      return body()
+    except DataPrepError as e:
+      print(f"{tool}: error: {e}", file=sys.stderr)
+      return 1
+    except OSError as e:  # unreadable input, unwritable output, disk full: names the path
+      print(f"{tool}: error: {e}", file=sys.stderr)
+      return 1
+  return main

@@ -1,0 +1,94 @@
+"""Writes scikit-learn's handwritten digits as an image folder (offline demo data).
+
+    python -m data_prep.digits_demo --output_dir=DIR [--holdout_per_class=2]
+
+scikit-learn ships the UCI 8x8 handwritten digits (1,797 real images, 10 classes) inside its
+wheel, so this needs no network. Each image is scaled from 0..16 to 0..255, enlarged to 32x32
+(bicubic) and saved as an RGB JPEG (quality 95, so data_prep.folder stores it untouched):
+
+    DIR/images/<digit>/<index>.jpg     one class folder per digit, for data_prep.folder
+    DIR/holdout/<digit>_<index>.jpg    the last --holdout_per_class images of every digit,
+                                       kept out of the folder, for trying `predict`
+
+The split is by dataset index, so every run writes the same files.
+"""
+
+import io
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+IMAGE_SIZE = 32
+
+
+def define_flags():
+  flags.DEFINE_string("output_dir", None, "Folder to write images/ and holdout/ into.")
+  flags.mark_flag_as_required("output_dir")
+  flags.DEFINE_integer("holdout_per_class", 2,
+                       "Images per digit kept out of images/ (written to holdout/).",
+                       lower_bound=0)
+
+
+def _jpeg(pixels_0_16):
+  """32x32 RGB JPEG bytes of one 8x8 digit."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  gray = np.clip(np.asarray(pixels_0_16) * (255.0 / 16.0), 0, 255).astype(np.uint8)
+  image = Image.fromarray(gray, "L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
+  out = io.BytesIO()
+  image.convert("RGB").save(out, format="JPEG", quality=95)
+  return out.getvalue()
+
+
+def write_digits(output_dir: str, holdout_per_class: int):
+  """Writes the folder; returns (images written to images/, images in holdout/)."""
+  try:
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SystemExit("data_prep.digits_demo needs scikit-learn: pip install -e '.[demo]'")
+  digits = datasets.load_digits()
+  by_class = {}
+  for index, label in enumerate(digits.target):
+    by_class.setdefault(int(label), []).append(index)
+  written = held = 0
+  for label, indices in sorted(by_class.items()):
+    keep = len(indices) - holdout_per_class
+    if keep < 1:
+      raise SystemExit(f"--holdout_per_class={holdout_per_class} leaves no image of digit "
+                       f"{label} (it has {len(indices)})")
+    class_dir = os.path.join(output_dir, "images", str(label))
+    os.makedirs(class_dir, exist_ok=True)
+    os.makedirs(os.path.join(output_dir, "holdout"), exist_ok=True)
+    for position, index in enumerate(indices):
+      if position < keep:
+        path = os.path.join(class_dir, f"{index:04d}.jpg")
+        written += 1
+      else:
+        path = os.path.join(output_dir, "holdout", f"{label}_{index:04d}.jpg")
+        held += 1
+      with open(path, "wb") as f:
+        f.write(_jpeg(digits.images[index]))
+  return written, held
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  written, held = write_digits(FLAGS.output_dir, FLAGS.holdout_per_class)
+  print(f"wrote {written} digit images in 10 class folders to "
+        f"{os.path.join(FLAGS.output_dir, 'images')} and {held} held-out images to "
+        f"{os.path.join(FLAGS.output_dir, 'holdout')}")
+  return 0
+
+
+def run():
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  sys.exit(run())

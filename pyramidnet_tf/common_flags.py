@@ -1,0 +1,44 @@
+"""absl flags shared by the trainer and the evaluator, defined once.
+
+Why a module of its own: train.py and evaluate.py both need --data_dir,
+--model_dir, --distribution, ...; absl refuses a flag defined twice, and tests
+import both CLIs into one process.
+"""
+
+from absl import flags
+
+from pyramidnet_tf import augment
+from pyramidnet_tf import distribute
+from pyramidnet_tf import step
+
+flags.DEFINE_string("data_dir", None,
+                    "Directory written by data_prep (manifest.json + "
+                    "TFRecord shards).")
+flags.DEFINE_string("model_dir", None,
+                    "Checkpoints, model_config.json and TensorBoard events.")
+flags.DEFINE_enum("distribution", "auto", list(distribute.DISTRIBUTIONS),
+                  "auto: multi_worker with a multi-task TF_CONFIG, mirrored "
+                  "with several GPUs (or --cpu_devices > 1), else "
+                  "one_device.")
+flags.DEFINE_integer("cpu_devices", 1,
+                     "Split the CPU into this many logical devices (replicas) "
+                     "when there is no GPU: CPU tests of multi-replica "
+                     "training.")
+flags.DEFINE_float("collective_timeout", 600.0,
+                   "Seconds a multi-worker collective may wait for its peers "
+                   "before failing (0 = forever): a dead worker becomes an "
+                   "error, not a hang.")
+flags.DEFINE_enum("dtype", "float32", list(step.DTYPES),
+                  "Compute dtype; variables stay float32. float16 uses "
+                  "dynamic loss scaling.")
+flags.DEFINE_integer("image_size", 0,
+                     "Training/eval image size; 0 = 32 for CIFAR data and "
+                     "CIFAR-architecture folder data, 224 for ImageNet.")
+flags.DEFINE_enum("cifar_convention", "pt", list(augment.CIFAR_CONVENTIONS),
+                  "CIFAR normalisation: pt = CIFAR-10 stats for both datasets,"
+                  " black pad before normalising (PyramidNet-PyTorch, "
+                  "CutMix); fb = per-dataset stats, pad after normalising "
+                  "(fb.resnet.torch, the paper's code).")
+flags.DEFINE_integer("eval_batch_size", 0,
+                     "Global eval batch; 0 = --batch_size when training, 100 "
+                     "in pyramidnet_tf.evaluate.")

@@ -1,0 +1,92 @@
+"""Evaluates a model directory on a prepared data split; prints JSON.
+
+    python -m pyramidnet_tf.evaluate --model_dir=DIR --data_dir=DATA
+
+Works on trainer output and on directories written by import_torch. Every
+example of the split is counted exactly once (the last batch is padded and
+the padding masked), on one device or under any strategy.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from pyramidnet_tf import common_flags  # pylint: disable=unused-import
+
+flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
+                    "or test, whichever the manifest has.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the latest "
+                    "in --model_dir.")
+
+FLAGS = flags.FLAGS
+
+
+def evaluate() -> dict:
+  if not FLAGS.model_dir:
+    raise ValueError("--model_dir is required (written by pyramidnet_tf.train "
+                     "or pyramidnet_tf.import_torch)")
+  if not FLAGS.data_dir:
+    raise ValueError("--data_dir is required: a directory written by "
+                     "data_prep (manifest.json + TFRecords)")
+  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
+                                        FLAGS.collective_timeout)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  info = input_pipeline.read_manifest(FLAGS.data_dir)
+  split = FLAGS.split or info.eval_split
+  config = model_io.read_config(FLAGS.model_dir)
+  with strategy.scope():
+    model, metadata = model_io.load_model(FLAGS.model_dir, FLAGS.checkpoint)
+  if model.num_classes != info.num_classes:
+    raise ValueError(f"the model in {FLAGS.model_dir} has {model.num_classes}"
+                     f" classes but {FLAGS.data_dir}/manifest.json lists "
+                     f"{info.num_classes}")
+  preprocessing = model_dir_lib.preprocessing_of(
+      metadata, config["model"], FLAGS.image_size, FLAGS.cifar_convention,
+      info)
+  replicas = strategy.num_replicas_in_sync
+  batch = FLAGS.eval_batch_size or 100
+  batch = -(-batch // replicas) * replicas
+  workers = distribute.num_workers(strategy)
+  steps = input_pipeline.eval_steps(info, split, batch // replicas, workers,
+                                    replicas // workers)
+
+  def eval_input(context):
+    return input_pipeline.eval_dataset(
+        info, preprocessing, context.get_per_replica_batch_size(batch), steps,
+        split, context.num_input_pipelines, context.input_pipeline_id,
+        context.num_replicas_in_sync // context.num_input_pipelines)
+  evaluator = step_lib.EvalStep(strategy, model, FLAGS.dtype)
+  iterator = iter(strategy.distribute_datasets_from_function(eval_input))
+  totals = evaluator.loop(iterator, tf.constant(steps))
+  metrics = step_lib.metrics_from_totals(totals.numpy())
+  return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
+          "split": split,
+          "checkpoint": FLAGS.checkpoint or tf.train.latest_checkpoint(
+              FLAGS.model_dir),
+          **metrics}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    result = evaluate()
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"pyramidnet_tf.evaluate: error: {e}")
+  print(json.dumps(result, indent=2))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,79 @@
+"""Learning-rate schedules as pure functions of the global step.
+
+Why functions of the step (not stateful objects): the step is checkpointed, so
+a resumed run recomputes exactly the LR it would have had, and the schedule
+can be evaluated inside the training ``tf.function``.
+
+``step`` decays at epoch boundaries the way the authors' PyTorch code does:
+the LR is a function of the 0-based epoch ``step // steps_per_epoch``, and is
+multiplied by ``decay_factor`` once for every boundary <= epoch (CIFAR: x0.1
+at 150 and 225, so epochs 0-149 use lr, 150-224 lr/10, 225+ lr/100).
+``cosine`` decays per step from lr to 0 over the run (no restart). Both can
+start with a linear warmup over ``warmup_epochs`` (per step, from lr/warmup
+steps to lr), after which the schedule continues as without warmup.
+"""
+
+import dataclasses
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+SCHEDULES = ("step", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Everything the LR at any step depends on."""
+
+  name: str
+  base_lr: float
+  steps_per_epoch: int
+  total_steps: int
+  decay_epochs: Sequence[int] = ()
+  decay_factor: float = 0.1
+  warmup_epochs: float = 0.0
+
+  def __post_init__(self):
+    if self.name not in SCHEDULES:
+      raise ValueError(f"--lr_schedule must be one of {', '.join(SCHEDULES)}; "
+                       f"got {self.name!r}")
+    if self.base_lr <= 0:
+      raise ValueError(f"--lr must be > 0; got {self.base_lr}")
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"steps per epoch must be >= 1; got "
+                       f"{self.steps_per_epoch}")
+    if self.warmup_epochs < 0:
+      raise ValueError(f"--warmup_epochs must be >= 0; got "
+                       f"{self.warmup_epochs}")
+    if list(self.decay_epochs) != sorted(self.decay_epochs):
+      raise ValueError(f"--lr_decay_epochs must be increasing; got "
+                       f"{list(self.decay_epochs)}")
+
+  @property
+  def warmup_steps(self) -> int:
+    return int(round(self.warmup_epochs * self.steps_per_epoch))
+
+  def __call__(self, step) -> tf.Tensor:
+    """LR (float32 scalar tensor) used by the update that follows ``step``."""
+    step = tf.cast(step, tf.int64)
+    base = tf.constant(self.base_lr, tf.float32)
+    if self.name == "step":
+      epoch = step // self.steps_per_epoch
+      passed = tf.constant(0.0)
+      for boundary in self.decay_epochs:
+        passed += tf.cast(epoch >= boundary, tf.float32)
+      lr = base * tf.pow(tf.constant(self.decay_factor, tf.float32), passed)
+    else:
+      span = max(self.total_steps - self.warmup_steps, 1)
+      progress = tf.cast(step - self.warmup_steps, tf.float32) / span
+      progress = tf.clip_by_value(progress, 0.0, 1.0)
+      lr = 0.5 * base * (1.0 + tf.cos(math.pi * progress))
+    if self.warmup_steps > 0:
+      warm = base * tf.cast(step + 1, tf.float32) / self.warmup_steps
+      lr = tf.where(step < self.warmup_steps, warm, lr)
+    return lr
+
+  def value(self, step: int) -> float:
+    """The LR at ``step`` as a Python float (for logs and tests)."""
+    return float(self(step).numpy())

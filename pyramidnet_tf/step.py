@@ -1,0 +1,163 @@
+"""The inner loop: train and eval steps, ``steps_per_loop`` per host call.
+
+Why this shape (Model Garden's orbit "standard runner"): the host calls one
+``tf.function`` that runs many steps in a ``tf.range`` loop, so Python and
+dispatch cost are paid once per loop, not per step. Everything that is about
+*when* (checkpoints, summaries, evaluation) lives in ``loop.py``.
+
+One train step per replica:
+  forward/backward in the compute dtype (optionally XLA-compiled),
+  loss = sum of per-example cross entropy / GLOBAL batch,
+  explicit SUM all-reduce of the gradients (so every replica holds the
+  gradient of the global mean loss), float16: unscale and skip non-finite
+  steps, then the optimizer update on every replica.
+Metrics are summed over replicas and steps: (loss sum, top-1 correct, top-5
+correct, examples). A non-finite loss ends the loop early and reports the
+global step it happened at.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from pyramidnet_tf import loss_scale as loss_scale_lib
+
+DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16,
+          "float16": tf.float16}
+
+
+def cross_entropy(logits, labels, num_classes: int,
+                  label_smoothing: float = 0.0):
+  """Per-example cross entropy (float32), with optional label smoothing."""
+  logits = tf.cast(logits, tf.float32)
+  if label_smoothing:
+    targets = tf.one_hot(labels, num_classes)
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+
+
+def correct_counts(logits, labels, mask=None):
+  """(top-1 correct, top-5 correct) as float32 scalars."""
+  k = min(5, int(logits.shape[-1]))
+  top1 = tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)
+  top5 = tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)
+  if mask is not None:
+    top1, top5 = top1 * mask, top5 * mask
+  return tf.reduce_sum(top1), tf.reduce_sum(top5)
+
+
+class TrainStep(tf.Module):
+  """Builds and runs the training loop function for one strategy."""
+
+  def __init__(self, strategy: tf.distribute.Strategy, model, optimizer,
+               schedule, global_step: tf.Variable, global_batch: int,
+               dtype: str = "float32", label_smoothing: float = 0.0,
+               jit_compile: bool = False,
+               loss_scale: Optional[loss_scale_lib.DynamicLossScale] = None):
+    super().__init__(name="train_step")
+    if dtype not in DTYPES:
+      raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got "
+                       f"{dtype!r}")
+    if dtype == "float16" and loss_scale is None:
+      raise ValueError("float16 needs a DynamicLossScale")
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.schedule = schedule
+    self.global_step = global_step
+    self.global_batch = global_batch
+    self.compute_dtype = DTYPES[dtype]
+    self.label_smoothing = label_smoothing
+    self.loss_scale = loss_scale if dtype == "float16" else None
+    self.variables_to_train = list(model.trainable_variables)
+    grads = self._forward_backward
+    self._grads = tf.function(grads, jit_compile=True) if jit_compile else grads
+    self.loop = tf.function(self._loop)
+
+  def _forward_backward(self, images, labels, scale):
+    with tf.GradientTape() as tape:
+      logits = self.model(tf.cast(images, self.compute_dtype), training=True)
+      per_example = cross_entropy(logits, labels, self.model.num_classes,
+                                  self.label_smoothing)
+      loss = tf.reduce_sum(per_example) / self.global_batch
+      scaled = loss * scale
+    grads = tape.gradient(scaled, self.variables_to_train)
+    top1, top5 = correct_counts(logits, labels)
+    stats = tf.stack([tf.reduce_sum(per_example), top1, top5,
+                      tf.cast(tf.shape(labels)[0], tf.float32)])
+    return grads, stats
+
+  def _replica_step(self, batch, lr):
+    images, labels = batch
+    scale = (self.loss_scale.scale if self.loss_scale is not None else
+             tf.constant(1.0))
+    grads, stats = self._grads(images, labels, scale)
+    context = tf.distribute.get_replica_context()
+    grads = [tf.cast(g, tf.float32) for g in grads]
+    if context.num_replicas_in_sync > 1:
+      grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    mask = None
+    if self.loss_scale is not None:
+      grads = self.loss_scale.unscale(grads)
+      mask = loss_scale_lib.DynamicLossScale.all_finite(grads)
+      self.loss_scale.update(mask)
+    self.optimizer.apply(grads, lr, apply_mask=mask)
+    return stats
+
+  def _loop(self, iterator, num_steps):
+    """Runs up to ``num_steps`` steps; returns (summed stats, bad step)."""
+    totals = tf.zeros([4])
+    bad_step = tf.constant(-1, tf.int64)
+    for _ in tf.range(num_steps):
+      lr = self.schedule(self.global_step)
+      stats = self.strategy.run(self._replica_step,
+                                args=(next(iterator), lr))
+      stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
+                                   axis=None)
+      totals += stats
+      if not tf.math.is_finite(stats[0]):
+        bad_step = tf.identity(self.global_step.read_value())
+        break
+      self.global_step.assign_add(1)
+    return totals, bad_step
+
+
+class EvalStep(tf.Module):
+  """Summed eval metrics over a fixed number of (padded) batches."""
+
+  def __init__(self, strategy: tf.distribute.Strategy, model,
+               dtype: str = "float32"):
+    super().__init__(name="eval_step")
+    self.strategy = strategy
+    self.model = model
+    self.compute_dtype = DTYPES[dtype]
+    self.loop = tf.function(self._loop)
+
+  def _replica_step(self, batch):
+    images, labels = batch
+    mask = tf.cast(labels >= 0, tf.float32)
+    safe = tf.maximum(labels, 0)
+    logits = self.model(tf.cast(images, self.compute_dtype), training=False)
+    per_example = cross_entropy(logits, safe, self.model.num_classes) * mask
+    top1, top5 = correct_counts(logits, safe, mask)
+    return tf.stack([tf.reduce_sum(per_example), top1, top5,
+                     tf.reduce_sum(mask)])
+
+  def _loop(self, iterator, num_steps):
+    totals = tf.zeros([4])
+    for _ in tf.range(num_steps):
+      stats = self.strategy.run(self._replica_step, args=(next(iterator),))
+      totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
+                                     axis=None)
+    return totals
+
+
+def metrics_from_totals(totals) -> dict:
+  """loss, top1_error, top5_error (percent) and examples from summed stats."""
+  loss_sum, top1, top5, count = [float(x) for x in totals]
+  count = max(count, 1.0)
+  return {"loss": loss_sum / count,
+          "top1_error": 100.0 * (1.0 - top1 / count),
+          "top5_error": 100.0 * (1.0 - top5 / count),
+          "examples": int(round(count))}

@@ -1,0 +1,74 @@
+"""TensorBoard output, written by the chief only.
+
+Why a wrapper: in multi-worker runs every worker executes the same code, but
+only the chief may write event files (non-chiefs get a no-op writer), and the
+scalar tag names are a contract other tools read: train/loss,
+train/top1_error, train/top5_error, train/learning_rate,
+train/examples_per_sec, train/step_time, eval/loss, eval/top1_error,
+eval/top5_error (plus train/examples_per_sec_per_worker).
+"""
+
+from typing import Dict, Mapping
+
+import tensorflow as tf
+
+
+class Summaries:
+  """Scalars, images, histograms, flags and hparams for one model dir."""
+
+  def __init__(self, logdir: str, enabled: bool):
+    self.enabled = enabled
+    self.logdir = logdir
+    if enabled:
+      self.writer = tf.summary.create_file_writer(logdir)
+    else:
+      self.writer = tf.summary.create_noop_writer()
+
+  def scalars(self, prefix: str, values: Mapping[str, float], step: int):
+    with self.writer.as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(f"{prefix}/{name}", float(value))
+
+  def images(self, name: str, images, step: int, max_outputs: int = 16):
+    """A grid of (normalised) images, each min-max scaled into [0, 1]."""
+    if not self.enabled:
+      return
+    images = tf.cast(images[:max_outputs], tf.float32)
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    images = (images - low) / tf.maximum(high - low, 1e-6)
+    with self.writer.as_default(step=step):
+      tf.summary.image(name, images, max_outputs=max_outputs)
+
+  def histograms(self, model, step: int):
+    """Weights and BN statistics (reading BN stats all-reduces: every worker
+    calls this)."""
+    with self.writer.as_default(step=step):
+      for variable in model.trainable_variables:
+        tf.summary.histogram("weights/" + variable.name.split(":")[0],
+                             variable)
+      for bn in model.batch_norms():
+        base = "batch_norm/" + bn.name
+        tf.summary.histogram(base + "/moving_mean", bn.moving_mean.read_value())
+        tf.summary.histogram(base + "/moving_variance",
+                             bn.moving_variance.read_value())
+
+  def flags(self, values: Dict[str, object], step: int = 0):
+    """The run's flags as a markdown table and as TensorBoard hparams."""
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import summary_v2 as hparams  # pylint: disable=g-import-not-at-top
+    rows = ["| flag | value |", "|---|---|"]
+    rows += [f"| {k} | {v} |" for k, v in sorted(values.items())]
+    clean = {}
+    for key, value in values.items():
+      if isinstance(value, (bool, int, float, str)):
+        clean[key] = value
+      elif value is not None:
+        clean[key] = str(value)
+    with self.writer.as_default(step=step):
+      tf.summary.text("flags", "\n".join(rows))
+      hparams.hparams(clean)
+
+  def flush(self):
+    self.writer.flush()

@@ -1,0 +1,78 @@
+"""The trainer's absl flags (model flags come from model_flags, shared ones
+from common_flags). Defaults are the paper's CIFAR recipe (spec 4.1/4.3)."""
+
+from absl import flags
+
+from pyramidnet_tf import common_flags  # pylint: disable=unused-import
+from pyramidnet_tf import input_pipeline
+from pyramidnet_tf import model_flags  # pylint: disable=unused-import
+from pyramidnet_tf import schedules
+from pyramidnet_tf import widths
+
+flags.DEFINE_enum("augment", "auto", list(input_pipeline.AUGMENTATIONS),
+                  "Training augmentation. auto: CIFAR pad-and-crop + flip for "
+                  "data_prep.cifar data, ImageNet-style distorted crop + "
+                  "jitter + lighting + flip for ImageNet and image folders. "
+                  "cifar on an image folder: resize to --image_size, then "
+                  "pad-and-crop + flip (small images such as digits).")
+flags.DEFINE_enum("synthetic_like", "cifar10", list(widths.DATASETS),
+                  "With --dataset=synthetic: the architecture and data shape "
+                  "(32x32 CIFAR or 224x224 ImageNet) to benchmark.")
+flags.DEFINE_integer("batch_size", 128,
+                     "Global batch size (split evenly over all replicas).")
+flags.DEFINE_float("epochs", 300, "Training length in epochs (of the train "
+                   "split, steps per epoch = examples // batch size).")
+flags.DEFINE_integer("train_steps", None, "Training length in steps; "
+                     "overrides --epochs.")
+flags.DEFINE_float("lr", 0.1, "Peak learning rate for --batch_size.")
+flags.DEFINE_enum("lr_schedule", "step", list(schedules.SCHEDULES),
+                  "step: x --lr_decay_factor at each of --lr_decay_epochs "
+                  "(0-based epochs, as PyTorch); cosine: per-step cosine to "
+                  "0.")
+flags.DEFINE_list("lr_decay_epochs", ["150", "225"],
+                  "Epochs at which --lr_schedule=step decays.")
+flags.DEFINE_float("lr_decay_factor", 0.1, "Step-schedule decay factor.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear LR warmup length in epochs.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_bool("nesterov", True, "Nesterov momentum (PyTorch form).")
+flags.DEFINE_float("weight_decay", 1e-4,
+                   "Coupled L2 (added to the gradient before momentum) on all "
+                   "trainable variables, as the authors' code.")
+flags.DEFINE_bool("decay_bn_and_bias", True,
+                  "Apply --weight_decay to BN gamma/beta and the classifier "
+                  "bias too (authors' recipe). --nodecay_bn_and_bias "
+                  "excludes them.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
+flags.DEFINE_integer("steps_per_loop", 100,
+                     "Train steps per host call (one tf.function, tf.range "
+                     "loop); capped by the log/checkpoint/eval cadence.")
+flags.DEFINE_bool("sync_bn", False,
+                  "Batch-norm moments over all replicas (one all-reduce of "
+                  "sums, squared sums and counts per BN).")
+flags.DEFINE_integer("checkpoint_every_steps", 0,
+                     "Checkpoint cadence in steps; 0 = once per epoch. A "
+                     "checkpoint is always written at the end.")
+flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --model_dir.")
+flags.DEFINE_float("eval_every_epochs", 1.0,
+                   "Evaluation cadence in epochs (0 = only at the end).")
+flags.DEFINE_integer("log_every_steps", 100,
+                     "Train-metric summaries and log lines cadence.")
+flags.DEFINE_integer("histogram_every_steps", 0,
+                     "Weight and BN histograms cadence; 0 = with each "
+                     "checkpoint.")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and "
+                     "augmentation.")
+flags.DEFINE_list("profile_steps", [],
+                  "START,STOP: profiler trace over these global steps into "
+                  "--model_dir/profile (view with tensorboard-plugin-profile).")
+flags.DEFINE_bool("deterministic", False,
+                  "Deterministic ops and input order (slower): repeated runs "
+                  "and resumed runs give identical weights.")
+flags.DEFINE_bool("cache_data", None,
+                  "Cache the encoded records in memory; default: on for "
+                  "CIFAR, off otherwise.")
+flags.DEFINE_integer("shuffle_buffer", 0,
+                     "Record shuffle buffer; 0 = 50000 for CIFAR, 10000 "
+                     "otherwise.")
+flags.DEFINE_bool("eval_at_end", True, "Evaluate after the last step.")

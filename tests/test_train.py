@@ -1,0 +1,248 @@
+"""End-to-end tests of ``python -m pyramidnet_tf.train`` (tiny nets, CPU)."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import train_fixtures as fx
+
+TRAIN = "pyramidnet_tf.train"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return fx.write_dataset(str(tmp_path_factory.mktemp("data")),
+                          num_classes=4, train_per_class=24,
+                          eval_per_class=8, size=16, shards=2)
+
+
+def _args(data_dir, model_dir, *extra):
+  return fx.TINY_MODEL + [f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                          "--batch_size=16", "--lr=0.05",
+                          "--log_every_steps=3", "--steps_per_loop=3"
+                          ] + list(extra)
+
+
+_NO_KERAS_WRAPPER = r"""
+import atexit, sys
+def report():
+  bad = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tf_keras"))
+  sys.stderr.write("KERAS_MODULES=" + ",".join(bad) + "\n")
+atexit.register(report)
+from pyramidnet_tf import train
+sys.argv = ["train"] + sys.argv[1:]
+train.run()
+"""
+
+
+def test_learns_writes_summaries_and_imports_no_keras(data_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  proc = subprocess.run(
+      [sys.executable, "-c", _NO_KERAS_WRAPPER] + _args(
+          data_dir, model_dir, "--epochs=5", "--lr_schedule=cosine",
+          "--eval_every_epochs=5"),
+      cwd=fx.REPO, env=fx.cli_env(), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "KERAS_MODULES=\n" in proc.stderr
+  result = fx.train_result(proc.stderr)
+  assert result["step"] == 5 * 96 // 16
+  # 4 classes: chance is 75 % error.
+  assert result["eval"]["examples"] == 32
+  assert result["eval"]["top1_error"] < 30.0, result
+  assert os.path.exists(os.path.join(model_dir, "model_config.json"))
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-30")
+
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(model_dir, size_guidance={
+      event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
+  acc.Reload()
+  tags = set(acc.Tags()["tensors"])
+  for tag in ("train/loss", "train/top1_error", "train/top5_error",
+              "train/learning_rate", "train/examples_per_sec",
+              "train/step_time", "eval/loss", "eval/top1_error",
+              "eval/top5_error", "flags"):
+    assert tag in tags, sorted(tags)
+  assert any(t.startswith("weights/") for t in tags)
+  assert any(t.startswith("batch_norm/") for t in tags)
+  assert "train/augmented_images" in tags or "train/augmented_images" in (
+      acc.Tags()["images"])
+  lr = [tf.make_ndarray(e.tensor_proto) for e in
+        acc.Tensors("train/learning_rate")]
+  assert lr[0] > lr[-1]  # cosine decays
+
+
+def _final_checkpoint(model_dir):
+  return fx.checkpoint_values(tf.train.latest_checkpoint(model_dir))
+
+
+def test_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
+  common = ["--deterministic", "--checkpoint_every_steps=4", "--seed=5",
+            "--eval_every_epochs=0", "--noeval_at_end"]
+  straight = str(tmp_path / "straight")
+  proc = fx.run_cli(TRAIN, _args(data_dir, straight, "--train_steps=8",
+                                 *common))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  split = str(tmp_path / "split")
+  proc = fx.run_cli(TRAIN, _args(data_dir, split, "--train_steps=4", *common))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = fx.run_cli(TRAIN, _args(data_dir, split, "--train_steps=8", *common))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "at step 4" in proc.stderr
+  a, b = _final_checkpoint(straight), _final_checkpoint(split)
+  assert sorted(a) == sorted(b)
+  assert any("global_step" in name for name in a)
+  assert any(name.startswith("optimizer/slots") for name in a)
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resume_with_another_model_is_an_error_naming_it(data_dir, tmp_path):
+  model_dir = str(tmp_path / "m")
+  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir, "--train_steps=1",
+                                 "--noeval_at_end"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  args = _args(data_dir, model_dir, "--train_steps=2")
+  args[args.index("--alpha=4")] = "--alpha=6"
+  proc = fx.run_cli(TRAIN, args)
+  assert proc.returncode != 0
+  assert "alpha: 4.0 in" in proc.stderr and "6.0 from the flags" in (
+      proc.stderr), proc.stderr[-2000:]
+
+
+def test_sigterm_saves_and_resume_loses_no_step(data_dir, tmp_path):
+  model_dir = str(tmp_path / "m")
+  log_path = tmp_path / "log.txt"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", TRAIN] + _args(
+            data_dir, model_dir, "--train_steps=100000",
+            "--steps_per_loop=1", "--log_every_steps=1",
+            "--checkpoint_every_steps=100000", "--eval_every_epochs=0"),
+        cwd=fx.REPO, env=fx.cli_env(), stderr=log, stdout=log)
+    try:
+      deadline = time.time() + 120
+      while "step 3/" not in log_path.read_text():
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.time() < deadline, "training never reached step 3"
+        time.sleep(0.2)
+      proc.send_signal(signal.SIGTERM)
+      assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  text = log_path.read_text()
+  assert "SIGTERM received: saving at step" in text
+  stopped = int(text.split("SIGTERM received: saving at step ")[1].split()[0])
+  assert stopped >= 3
+  assert fx.train_result(text)["preempted"]
+  assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{stopped}")
+  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir,
+                                 f"--train_steps={stopped + 2}",
+                                 "--noeval_at_end"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"at step {stopped}" in proc.stderr
+  assert f"steps {stopped} -> {stopped + 2}" in proc.stderr
+  assert fx.train_result(proc.stderr)["step"] == stopped + 2
+
+
+def test_nan_loss_stops_with_the_step_and_saves_no_nan(data_dir, tmp_path):
+  model_dir = str(tmp_path / "m")
+  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir, "--train_steps=50",
+                                 "--lr=1e12", "--steps_per_loop=1",
+                                 "--checkpoint_every_steps=1",
+                                 "--eval_every_epochs=0"))
+  assert proc.returncode != 0
+  assert "NaN/Inf at global step" in proc.stderr, proc.stderr[-3000:]
+  step = int(proc.stderr.split("NaN/Inf at global step ")[1].split()[0])
+  paths = glob.glob(os.path.join(model_dir, "ckpt-*.index"))
+  assert paths
+  for path in paths:
+    values = fx.checkpoint_values(path[:-len(".index")])
+    assert int(path.split("ckpt-")[1].split(".")[0]) <= step
+    for name, value in values.items():
+      if np.issubdtype(np.asarray(value).dtype, np.floating):
+        assert np.isfinite(value).all(), (path, name)
+
+
+def test_missing_data_dir_says_how_to_make_data(tmp_path):
+  proc = fx.run_cli(TRAIN, fx.TINY_MODEL + [f"--model_dir={tmp_path}"])
+  assert proc.returncode != 0
+  assert "--data_dir is required" in proc.stderr
+  assert "data_prep.cifar" in proc.stderr
+
+
+def test_bad_batch_for_replicas_is_an_error(data_dir, tmp_path):
+  proc = fx.run_cli(TRAIN, _args(data_dir, str(tmp_path), "--batch_size=15",
+                                 "--cpu_devices=2", "--train_steps=1"))
+  assert proc.returncode != 0
+  assert "--batch_size=15 must be a multiple of the 2 replicas" in proc.stderr
+
+
+def test_jit_with_sync_bn_on_replicas_is_a_clear_error(tmp_path):
+  proc = fx.run_cli(TRAIN, [
+      "--dataset=synthetic", "--depth=8", "--alpha=4", "--image_size=16",
+      f"--model_dir={tmp_path}", "--batch_size=8", "--train_steps=1",
+      "--cpu_devices=2", "--sync_bn", "--jit_compile"])
+  assert proc.returncode != 0
+  assert "--jit_compile cannot be combined with --sync_bn" in proc.stderr
+
+
+def test_synthetic_data_mirrored_sync_bn_bfloat16(tmp_path):
+  proc = fx.run_cli(TRAIN, [
+      "--dataset=synthetic", "--synthetic_like=cifar100", "--depth=8",
+      "--alpha=4", "--image_size=16", f"--model_dir={tmp_path}",
+      "--batch_size=8", "--train_steps=4", "--cpu_devices=2", "--sync_bn",
+      "--dtype=bfloat16", "--log_every_steps=2", "--profile_steps=1,3"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "2 replicas" in proc.stderr
+  traces = glob.glob(os.path.join(str(tmp_path), "profile", "**", "*.xplane.pb"),
+                     recursive=True)
+  assert traces, os.listdir(str(tmp_path))
+  result = fx.train_result(proc.stderr)
+  assert result["step"] == 4 and result["eval"] is None
+  assert np.isfinite(result["train"]["loss"])
+
+
+def test_trains_on_a_folder_converted_by_data_prep(tmp_path):
+  """data_prep.folder output (JPEG, 'validation' split, arbitrary size and
+  class count) -> train with the manifest's class count -> evaluate."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  source = tmp_path / "pets"
+  rng = np.random.default_rng(0)
+  for label, name in enumerate(["cat", "dog", "emu"]):
+    (source / name).mkdir(parents=True)
+    for i in range(10):
+      Image.fromarray(fx.class_image(label, 3, 20, rng)).save(
+          source / name / f"{i}.png")
+  out = str(tmp_path / "prepared")
+  proc = fx.run_cli("data_prep.folder", [f"--source={source}",
+                                         f"--output_dir={out}",
+                                         "--val_fraction=0.2", "--workers=1"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  model_dir = str(tmp_path / "model")
+  proc = fx.run_cli(TRAIN, [
+      "--depth=8", "--alpha=4", "--image_size=16", f"--data_dir={out}",
+      f"--model_dir={model_dir}", "--batch_size=8", "--train_steps=3",
+      "--log_every_steps=3"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = fx.train_result(proc.stderr)
+  assert result["eval"]["split"] == "validation"
+  assert result["eval"]["examples"] == 6
+  proc = fx.run_cli("pyramidnet_tf.evaluate", [f"--model_dir={model_dir}",
+                                               f"--data_dir={out}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  import json  # pylint: disable=g-import-not-at-top
+  assert json.loads(proc.stdout)["examples"] == 6
+  config = json.load(open(os.path.join(model_dir, "model_config.json")))
+  assert config["model"]["num_classes"] == 3
+  assert config["metadata"]["class_names"] == ["cat", "dog", "emu"]
+  assert config["metadata"]["preprocessing"]["kind"] == "imagenet"
