@@ -2,10 +2,11 @@ r"""Prints a PyramidNet's widths, parameters, output dimension and FLOPs.
 
     python -m pyramidnet_tf.describe --dataset=cifar100 --depth=164 \
         --alpha=48 --bottleneck
-    python -m pyramidnet_tf.describe --flagfile=flags/cifar10/pyramidnet164_a48.flags
+    python -m pyramidnet_tf.describe --flagfile=flags/cifar10/pyramidnet164_a48_bottleneck.flags
 
-Takes the same model flags as the trainer. Works from shapes only (no
-variables are created), so it is instant for any size.
+Takes the same model flags as the trainer and accepts the trainer's
+flagfiles (the trainer's other flags are defined and ignored here). Works from
+shapes only (no variables are created), so it is instant for any size.
 """
 
 import json
@@ -15,11 +16,11 @@ from absl import flags
 
 from pyramidnet_tf import complexity
 from pyramidnet_tf import model_flags
+from pyramidnet_tf import train_flags  # pylint: disable=unused-import
 from pyramidnet_tf import widths as widths_lib
 
-flags.DEFINE_integer("image_size", None,
-                     "Input resolution for the FLOPs and feature-map sizes; "
-                     "default 32 (CIFAR) or 224 (ImageNet).")
+# --image_size (input resolution for FLOPs and feature-map sizes; 0 = 32 for
+# CIFAR, 224 for ImageNet) is the trainer's flag, from common_flags.
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_bool("show_widths", True,
                   "List every unit's planes under the table.")
@@ -97,7 +98,10 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  arch = model_flags.architecture()
+  dataset = None
+  if FLAGS.dataset == "synthetic":  # e.g. flags/smoke.flags
+    dataset = FLAGS.synthetic_like
+  arch = model_flags.architecture(dataset=dataset)
   num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
   if num_classes < 1:
     raise app.UsageError(f"--num_classes must be >= 1; got {num_classes}")

@@ -58,9 +58,14 @@ def model_kwargs() -> dict:
   }
 
 
-def architecture():
-  """The validated architecture (no variables); errors name the flag."""
+def architecture(dataset=None):
+  """The validated architecture (no variables); errors name the flag.
+
+  ``dataset`` overrides --dataset (e.g. the shape of --dataset=synthetic).
+  """
   kwargs = model_kwargs()
+  if dataset is not None:
+    kwargs["dataset"] = dataset
   try:
     return widths.architecture(kwargs["dataset"], kwargs["depth"],
                                kwargs["alpha"], kwargs["bottleneck"],

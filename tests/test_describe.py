@@ -48,6 +48,17 @@ def test_json_and_flagfile(tmp_path):
   assert report["flops"] == 2 * report["macs"]
 
 
+@pytest.mark.parametrize("flagfile,params", [
+    ("flags/cifar100/pyramidnet164_a48_bottleneck.flags", "1,738,572"),
+    ("flags/imagenet/pyramidnet200_a450.flags", "116,775,213"),
+    ("flags/smoke.flags", "84,765"),  # --dataset=synthetic: its shape
+])
+def test_trainer_flagfiles_describe_their_network(flagfile, params):
+  result = _describe(f"--flagfile={flagfile}", "--noshow_widths")
+  assert result.returncode == 0, result.stderr
+  assert f"total parameters:          {params}" in result.stdout
+
+
 def test_bad_flags_name_the_flag_and_the_choices():
   result = _describe("--depth=111", "--nobottleneck")
   assert result.returncode != 0
