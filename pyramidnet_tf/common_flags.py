@@ -20,6 +20,15 @@ flags.DEFINE_enum("distribution", "auto", list(distribute.DISTRIBUTIONS),
                   "auto: multi_worker with a multi-task TF_CONFIG, mirrored "
                   "with several GPUs (or --cpu_devices > 1), else "
                   "one_device.")
+flags.DEFINE_enum("cluster_resolver", "tf_config",
+                  list(distribute.CLUSTER_RESOLVERS),
+                  "Where a multi-worker cluster comes from: tf_config = the "
+                  "TF_CONFIG variable (by hand, launch_local, Kubeflow TFJob);"
+                  " slurm = TF's SlurmClusterResolver from the SLURM_* "
+                  "variables of an srun job step (implies multi_worker).")
+flags.DEFINE_integer("slurm_port_base", 8888,
+                     "With --cluster_resolver=slurm: the port of the first "
+                     "worker on each node (the next ones use +1, +2, ...).")
 flags.DEFINE_integer("cpu_devices", 1,
                      "Split the CPU into this many logical devices (replicas) "
                      "when there is no GPU: CPU tests of multi-replica "

@@ -14,16 +14,26 @@ Strategies (``--distribution``):
 * ``multi_worker``: MultiWorkerMirroredStrategy from TF_CONFIG, RING
   collectives on CPU, NCCL on GPUs, with a collective timeout so a dead peer
   turns into an error instead of a hang.
+
+Cluster resolvers (``--cluster_resolver``): ``tf_config`` reads the TF_CONFIG
+environment variable (set by hand, by ``launch_local`` or by the Kubeflow
+training operator); ``slurm`` asks TF's SlurmClusterResolver, which reads the
+SLURM_* variables that ``srun`` sets for every task of a job step.
 """
 
 import json
 import os
 import shutil
+import subprocess
 from typing import Optional
 
 import tensorflow as tf
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+CLUSTER_RESOLVERS = ("tf_config", "slurm")
+# What SlurmClusterResolver reads when it is given no jobs / tasks_per_node.
+SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
+                   "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE")
 
 
 def tf_config() -> dict:
@@ -42,6 +52,67 @@ def cluster_size(config: Optional[dict] = None) -> int:
   return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
 
 
+def local_gpu_count() -> int:
+  """GPUs on this node, found without initialising TensorFlow's devices.
+
+  The Slurm resolver may set CUDA_VISIBLE_DEVICES, which only takes effect
+  before TensorFlow touches the GPUs, so this asks CUDA_VISIBLE_DEVICES and
+  then nvidia-smi, like TF's resolver, but counts an empty
+  CUDA_VISIBLE_DEVICES (GPUs hidden) as 0 and a missing nvidia-smi as 0.
+  """
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible is not None:
+    return len([d for d in visible.split(",") if d.strip()])
+  if shutil.which("nvidia-smi") is None:
+    return 0
+  try:
+    output = subprocess.run(["nvidia-smi", "--list-gpus"], check=True,
+                            capture_output=True, text=True,
+                            timeout=60).stdout
+  except (OSError, subprocess.SubprocessError):
+    return 0
+  return sum(line.startswith("GPU ") for line in output.splitlines())
+
+
+def slurm_resolver(port_base: int = 8888, gpus_per_node: Optional[int] = None):
+  """TF's SlurmClusterResolver for this srun task, with a clear error.
+
+  One TensorFlow worker per Slurm task; worker ``i`` is SLURM_PROCID ``i``
+  and listens on ``port_base + <its index on its node>``. With GPUs each task
+  gets gpus_per_node / tasks-per-node of them (via CUDA_VISIBLE_DEVICES, so
+  run one task per node to use every GPU of a node in one worker). Without
+  GPUs every worker runs on its CPU.
+  """
+  missing = [v for v in SLURM_VARIABLES if not os.environ.get(v)]
+  if missing:
+    raise ValueError(
+        "--cluster_resolver=slurm needs the variables srun sets for each "
+        f"task ({', '.join(SLURM_VARIABLES)}); missing: {', '.join(missing)}."
+        " Start the trainer with srun inside an allocation, or use "
+        "--cluster_resolver=tf_config with TF_CONFIG.")
+  if not 1 <= port_base <= 65535:
+    raise ValueError(f"--slurm_port_base must be in 1..65535; got {port_base}")
+  resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
+  gpus = local_gpu_count() if gpus_per_node is None else gpus_per_node
+  if gpus:
+    return resolver_cls(port_base=port_base, gpus_per_node=gpus)
+
+  class _CpuSlurmResolver(resolver_cls):
+    """No GPUs: one CPU device per worker, CUDA_VISIBLE_DEVICES untouched."""
+
+    def num_accelerators(self, task_type=None, task_id=None,
+                         config_proto=None):
+      del task_type, task_id, config_proto
+      return {}
+
+  # The resolver places tasks on a node by walking its GPU slots; give it
+  # one (unused) slot per task so every task of a node gets a port.
+  return _CpuSlurmResolver(
+      port_base=port_base,
+      gpus_per_node=int(os.environ["SLURM_STEP_NUM_TASKS"]), gpus_per_task=1,
+      auto_set_gpu=False)
+
+
 def _split_cpu(num_devices: int):
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(
@@ -49,7 +120,9 @@ def _split_cpu(num_devices: int):
 
 
 def create_strategy(name: str = "auto", cpu_devices: int = 1,
-                    collective_timeout_s: float = 0.0
+                    collective_timeout_s: float = 0.0,
+                    cluster_resolver: str = "tf_config",
+                    slurm_port_base: int = 8888
                     ) -> tf.distribute.Strategy:
   """Builds the strategy. Call it before any other TensorFlow op.
 
@@ -59,10 +132,23 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
       CPU-only experiments with several replicas); ignored with GPUs.
     collective_timeout_s: multi-worker collectives fail after this many
       seconds (0 = wait forever).
+    cluster_resolver: one of CLUSTER_RESOLVERS: where the multi-worker
+      cluster comes from (TF_CONFIG or the Slurm job step).
+    slurm_port_base: first port of the workers on each Slurm node.
   """
   if name not in DISTRIBUTIONS:
     raise ValueError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}"
                      f"; got {name!r}")
+  if cluster_resolver not in CLUSTER_RESOLVERS:
+    raise ValueError("--cluster_resolver must be one of "
+                     f"{', '.join(CLUSTER_RESOLVERS)}; got {cluster_resolver!r}")
+  resolver = None
+  if cluster_resolver == "slurm":
+    if name not in ("auto", "multi_worker"):
+      raise ValueError("--cluster_resolver=slurm needs --distribution=auto or "
+                       f"multi_worker; got --distribution={name}")
+    resolver = slurm_resolver(slurm_port_base)
+    name = "multi_worker"
   if cpu_devices < 1:
     raise ValueError(f"--cpu_devices must be >= 1; got {cpu_devices}")
   gpus = tf.config.list_physical_devices("GPU")
@@ -75,7 +161,7 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
     else:
       name = "one_device"
   if name == "multi_worker":
-    if workers < 1:
+    if resolver is None and workers < 1:
       raise ValueError("--distribution=multi_worker needs TF_CONFIG with a "
                        "'cluster' of workers and this process's 'task', e.g. "
                        '{"cluster": {"worker": ["h1:2222", "h2:2222"]}, '
@@ -89,7 +175,7 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
                         .RING),
         timeout_seconds=collective_timeout_s or None)
     return tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=options)
+        cluster_resolver=resolver, communication_options=options)
   if name == "mirrored":
     if gpus:
       return tf.distribute.MirroredStrategy()

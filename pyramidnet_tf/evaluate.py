@@ -32,7 +32,9 @@ def evaluate() -> dict:
                      "data_prep (manifest.json + TFRecords)")
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
-                                        FLAGS.collective_timeout)
+                                        FLAGS.collective_timeout,
+                                        FLAGS.cluster_resolver,
+                                        FLAGS.slurm_port_base)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top

@@ -95,7 +95,9 @@ def train():
 
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
-                                        FLAGS.collective_timeout)
+                                        FLAGS.collective_timeout,
+                                        FLAGS.cluster_resolver,
+                                        FLAGS.slurm_port_base)
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import checkpointing  # pylint: disable=g-import-not-at-top

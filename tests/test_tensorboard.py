@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -143,14 +144,23 @@ def test_scalars_dashboard_screenshot(run_dir, tensorboard, tmp_path):
                 "chromium; `apt-get install chromium` here)")
   base, _ = tensorboard
   shot = tmp_path / "scalars.png"
+  # Chromium puts a Unix socket in TMPDIR; sandboxed test dirs (Bazel) can
+  # exceed the 107-byte socket path limit, so give it a short one.
+  try:
+    short = tempfile.mkdtemp(prefix="chr", dir="/tmp")
+  except OSError:
+    short = str(tmp_path)
+  env = dict(os.environ, TMPDIR=short)
   result = subprocess.run(
       [browser, "--headless", "--no-sandbox", "--disable-gpu",
        "--disable-background-networking", "--disable-component-update",
        "--no-first-run", "--disable-sync", "--hide-scrollbars",
-       f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+       f"--user-data-dir={os.path.join(short, 'profile')}",
+       "--window-size=1280,900",
        "--virtual-time-budget=15000", f"--screenshot={shot}",
        f"{base}/?runFilter=&tagFilter=train#scalars"],
-      capture_output=True, text=True, timeout=120, check=False)
+      capture_output=True, text=True, timeout=120, check=False, env=env)
+  shutil.rmtree(short, ignore_errors=True)
   assert result.returncode == 0 and shot.exists(), result.stderr[-3000:]
   image = tf.io.decode_png(shot.read_bytes(), channels=3).numpy()
   assert image.shape[0] >= 800 and image.shape[1] >= 1200
