@@ -34,7 +34,8 @@ setuptools.setup(
     extras_require={
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0"],
+        "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0",
+                 "pyyaml==6.0.4"],
         "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },
     entry_points={
@@ -50,6 +51,7 @@ setuptools.setup(
             "pyramidnet-evaluate=pyramidnet_tf.evaluate:run",
             "pyramidnet-export=pyramidnet_tf.export:run",
             "pyramidnet-predict=pyramidnet_tf.predict:run",
+            "pyramidnet-launch-local=pyramidnet_tf.launch_local:run",
         ],
     },
 )
