@@ -194,11 +194,12 @@ def load_state_dict(model, state_dict: Mapping[str, Any]) -> int:
   return len(matched)
 
 
-def read_checkpoint_file(path: str, trust: bool = False) -> Mapping[str, Any]:
+def read_checkpoint_file(path: str, trust: bool = False,
+                         npz: bool = False) -> Mapping[str, Any]:
   """Reads a ``.pth``/``.pth.tar`` (with torch) or ``.npz`` file."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"--checkpoint: {path} does not exist")
-  if path.endswith(".npz"):
+  if npz or path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as data:
       return {k: data[k] for k in data.files}
   try:
@@ -290,7 +291,7 @@ def import_checkpoint(path: str, output_dir: str, trust: bool = False,
     raise FileNotFoundError(f"--checkpoint: {path} does not exist")
   metadata: Dict[str, Any] = {}
   if file_format in ("pytorch", "npz"):
-    checkpoint = read_checkpoint_file(path, trust)
+    checkpoint = read_checkpoint_file(path, trust, npz=file_format == "npz")
     model = model_lib.PyramidNet(**model_kwargs)
     metadata["arrays_loaded"] = load_state_dict(model, checkpoint)
     for key in ("epoch", "arch", "best_err1", "best_err5"):

@@ -102,6 +102,18 @@ def test_wrong_depth_lists_missing_and_unexpected_keys():
   assert "bottleneck units 3/3/3 (depth 29)" in message
 
 
+def test_forced_npz_format_reads_any_file_name(tmp_path):
+  net = torch_pyramidnet.randomize(
+      torch_pyramidnet.TorchPyramidNet("cifar10", 20, 12, False), seed=7)
+  path = str(tmp_path / "weights.bin")
+  with open(path, "wb") as f:
+    np.savez(f, **{k: v.numpy() for k, v in net.state_dict().items()})
+  _, metadata = import_torch.import_checkpoint(
+      path, str(tmp_path / "out"), file_format="npz", dataset="cifar10",
+      depth=20, alpha=12, bottleneck=False)
+  assert metadata["format"] == "npz" and metadata["arrays_loaded"] == 137
+
+
 def test_not_a_state_dict():
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
   with pytest.raises(import_torch.StateDictMismatch, match="no parameter"):
