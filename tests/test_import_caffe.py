@@ -32,26 +32,10 @@ CONFIGS = {
 }
 
 
-def _torch_net(dataset, depth, alpha, bottleneck, seed=0):
-  net = torch_pyramidnet.randomize(
-      torch_pyramidnet.TorchPyramidNet(dataset, depth, alpha, bottleneck),
-      seed)
-  return net.eval()
-
-
-def _max_relative_error(got, want):
-  return float(np.abs(got - want).max() / np.abs(want).max())
-
-
-def _torch_logits(net, x):
-  with torch.no_grad():
-    return net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_caffemodel_gives_the_same_logits(name, tmp_path):
   dataset, depth, alpha, bottleneck, size, options = CONFIGS[name]
-  net = _torch_net(dataset, depth, alpha, bottleneck, seed=5)
+  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck, seed=5)
   path = str(tmp_path / "model.caffemodel")
   caffe_writer.save(path, net, **options)
   model = model_lib.PyramidNet(dataset, depth, alpha, bottleneck,
@@ -64,11 +48,11 @@ def test_caffemodel_gives_the_same_logits(name, tmp_path):
         [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
   x = np.random.RandomState(1).randn(3, size, size, 3).astype(np.float32)
   got = model(tf.constant(x), training=False).numpy()
-  assert _max_relative_error(got, _torch_logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(got, torch_pyramidnet.logits(net, x)) <= 1e-5
 
 
 def test_batch_norm_statistics_are_divided_by_the_scale_factor(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False, seed=2)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False, seed=2)
   path = str(tmp_path / "m.caffemodel")
   caffe_writer.save(path, net, factor=4.0)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
@@ -81,7 +65,7 @@ def test_batch_norm_statistics_are_divided_by_the_scale_factor(tmp_path):
 
 
 def test_nonzero_padding_convolution_is_rejected(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   path = str(tmp_path / "m.caffemodel")
   caffe_writer.save(path, net, zero_conv_value=0.5)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
@@ -92,7 +76,7 @@ def test_nonzero_padding_convolution_is_rejected(tmp_path):
 
 
 def test_truncated_and_mismatched_files(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   data = caffe_writer.pyramidnet_caffe(net)
   path = str(tmp_path / "cut.caffemodel")
   with open(path, "wb") as f:
@@ -127,7 +111,7 @@ def test_v1_and_empty_nets_are_explained():
 
 
 def test_format_detection(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   paths = {"caffe": tmp_path / "a.bin", "torch7": tmp_path / "b.bin",
            "pytorch": tmp_path / "c.bin", "npz": tmp_path / "d.npz"}
   caffe_writer.save(str(paths["caffe"]), net)
@@ -144,7 +128,7 @@ def test_format_detection(tmp_path):
 
 
 def test_cli_imports_a_caffemodel_with_its_input_convention(tmp_path):
-  net = _torch_net("imagenet", 26, 20, True, seed=6)
+  net = torch_pyramidnet.random_eval_net("imagenet", 26, 20, True, seed=6)
   path = str(tmp_path / "PyramidNet.caffemodel")
   caffe_writer.save(path, net)
   out = str(tmp_path / "imported")
@@ -167,8 +151,8 @@ def test_cli_imports_a_caffemodel_with_its_input_convention(tmp_path):
   assert convention["std"] == [pytest.approx(1 / 0.017352)] * 3
   model, _ = model_io.load_model(out)
   x = np.random.RandomState(2).randn(2, 64, 64, 3).astype(np.float32)
-  assert _max_relative_error(model(tf.constant(x)).numpy(),
-                             _torch_logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(model(tf.constant(x)).numpy(),
+                             torch_pyramidnet.logits(net, x)) <= 1e-5
   # Forcing the wrong format gives that format's error, naming the file.
   result = subprocess.run(
       [sys.executable, "-m", "pyramidnet_tf.import_torch",

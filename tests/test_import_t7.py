@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
 
 from pyramidnet_tf import import_weights
 from pyramidnet_tf import model as model_lib
@@ -34,26 +33,10 @@ CONFIGS = {
 }
 
 
-def _torch_net(dataset, depth, alpha, bottleneck, seed=0):
-  net = torch_pyramidnet.randomize(
-      torch_pyramidnet.TorchPyramidNet(dataset, depth, alpha, bottleneck),
-      seed)
-  return net.eval()
-
-
-def _max_relative_error(got, want):
-  return float(np.abs(got - want).max() / np.abs(want).max())
-
-
-def _torch_logits(net, x):
-  with torch.no_grad():
-    return net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_t7_model_gives_the_same_logits(name, tmp_path):
   dataset, depth, alpha, bottleneck, size, options = CONFIGS[name]
-  net = _torch_net(dataset, depth, alpha, bottleneck, seed=3)
+  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck, seed=3)
   path = str(tmp_path / "model.t7")
   torch7_writer.save_fb_resnet_model(path, net, **options)
   model = model_lib.PyramidNet(dataset, depth, alpha, bottleneck,
@@ -63,7 +46,7 @@ def test_t7_model_gives_the_same_logits(name, tmp_path):
       not k.endswith("num_batches_tracked") for k in net.state_dict())
   x = np.random.RandomState(1).randn(3, size, size, 3).astype(np.float32)
   got = model(tf.constant(x), training=False).numpy()
-  assert _max_relative_error(got, _torch_logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(got, torch_pyramidnet.logits(net, x)) <= 1e-5
 
 
 def test_reader_decodes_values_references_and_strided_tensors():
@@ -93,7 +76,7 @@ def test_reader_decodes_values_references_and_strided_tensors():
 
 
 def test_truncated_and_corrupt_files_name_the_file(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   data = torch7_writer.dumps(torch7_writer.fb_resnet_model(net))
   path = str(tmp_path / "cut.t7")
   with open(path, "wb") as f:
@@ -109,7 +92,7 @@ def test_truncated_and_corrupt_files_name_the_file(tmp_path):
 
 
 def test_wrong_alpha_names_the_unit_and_the_shapes(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   path = str(tmp_path / "m.t7")
   torch7_writer.save_fb_resnet_model(path, net)
   model = model_lib.PyramidNet("cifar10", 20, 16, False)
@@ -128,7 +111,7 @@ def test_wrong_alpha_names_the_unit_and_the_shapes(tmp_path):
 
 
 def test_wrong_depth_and_dropout_are_reported(tmp_path):
-  net = _torch_net("cifar100", 29, 24, True)
+  net = torch_pyramidnet.random_eval_net("cifar100", 29, 24, True)
   path = str(tmp_path / "m.t7")
   torch7_writer.save_fb_resnet_model(path, net, dropout=0.25)
   deeper = model_lib.PyramidNet("cifar100", 38, 24, True, drop_rate=0.25)
@@ -144,7 +127,7 @@ def test_wrong_depth_and_dropout_are_reported(tmp_path):
 
 
 def test_unexpected_modules_are_rejected(tmp_path):
-  net = _torch_net("cifar10", 20, 12, False)
+  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
   tree = torch7_writer.fb_resnet_model(net)
   # A shortcut that pads with ones instead of zeros.
   unit = tree.fields["modules"][2].fields["modules"][0]
@@ -165,7 +148,7 @@ def test_unexpected_modules_are_rejected(tmp_path):
 
 
 def test_cli_detects_t7_and_records_the_input_convention(tmp_path):
-  net = _torch_net("imagenet", 26, 20, True, seed=4)
+  net = torch_pyramidnet.random_eval_net("imagenet", 26, 20, True, seed=4)
   path = str(tmp_path / "pyramidnet.t7")
   torch7_writer.save_fb_resnet_model(path, net, dropout=0.5)
   out = str(tmp_path / "imported")
@@ -187,5 +170,5 @@ def test_cli_detects_t7_and_records_the_input_convention(tmp_path):
   model, _ = model_io.load_model(out)
   assert model.drop_rate == 0.5
   x = np.random.RandomState(2).randn(2, 64, 64, 3).astype(np.float32)
-  assert _max_relative_error(model(tf.constant(x)).numpy(),
-                             _torch_logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(model(tf.constant(x)).numpy(),
+                             torch_pyramidnet.logits(net, x)) <= 1e-5

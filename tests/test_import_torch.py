@@ -24,14 +24,9 @@ CONFIGS = {
 }
 
 
-def _max_relative_error(got, want):
-  return float(np.abs(got - want).max() / np.abs(want).max())
-
-
 def _torch_logits(net, x, train):
   net.train(train)
-  with torch.no_grad():
-    return net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  return torch_pyramidnet.logits(net, x)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -53,7 +48,7 @@ def test_author_checkpoint_gives_the_same_logits(name, tmp_path):
   x = np.random.RandomState(1).randn(4, size, size, 3).astype(np.float32)
   eval_ref = _torch_logits(net, x, train=False)
   eval_got = model(tf.constant(x), training=False).numpy()
-  assert _max_relative_error(eval_got, eval_ref) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(eval_got, eval_ref) <= 1e-5
   # Train mode: batch statistics, and the same moving-average update.
   train_ref = _torch_logits(net, x, train=True)
   train_got = model(tf.constant(x), training=True).numpy()
@@ -143,7 +138,7 @@ def test_cli_writes_a_model_directory_that_loads(tmp_path):
   assert metadata["input_convention"]["mean"][0] == pytest.approx(125.3 / 255)
   x = np.random.RandomState(2).randn(2, 32, 32, 3).astype(np.float32)
   ref = _torch_logits(net, x, train=False)
-  assert _max_relative_error(model(tf.constant(x)).numpy(), ref) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(model(tf.constant(x)).numpy(), ref) <= 1e-5
 
 
 def test_cli_errors_name_the_problem(tmp_path):

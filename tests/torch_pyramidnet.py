@@ -9,6 +9,7 @@ bug in one does not hide in the other.
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -159,6 +160,23 @@ def randomize(model, seed=0):
         m.weight.copy_(0.1 * torch.randn(m.weight.shape, generator=g))
         m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
   return model
+
+
+def random_eval_net(dataset, depth, alpha, bottleneck, seed=0):
+  """A randomized TorchPyramidNet in eval mode: the reference for imports."""
+  return randomize(TorchPyramidNet(dataset, depth, alpha, bottleneck),
+                   seed).eval()
+
+
+def logits(net, x_nhwc):
+  """The net's logits (in its current train/eval mode) for NHWC numpy x."""
+  with torch.no_grad():
+    return net(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2))).numpy()
+
+
+def max_relative_error(got, want):
+  """max |got - want| / max |want|: the parity measure of the import tests."""
+  return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 def save_like_authors(model, path, epoch=3):
