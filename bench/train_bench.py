@@ -30,16 +30,11 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-CONFIGS = {
-    "c110": dict(dataset="cifar10", depth=110, alpha=48, bottleneck=False,
-                 batch=128, size=32),
-    "c272": dict(dataset="cifar100", depth=272, alpha=200, bottleneck=True,
-                 batch=128, size=32),
-    "i200": dict(dataset="imagenet", depth=200, alpha=300, bottleneck=True,
-                 batch=64, size=224),
-}
+from bench.bench_common import CONFIGS, SCHEDULE_ARGS  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-flags.DEFINE_list("configs", list(CONFIGS), f"Subset of {list(CONFIGS)}.")
+flags.DEFINE_list("configs", ["c110", "c272", "i200"],
+                  f"Subset of {list(CONFIGS)}.")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
 flags.DEFINE_list("xla", ["false", "true"], "XLA settings to try.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
@@ -60,7 +55,7 @@ def _peak_memory_mb(tf):
 
 
 def tf_step(tf, strategy, name, cfg, dtype, xla):
-  from pyramidnet_tf import input_pipeline, model as model_lib, optim  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import model as model_lib, optim  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
   batch = FLAGS.batch or cfg["batch"]
@@ -73,27 +68,17 @@ def tf_step(tf, strategy, name, cfg, dtype, xla):
     opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
     scaler = (loss_scale_lib.DynamicLossScale() if dtype == "float16"
               else None)
-  schedule = schedules.Schedule("step", 0.1, 390, 10 ** 6, (150, 225))
+  schedule = schedules.Schedule(*SCHEDULE_ARGS)
   train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
                                   batch, dtype, jit_compile=xla,
                                   loss_scale=scaler)
-  ds = strategy.distribute_datasets_from_function(
-      lambda ctx: input_pipeline.synthetic_dataset(
-          cfg["size"], model.num_classes,
-          ctx.get_per_replica_batch_size(batch), 0))
-  iterator = iter(ds)
-  start = time.time()
-  train_step.loop(iterator, tf.constant(1))[0].numpy()
-  first = time.time() - start
-  if FLAGS.warmup:
-    train_step.loop(iterator, tf.constant(FLAGS.warmup))[0].numpy()
-  start = time.time()
-  totals, _ = train_step.loop(iterator, tf.constant(FLAGS.steps))
-  totals.numpy()
-  elapsed = time.time() - start
+  iterator = bench_common.synthetic_iterator(tf, strategy, cfg["size"],
+                                             model.num_classes, batch)
+  timing = bench_common.time_train_loop(tf, train_step, iterator, batch,
+                                        FLAGS.steps, FLAGS.warmup)
   return {"config": name, "framework": "tf", "dtype": dtype, "xla": xla,
-          "batch": batch, "first_step_s": round(first, 2),
-          "img_per_s": round(batch * FLAGS.steps / elapsed, 1),
+          "batch": batch, "first_step_s": timing["first_step_s"],
+          "img_per_s": timing["img_per_s"],
           "peak_mem_mb": round(_peak_memory_mb(tf))}
 
 

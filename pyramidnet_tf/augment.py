@@ -14,9 +14,13 @@ CIFAR has two conventions (spec 4.2/4.3, pitfall 8):
 
 ImageNet-style training (ImageNet and image folders): a distorted crop with
 area in [0.08, 1] and aspect in [3/4, 4/3] (fused ``decode_and_crop_jpeg``
-for JPEGs), bicubic resize, colour jitter 0.4 (brightness, contrast,
+for JPEGs), bicubic resize, flip, colour jitter 0.4 (brightness, contrast,
 saturation in random order) and PCA lighting 0.1 as fb.resnet.torch, ImageNet
-normalisation, flip. Eval: resize the short side to size*256/224, centre crop.
+normalisation. Eval: resize the short side to size*256/224, centre crop.
+
+An optional AutoAugment/RandAugment policy (pyramidnet_tf.autoaugment) runs
+on the 0-255 image after the crop and flip and before colour jitter and
+normalisation, with its own seed folded from the image's seed.
 """
 
 import tensorflow as tf
@@ -73,20 +77,39 @@ def decode(encoded, image_format, height, width):
                  encoded_image)
 
 
+# Folded into an image's seed to give its policy seed ("AA" in hex).
+_POLICY_STREAM = 0xAA
+
+
 def _seeds(seed, n):
   return tf.unstack(tf.random.experimental.stateless_split(seed, n))
 
 
+def policy_seed(seed):
+  """The per-image seed of an AutoAugment/RandAugment policy: folded from
+  the image's seed, so the crop and flip seeds (and thus every run without
+  a policy) are unchanged."""
+  return tf.random.experimental.stateless_fold_in(seed, _POLICY_STREAM)
+
+
 def cifar_train(image, seed, dataset: str, convention: str, size: int = 32,
-                pad: int = 4, stats=None, bgr: bool = False):
+                pad: int = 4, stats=None, bgr: bool = False, policy=None):
   """Random translation by ``pad`` pixels and horizontal flip.
 
   ``stats`` (mean, std in 0-255 units) overrides the CIFAR statistics.
+  ``policy(image, seed)`` (autoaugment.make_policy) runs on the 0-255 image.
+  ``pt``: after pad-crop-flip, before normalising (fast-autoaugment's
+  order). ``fb``, which normalises before padding so that padding is the
+  mean colour: first, then normalise, flip, pad, crop -- the order of
+  tensorflow/models research/autoaugment (policy on the normalised-data
+  image, then zero-pad-and-crop, flip).
   """
   mean, std = stats or cifar_stats(dataset, convention)
   crop_seed, flip_seed = _seeds(seed, 2)
   image = tf.image.resize_with_crop_or_pad(image, size, size)
   if convention == "fb":
+    if policy is not None:
+      image = policy(image, policy_seed(seed))
     image = normalize(image, mean, std, bgr)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -94,6 +117,8 @@ def cifar_train(image, seed, dataset: str, convention: str, size: int = 32,
   image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
   image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if policy is not None:
+    image = policy(image, policy_seed(seed))
   return normalize(image, mean, std, bgr)
 
 
@@ -165,8 +190,10 @@ def pca_lighting(image, seed, alpha_std: float = 0.1):
 
 def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
                    jitter: float = 0.4, lighting: float = 0.1, stats=None,
-                   bgr: bool = False):
-  """Distorted crop + resize + colour jitter + lighting + normalise + flip."""
+                   bgr: bool = False, policy=None):
+  """Distorted crop + resize + flip + [policy] + colour jitter + lighting +
+  normalise. ``policy(image, seed)`` sees the flipped 0-255 float image, as
+  in AutoAugment (the flip commutes with the colour ops after it)."""
   box_seed, jitter_seed, light_seed, flip_seed = _seeds(seed, 4)
 
   def from_jpeg():
@@ -184,13 +211,15 @@ def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
   image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [size, size],
                           method="bicubic")
   image = tf.clip_by_value(image, 0.0, 1.0)
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if policy is not None:
+    image = policy(image * 255.0, policy_seed(seed)) / 255.0
   if jitter > 0:
     image = color_jitter(image, jitter_seed, jitter)
   if lighting > 0:
     image = pca_lighting(image, light_seed, lighting)
   mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
-  image = normalize(image * 255.0, mean, std, bgr)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return normalize(image * 255.0, mean, std, bgr)
 
 
 def resize_short_and_crop(image, size: int):

@@ -31,8 +31,11 @@ def check_config(model_dir: str, model) -> None:
   path = os.path.join(model_dir, model_io.CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return
-  saved = model_io.read_config(model_dir).get("model", {})
-  current = model_lib.config_of(model)
+  # Canonical form: configs written before a constructor arg existed (e.g.
+  # ShakeDrop's) match a model built with that arg's default.
+  saved = model_lib.canonical_config(
+      model_io.read_config(model_dir).get("model", {}))
+  current = model_lib.canonical_config(model_lib.config_of(model))
   diffs = [f"{key}: {saved.get(key)!r} in {path}, {current.get(key)!r} from "
            "the flags" for key in sorted(set(saved) | set(current))
            if saved.get(key) != current.get(key)]
@@ -48,8 +51,13 @@ class Checkpointer:
 
   def __init__(self, model_dir: str, strategy: tf.distribute.Strategy,
                checkpoint: tf.train.Checkpoint, global_step: tf.Variable,
-               keep: int = 5, guarded_variables=()):
+               keep: int = 5, guarded_variables=(), optional=()):
+    """``optional``: names of ``checkpoint``'s objects that older
+    checkpoints may lack (e.g. ``ema`` when resuming with a new
+    --ema_decay); they keep their values and ``restored_all`` turns False."""
     self.model_dir = model_dir
+    self.optional = tuple(optional)
+    self.restored_all = True
     self.strategy = strategy
     self.checkpoint = checkpoint
     self.global_step = global_step
@@ -69,8 +77,19 @@ class Checkpointer:
   def restore(self) -> Optional[str]:
     """Restores the newest checkpoint of model_dir, if any; returns its path."""
     path = self.latest()
-    if path is not None:
+    if path is None:
+      return None
+    names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+    missing = {name: getattr(self.checkpoint, name) for name in self.optional
+               if name not in names and hasattr(self.checkpoint, name)}
+    self.restored_all = not missing
+    for name in missing:
+      delattr(self.checkpoint, name)   # untracked while restoring
+    try:
       self.checkpoint.restore(path).assert_existing_objects_matched()
+    finally:
+      for name, value in missing.items():
+        setattr(self.checkpoint, name, value)
     return path
 
   def save(self) -> Optional[str]:

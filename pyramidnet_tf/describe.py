@@ -110,10 +110,22 @@ def main(argv):
   if image_size < minimum:
     raise app.UsageError(f"--image_size must be >= {minimum} for "
                          f"{arch.dataset}; got {image_size}")
+  # ShakeDrop has no parameters or MACs; report the setting when it is on.
+  num_units = len(arch.flat_planes)
+  shakedrop = {"p_L": FLAGS.shakedrop_pl, "level": FLAGS.shakedrop_level,
+               "p_first": 1.0 - (1.0 - FLAGS.shakedrop_pl) / num_units}
   if FLAGS.json:
-    print(json.dumps(as_json(arch, num_classes, image_size), indent=2))
+    payload = as_json(arch, num_classes, image_size)
+    if FLAGS.shakedrop:
+      payload["shakedrop"] = shakedrop
+    print(json.dumps(payload, indent=2))
   else:
-    print(describe(arch, num_classes, image_size, FLAGS.show_widths))
+    text = describe(arch, num_classes, image_size, FLAGS.show_widths)
+    if FLAGS.shakedrop:
+      text += (f"\n\nShakeDrop: level={shakedrop['level']}, keep "
+               f"probability {shakedrop['p_first']:.4f} (unit 1) -> "
+               f"{shakedrop['p_L']:g} (unit {num_units}); no parameters")
+    print(text)
 
 
 def run():

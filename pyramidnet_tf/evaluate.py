@@ -19,6 +19,10 @@ flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
                     "or test, whichever the manifest has.")
 flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the latest "
                     "in --model_dir.")
+flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
+                  "Evaluate the EMA of the weights instead of the raw ones. "
+                  "auto: when the training run kept one (--ema_decay > 0, "
+                  "recorded in model_config.json).")
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +35,7 @@ def evaluate() -> dict:
     raise ValueError("--data_dir is required: a directory written by "
                      "data_prep (manifest.json + TFRecords)")
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
@@ -44,8 +49,12 @@ def evaluate() -> dict:
   info = input_pipeline.read_manifest(FLAGS.data_dir)
   split = FLAGS.split or info.eval_split
   config = model_io.read_config(FLAGS.model_dir)
+  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   with strategy.scope():
-    model, metadata = model_io.load_model(FLAGS.model_dir, FLAGS.checkpoint)
+    model, metadata = model_io.load_model(FLAGS.model_dir, checkpoint)
+    use_ema = ema_lib.should_use(FLAGS.use_ema, metadata)
+    if use_ema:
+      ema_lib.load_averages(model, checkpoint)
   if model.num_classes != info.num_classes:
     raise ValueError(f"the model in {FLAGS.model_dir} has {model.num_classes}"
                      f" classes but {FLAGS.data_dir}/manifest.json lists "
@@ -70,9 +79,7 @@ def evaluate() -> dict:
   totals = evaluator.loop(iterator, tf.constant(steps))
   metrics = step_lib.metrics_from_totals(totals.numpy())
   return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
-          "split": split,
-          "checkpoint": FLAGS.checkpoint or tf.train.latest_checkpoint(
-              FLAGS.model_dir),
+          "split": split, "checkpoint": checkpoint, "ema": use_ema,
           **metrics}
 
 

@@ -34,6 +34,10 @@ flags.DEFINE_enum("cifar_convention", "pt", ["pt", "fb"],
                   "CIFAR normalisation for models without recorded "
                   "preprocessing (see pyramidnet_tf.train --help).")
 flags.DEFINE_integer("top_k", 5, "Classes returned by the classify signature.")
+flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
+                  "Export the EMA of the weights instead of the raw ones. "
+                  "auto: when the training run kept one (--ema_decay > 0, "
+                  "recorded in model_config.json).")
 
 FLAGS = flags.FLAGS
 EXPORT_INFO = "pyramidnet_export.json"
@@ -77,14 +81,20 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
 
 
 def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
-           image_size: int = 0, convention: str = "pt", top_k: int = 5):
+           image_size: int = 0, convention: str = "pt", top_k: int = 5,
+           use_ema: str = "auto"):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
 
   config = model_io.read_config(model_dir)
+  checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
   model, metadata = model_io.load_model(model_dir, checkpoint)
+  averaged = ema_lib.should_use(use_ema, metadata)
+  if averaged:
+    ema_lib.load_averages(model, checkpoint)
   info = input_pipeline.read_manifest(data_dir) if data_dir else None
   preprocessing = model_dir_lib.preprocessing_of(
       metadata, config["model"], image_size, convention, info)
@@ -106,8 +116,7 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
     json.dump({"model": config["model"],
                "preprocessing": preprocessing.to_json(),
                "source_model_dir": model_dir,
-               "checkpoint": checkpoint or tf.train.latest_checkpoint(
-                   model_dir)}, f, indent=2)
+               "checkpoint": checkpoint, "ema": averaged}, f, indent=2)
   return export_dir
 
 
@@ -119,7 +128,7 @@ def main(argv):
   try:
     path = export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.data_dir,
                   FLAGS.checkpoint, FLAGS.image_size, FLAGS.cifar_convention,
-                  FLAGS.top_k)
+                  FLAGS.top_k, FLAGS.use_ema)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"pyramidnet_tf.export: error: {e}")
   print(f"exported SavedModel to {path} (signatures: serving_default/classify "

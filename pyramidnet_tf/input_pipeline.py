@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from pyramidnet_tf import augment
+from pyramidnet_tf import autoaugment as autoaugment_lib
 
 MANIFEST = "manifest.json"
 CIFAR_KINDS = ("cifar10", "cifar100")
@@ -154,6 +155,8 @@ class Preprocessing:
   checkpoints use their authors' convention (e.g. Caffe: BGR, mean
   104/117/124, std 1/0.017352). ``resize`` first resizes any decoded image to
   ``image_size`` (CIFAR-style augmentation of image folders).
+  ``autoaugment`` (a policy name, autoaugment.AUTOAUGMENT_POLICIES) or
+  ``randaugment`` ((N, M)) add a policy to training augmentation only.
   """
 
   kind: str              # "cifar" or "imagenet"
@@ -166,6 +169,8 @@ class Preprocessing:
   mean: Optional[Tuple[float, float, float]] = None
   std: Optional[Tuple[float, float, float]] = None
   resize: bool = False
+  autoaugment: str = "none"
+  randaugment: Optional[Tuple[int, int]] = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -176,11 +181,17 @@ class Preprocessing:
     for key in ("mean", "std"):
       if value.get(key) is not None:
         value[key] = tuple(float(v) for v in value[key])
+    if value.get("randaugment") is not None:
+      value["randaugment"] = tuple(int(v) for v in value["randaugment"])
     return cls(**value)
 
   @property
   def _stats(self):
     return (self.mean, self.std) if self.mean is not None else None
+
+  @property
+  def _policy(self):
+    return autoaugment_lib.make_policy(self.autoaugment, self.randaugment)
 
   @property
   def _bgr(self) -> bool:
@@ -207,10 +218,12 @@ class Preprocessing:
       image = self._sized(augment.decode(encoded, image_format, height, width))
       return augment.cifar_train(image, seed, self.stats_dataset,
                                  self.convention, self.image_size,
-                                 stats=self._stats, bgr=self._bgr)
+                                 stats=self._stats, bgr=self._bgr,
+                                 policy=self._policy)
     return augment.imagenet_train(encoded, image_format, height, width, seed,
                                   self.image_size, self.color_jitter,
-                                  self.lighting, self._stats, self._bgr)
+                                  self.lighting, self._stats, self._bgr,
+                                  policy=self._policy)
 
 
 def _parse(record):
@@ -365,7 +378,9 @@ AUGMENTATIONS = ("auto", "cifar", "imagenet")
 
 
 def preprocessing_for(info_dataset: str, model_dataset: str, image_size: int,
-                      convention: str, augmentation: str = "auto"
+                      convention: str, augmentation: str = "auto",
+                      autoaugment: str = "none",
+                      randaugment: Optional[Tuple[int, int]] = None
                       ) -> Preprocessing:
   """The preprocessing of a data kind for a model.
 
@@ -374,18 +389,25 @@ def preprocessing_for(info_dataset: str, model_dataset: str, image_size: int,
   to ``image_size`` and pads-and-crops it (ImageNet statistics): the right
   choice for small images such as digits or icons, which a distorted crop of
   8-100 % of the area would destroy.
+
+  ``autoaugment`` / ``randaugment`` (--autoaugment, --randaugment) add an
+  AutoAugment or RandAugment policy to either family's training pipeline.
   """
   if augmentation not in AUGMENTATIONS:
     raise ValueError(f"--augment must be one of {', '.join(AUGMENTATIONS)}; "
                      f"got {augmentation!r}")
+  autoaugment_lib.make_policy(autoaugment, randaugment)  # ValueError if bad
+  policy = {"autoaugment": autoaugment,
+            "randaugment": tuple(randaugment) if randaugment else None}
   default = 224 if model_dataset == "imagenet" else 32
   if info_dataset in CIFAR_KINDS and augmentation in ("auto", "cifar"):
-    return Preprocessing("cifar", image_size or 32, info_dataset, convention)
+    return Preprocessing("cifar", image_size or 32, info_dataset, convention,
+                         **policy)
   if augmentation == "cifar":
     return Preprocessing("cifar", image_size or default, info_dataset,
                          convention, mean=augment.IMAGENET_MEAN,
-                         std=augment.IMAGENET_STD, resize=True)
-  return Preprocessing("imagenet", image_size or default)
+                         std=augment.IMAGENET_STD, resize=True, **policy)
+  return Preprocessing("imagenet", image_size or default, **policy)
 
 
 def class_names_list(info: Optional[DataInfo], num_classes: int) -> List[str]:

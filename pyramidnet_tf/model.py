@@ -7,6 +7,12 @@ name (see ``torch_variables`` and ``import_torch``) and give the same logits.
 
     model = PyramidNet("cifar10", depth=110, alpha=48, bottleneck=False)
     logits = model(images_nhwc, training=False)   # float32 [N, num_classes]
+
+With ``shakedrop=True`` every unit scales its branch by ShakeDrop's factor
+(``shakedrop.py``). Training calls take ``seed``, an int32/int64 [2]
+stateless seed, so that a step's random factors are reproducible:
+
+    logits = model(images, training=True, seed=tf.constant([step, 7]))
 """
 
 import collections
@@ -15,6 +21,7 @@ from typing import List, Optional
 import tensorflow as tf
 
 from pyramidnet_tf import layers
+from pyramidnet_tf import shakedrop as shakedrop_lib
 from pyramidnet_tf import units
 from pyramidnet_tf import widths as widths_lib
 
@@ -28,12 +35,17 @@ class PyramidNet(tf.Module):
     stage_widths: the same, grouped per stage.
     num_features: channels entering the classifier (the paper's output dim).
     num_classes: classifier outputs.
+    shakedrop, shakedrop_pl, shakedrop_level: the ShakeDrop setting.
+    num_units: residual units over all stages (ShakeDrop's L).
   """
 
   def __init__(self, dataset: str, depth: int, alpha: float,
                bottleneck: Optional[bool] = None, mode: str = "add",
                num_classes: Optional[int] = None, drop_rate: float = 0.0,
-               rounding: str = "py3", name: Optional[str] = None):
+               rounding: str = "py3", shakedrop: bool = False,
+               shakedrop_pl: float = shakedrop_lib.DEFAULT_KEEP_PROB,
+               shakedrop_level: str = shakedrop_lib.DEFAULT_LEVEL,
+               name: Optional[str] = None):
     """Builds the network and its variables.
 
     Args:
@@ -47,6 +59,11 @@ class PyramidNet(tf.Module):
       drop_rate: dropout before the classifier (0.5 in the ImageNet a=450
         model); no parameters, so checkpoints are unaffected.
       rounding: "py3" (PyTorch's round-half-to-even) or "half_up" (Torch7).
+      shakedrop: ShakeDrop on every residual branch (no parameters, but it
+        scales eval outputs by p_l, so it belongs to the model's config).
+      shakedrop_pl: p_L, the keep probability of the last unit; unit l of L
+        keeps with 1 - (l / L)(1 - p_L).
+      shakedrop_level: "batch", "sample" or "pixel" (see ``shakedrop``).
       name: module name.
 
     Raises:
@@ -68,12 +85,19 @@ class PyramidNet(tf.Module):
                        f"{drop_rate!r}") from None
     if not 0.0 <= drop_rate < 1.0:
       raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+    if not isinstance(shakedrop, bool):
+      raise ValueError(f"shakedrop must be True or False; got {shakedrop!r}")
+    shakedrop_pl = shakedrop_lib.validate(shakedrop_pl, shakedrop_level)
+    self.shakedrop = shakedrop
+    self.shakedrop_pl = shakedrop_pl
+    self.shakedrop_level = shakedrop_level
     self.dataset = dataset
     self.num_classes = num_classes
     self.drop_rate = drop_rate
     self.widths = self.arch.flat_planes
     self.stage_widths = [list(stage) for stage in self.arch.planes]
     self.num_features = self.arch.num_features
+    self.num_units = len(self.widths)
 
     unit_class = (units.BottleneckUnit if self.arch.bottleneck else
                   units.BasicUnit)
@@ -87,14 +111,17 @@ class PyramidNet(tf.Module):
                                    name="conv1")
       self.bn1 = layers.BatchNorm(stem, name="bn1")
       channels = stem
+      index_over_stages = 0  # ShakeDrop's l, 1-based over all stages
       self.num_stages = len(self.arch.planes)
       for index, (planes, stride) in enumerate(
           zip(self.arch.planes, widths_lib.stage_strides(self.arch))):
         stage = []
         for position, unit_planes in enumerate(planes):
+          index_over_stages += 1
           unit = unit_class(channels, unit_planes,
                             stride if position == 0 else 1,
-                            name=f"layer{index + 1}_{position}")
+                            name=f"layer{index + 1}_{position}",
+                            shakedrop=self._unit_shakedrop(index_over_stages))
           stage.append(unit)
           channels = unit.out_channels
         # layer1, layer2, ...: the PyTorch names, also in TF checkpoints.
@@ -102,32 +129,72 @@ class PyramidNet(tf.Module):
       self.bn_final = layers.BatchNorm(channels, name="bn_final")
       self.fc = layers.Dense(channels, num_classes, name="fc")
 
+  def _unit_shakedrop(self, index: int
+                      ) -> Optional[shakedrop_lib.ShakeDrop]:
+    if not self.shakedrop:
+      return None
+    keep = shakedrop_lib.keep_prob(index, self.num_units, self.shakedrop_pl)
+    return shakedrop_lib.ShakeDrop(index, keep, self.shakedrop_level)
+
+  def _training_seed(self, training: bool, seed) -> Optional[tf.Tensor]:
+    """The seed the units fold their index into; None if unused.
+
+    Each replica folds in its replica id, so replicas given the same seed
+    still draw their own gates ("one gate per mini-batch" means per replica's
+    mini-batch, as in the data-parallel reference runs).
+    """
+    if not (self.shakedrop and training):
+      return None
+    if seed is None:
+      seed = shakedrop_lib.random_seed()
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64) or (
+        seed.shape.rank is not None and seed.shape.as_list() != [2]):
+      raise ValueError("seed must be an int32/int64 tensor of shape [2] (a "
+                       f"stateless RNG seed); got {seed.dtype.name} "
+                       f"{seed.shape}")
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      seed = tf.random.experimental.stateless_fold_in(
+          seed, tf.cast(context.replica_id_in_sync_group, tf.int32))
+    return seed
+
   @property
   def stages(self) -> List[List[tf.Module]]:
     """Residual units per stage (``layer1``, ``layer2``, ...)."""
     return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
 
-  def features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    """Pooled features ``[N, num_features]`` (before dropout/classifier)."""
+  def features(self, images: tf.Tensor, training: bool = False,
+               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Pooled features ``[N, num_features]`` (before dropout/classifier).
+
+    ``seed``: see ``__call__``.
+    """
+    seed = self._training_seed(training, seed)
     x = self.bn1(self.conv1(images), training)
     if self.dataset == "imagenet":
       # CIFAR's stem has no ReLU (the first unit starts with its own BN).
       x = layers.max_pool_3x3_s2_p1(tf.nn.relu(x))
     for stage in self.stages:
       for unit in stage:
-        x = unit(x, training)
+        x = unit(x, training, seed)
     x = tf.nn.relu(self.bn_final(x, training))
     # The authors pool 8x8 / 7x7, i.e. the global mean at 32 / 224 pixels;
     # the global mean keeps that meaning at any resolution.
     return tf.reduce_mean(x, axis=[1, 2])
 
-  def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+  def __call__(self, images: tf.Tensor, training: bool = False,
+               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Maps float NHWC images to float32 logits ``[N, num_classes]``.
 
     The compute dtype is the images' dtype (float32, bfloat16 or float16);
     variables stay float32 and are cast on use.
+
+    ``seed`` (int32/int64 [2]) keys ShakeDrop's stateless random factors in
+    training; it is ignored without ShakeDrop or in eval. With ShakeDrop, a
+    training call without a seed draws one from TF's stateful RNG.
     """
-    x = self.features(images, training)
+    x = self.features(images, training, seed)
     if training and self.drop_rate > 0:
       x = tf.nn.dropout(x, rate=self.drop_rate)
     return tf.cast(self.fc(x), tf.float32)
@@ -179,4 +246,27 @@ def config_of(model: PyramidNet) -> dict:
       "num_classes": model.num_classes,
       "drop_rate": model.drop_rate,
       "rounding": arch.rounding,
+      "shakedrop": model.shakedrop,
+      "shakedrop_pl": model.shakedrop_pl,
+      "shakedrop_level": model.shakedrop_level,
   }
+
+
+# Constructor defaults of keys newer than some saved model_config.json files:
+# a config without them describes a model built without the feature.
+_ADDED_KEY_DEFAULTS = {
+    "shakedrop": False,
+    "shakedrop_pl": shakedrop_lib.DEFAULT_KEEP_PROB,
+    "shakedrop_level": shakedrop_lib.DEFAULT_LEVEL,
+}
+
+
+def canonical_config(config: dict) -> dict:
+  """``config`` as comparable values: missing newer keys get their defaults,
+  and ShakeDrop's p_L / level are reset when ShakeDrop is off (they do not
+  change that network), so equal networks compare equal."""
+  config = dict(_ADDED_KEY_DEFAULTS, **config)
+  if not config["shakedrop"]:
+    config["shakedrop_pl"] = _ADDED_KEY_DEFAULTS["shakedrop_pl"]
+    config["shakedrop_level"] = _ADDED_KEY_DEFAULTS["shakedrop_level"]
+  return config

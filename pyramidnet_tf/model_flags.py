@@ -10,6 +10,10 @@ from absl import flags
 
 from pyramidnet_tf import widths
 
+# shakedrop.py imports TensorFlow; describe must stay TF-free, so its
+# constants are repeated here (tests check they agree).
+SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
+
 flags.DEFINE_enum("dataset", "cifar10", list(widths.DATASETS) + ["synthetic"],
                   "Architecture family and default class count: CIFAR stem "
                   "(32x32 input, 3 stages) or ImageNet stem (224x224, 4 "
@@ -38,10 +42,28 @@ flags.DEFINE_enum("rounding", "py3", list(widths.ROUNDINGS),
                   "Width rounding: py3 = round half to even (authors' PyTorch "
                   "code, default), half_up = floor(x + 0.5) (Torch7 code).")
 
+flags.DEFINE_bool("shakedrop", False,
+                  "ShakeDrop (Yamada et al.) on every residual branch: "
+                  "forward factor b + a - ab, backward b + c - bc, eval p_l. "
+                  "No parameters (checkpoints unchanged), but part of the "
+                  "model config since it scales eval outputs by p_l.")
+flags.DEFINE_float("shakedrop_pl", 0.5,
+                   "ShakeDrop p_L in [0, 1]: keep probability of the LAST "
+                   "unit; unit l of L keeps with 1 - (l/L)(1 - p_L) (linear "
+                   "decay over all stages). 0.5 in every published recipe.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_enum("shakedrop_level", "batch", list(SHAKEDROP_LEVELS),
+                  "ShakeDrop randomness granularity: batch = one gate b per "
+                  "(per-replica) mini-batch, a and c per sample (PyTorch "
+                  "ports, fast-autoaugment); sample = b, a, c per sample "
+                  "(AutoAugment's TF code); pixel = one gate per mini-batch, "
+                  "a and c per element (the authors' Torch7 code).")
+
 FLAGS = flags.FLAGS
 
 MODEL_FLAG_NAMES = ("dataset", "depth", "alpha", "bottleneck", "mode",
-                    "num_classes", "drop_rate", "rounding")
+                    "num_classes", "drop_rate", "rounding", "shakedrop",
+                    "shakedrop_pl", "shakedrop_level")
 
 
 def model_kwargs() -> dict:
@@ -55,6 +77,9 @@ def model_kwargs() -> dict:
       "num_classes": FLAGS.num_classes,
       "drop_rate": FLAGS.drop_rate,
       "rounding": FLAGS.rounding,
+      "shakedrop": FLAGS.shakedrop,
+      "shakedrop_pl": FLAGS.shakedrop_pl,
+      "shakedrop_level": FLAGS.shakedrop_level,
   }
 
 

@@ -59,7 +59,9 @@ def load_model(directory: str, checkpoint_path: Optional[str] = None
   Returns:
     (model, metadata). Every model variable must be present in the
     checkpoint; optimizer slots and counters of training checkpoints are
-    allowed and ignored.
+    allowed and ignored. Constructor args absent from an older
+    ``model_config.json`` (e.g. ``shakedrop*``) take their defaults, which
+    rebuild the network that config was written for.
   """
   config = read_config(directory)
   model = model_lib.PyramidNet(**config["model"])

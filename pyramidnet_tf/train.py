@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 
 from pyramidnet_tf import train_flags  # pylint: disable=unused-import
+from pyramidnet_tf import compile_cache
+from pyramidnet_tf import compile_units
 from pyramidnet_tf import model_flags
 
 FLAGS = flags.FLAGS
@@ -39,6 +41,17 @@ def _int_list(name, values):
   except ValueError:
     raise TrainError(f"--{name} takes comma-separated integers; got "
                      f"{','.join(values)!r}") from None
+
+
+def _augment_policy():
+  """(--autoaugment, parsed --randaugment); TrainError naming the flag."""
+  from pyramidnet_tf import autoaugment  # pylint: disable=g-import-not-at-top
+  try:
+    randaugment = autoaugment.parse_randaugment(FLAGS.randaugment)
+    autoaugment.make_policy(FLAGS.autoaugment, randaugment)
+  except ValueError as e:
+    raise TrainError(str(e)) from None
+  return FLAGS.autoaugment, randaugment
 
 
 def _validate_flags():
@@ -64,6 +77,24 @@ def _validate_flags():
   if not 0.0 <= FLAGS.label_smoothing < 1.0:
     raise TrainError(f"--label_smoothing must be in [0, 1); got "
                      f"{FLAGS.label_smoothing}")
+  if not 0.0 <= FLAGS.cutmix_prob <= 1.0:
+    raise TrainError(f"--cutmix_prob must be in [0, 1] (0 = off); got "
+                     f"{FLAGS.cutmix_prob}")
+  if FLAGS.cutmix_beta <= 0:
+    raise TrainError(f"--cutmix_beta must be > 0; got {FLAGS.cutmix_beta}")
+  if FLAGS.mixup_alpha < 0:
+    raise TrainError(f"--mixup_alpha must be >= 0 (0 = off); got "
+                     f"{FLAGS.mixup_alpha}")
+  if FLAGS.cutout_size < 0:
+    raise TrainError(f"--cutout_size must be >= 0 (0 = off); got "
+                     f"{FLAGS.cutout_size}")
+  if FLAGS.clip_grad_norm < 0:
+    raise TrainError(f"--clip_grad_norm must be >= 0 (0 = off); got "
+                     f"{FLAGS.clip_grad_norm}")
+  if not 0.0 <= FLAGS.ema_decay < 1.0:
+    raise TrainError(f"--ema_decay must be in [0, 1) (0 = off); got "
+                     f"{FLAGS.ema_decay}")
+  _augment_policy()
   profile = _int_list("profile_steps", FLAGS.profile_steps)
   if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
     raise TrainError("--profile_steps takes START,STOP with 0 <= START < STOP;"
@@ -76,7 +107,8 @@ def _validate_flags():
 
 def _flag_values():
   names = set(model_flags.MODEL_FLAG_NAMES)
-  for module in ("pyramidnet_tf.train_flags", "pyramidnet_tf.common_flags"):
+  for module in ("pyramidnet_tf.train_flags", "pyramidnet_tf.common_flags",
+                 "pyramidnet_tf.compile_cache", "pyramidnet_tf.compile_units"):
     names.update(f.name for f in FLAGS.get_flags_for_module(module))
   return {name: FLAGS[name].value for name in sorted(names)}
 
@@ -101,6 +133,7 @@ def train():
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import checkpointing  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loop  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
@@ -155,7 +188,7 @@ def train():
     data_kind = info.kind
   preprocessing = input_pipeline.preprocessing_for(
       data_kind, model_dataset, FLAGS.image_size, FLAGS.cifar_convention,
-      FLAGS.augment)
+      FLAGS.augment, *_augment_policy())
   steps_per_epoch = train_examples // FLAGS.batch_size
   if steps_per_epoch < 1:
     raise TrainError(f"the train split has {train_examples} examples, fewer "
@@ -173,6 +206,11 @@ def train():
     model = model_flags.build_model(dataset=model_dataset,
                                     num_classes=num_classes)
     model.set_sync_batch_norm(FLAGS.sync_bn)
+    if FLAGS.jit_compile and FLAGS.jit_scope == "unit":
+      try:
+        compile_units.jit_units(model, strategy.num_replicas_in_sync)
+      except ValueError as e:
+        raise TrainError(str(e)) from None
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
                               name="global_step")
     decay_filter = (optim.default_decay_filter if FLAGS.decay_bn_and_bias
@@ -185,10 +223,15 @@ def train():
       raise TrainError(f"optimizer flags: {e}") from None
     scaler = (loss_scale_lib.DynamicLossScale(name="loss_scale")
               if FLAGS.dtype == "float16" else None)
+    averages = (ema_lib.Ema(ema_lib.averaged_variables(model),
+                            FLAGS.ema_decay, name="ema")
+                if FLAGS.ema_decay > 0 else None)
   objects = {"model": model, "optimizer": optimizer,
              "global_step": global_step}
   if scaler is not None:
     objects["loss_scale"] = scaler
+  if averages is not None:
+    objects[ema_lib.CHECKPOINT_KEY] = averages
   checkpoint = tf.train.Checkpoint(**objects)
   try:
     checkpointing.check_config(FLAGS.model_dir, model)
@@ -197,8 +240,14 @@ def train():
   checkpointer = checkpointing.Checkpointer(
       FLAGS.model_dir, strategy, checkpoint, global_step,
       FLAGS.keep_checkpoints,
-      guarded_variables=list(model.trainable_variables) + list(optimizer.slots))
+      guarded_variables=list(model.trainable_variables) + list(optimizer.slots)
+      + (list(averages.averages) if averages is not None else []),
+      optional=(ema_lib.CHECKPOINT_KEY,))
   restored = checkpointer.restore()
+  if averages is not None and restored and not checkpointer.restored_all:
+    logging.info("%s has no EMA: starting it from the restored weights",
+                 restored)
+    averages.reset()
   start_step = int(global_step.numpy())
   if restored:
     logging.info("resumed from %s at step %d", restored, start_step)
@@ -210,6 +259,7 @@ def train():
         "data": data_kind,
         "preprocessing": preprocessing.to_json(),
         "class_names": class_names,
+        "ema_decay": FLAGS.ema_decay,
         "flags": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                       else str(v)) for k, v in _flag_values().items()},
     })
@@ -238,8 +288,10 @@ def train():
   summaries = summaries_lib.Summaries(FLAGS.model_dir, chief)
   if start_step == 0:
     summaries.flags(_flag_values())
-    first = strategy.experimental_local_results(
-        next(iter(strategy.distribute_datasets_from_function(train_input))))
+    # A second iterator over the same dataset: building another dataset
+    # would trace its functions on fresh starts only, shifting TF's function
+    # names and so missing the persistent XLA cache on the first resume.
+    first = strategy.experimental_local_results(next(iter(dataset)))
     summaries.images("train/augmented_images", first[0][0], 0)
 
   evaluate = None
@@ -261,7 +313,11 @@ def train():
     def evaluate():
       eval_iterator = iter(strategy.distribute_datasets_from_function(
           eval_input))
-      totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
+      if averages is not None:
+        with averages.swapped():  # evaluate the EMA weights
+          totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
+      else:
+        totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
       metrics = step_lib.metrics_from_totals(totals.numpy())
       step_now = int(global_step.numpy())
       summaries.scalars("eval", {k: metrics[k] for k in (
@@ -272,7 +328,13 @@ def train():
 
   train_step = step_lib.TrainStep(
       strategy, model, optimizer, schedule, global_step, FLAGS.batch_size,
-      FLAGS.dtype, FLAGS.label_smoothing, FLAGS.jit_compile, scaler)
+      FLAGS.dtype, FLAGS.label_smoothing,
+      FLAGS.jit_compile and FLAGS.jit_scope == "step", scaler,
+      step_lib.Regularization(
+          cutmix_prob=FLAGS.cutmix_prob, cutmix_beta=FLAGS.cutmix_beta,
+          mixup_alpha=FLAGS.mixup_alpha, cutout_size=FLAGS.cutout_size,
+          clip_grad_norm=FLAGS.clip_grad_norm, seed=FLAGS.seed),
+      averages)
   checkpoint_every = FLAGS.checkpoint_every_steps or steps_per_epoch
   eval_every = int(round(FLAGS.eval_every_epochs * steps_per_epoch))
   cadence = loop.Cadence(
@@ -291,6 +353,9 @@ def train():
                "%d, %d steps/epoch, steps %d -> %d", model_dataset, replicas,
                num_workers, per_replica_batch, steps_per_epoch, start_step,
                total_steps)
+  if compile_cache.resolve_cache_dir(FLAGS.compile_cache_dir, FLAGS.model_dir,
+                                     FLAGS.jit_compile):
+    compile_cache.align_function_names()
   try:
     train_metrics = controller.run()
   finally:
@@ -328,7 +393,9 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  # The compile cache is set up while flags are parsed: TF reads TF_XLA_FLAGS
+  # once, from an absl after-init callback that runs before main.
+  app.run(main, flags_parser=compile_cache.parse_flags_and_configure)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from common_flags). Defaults are the paper's CIFAR recipe (spec 4.1/4.3)."""
 
 from absl import flags
 
+from pyramidnet_tf import autoaugment
 from pyramidnet_tf import common_flags  # pylint: disable=unused-import
 from pyramidnet_tf import input_pipeline
 from pyramidnet_tf import model_flags  # pylint: disable=unused-import
@@ -43,6 +44,35 @@ flags.DEFINE_bool("decay_bn_and_bias", True,
                   "bias too (authors' recipe). --nodecay_bn_and_bias "
                   "excludes them.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
+flags.DEFINE_float("cutmix_prob", 0.0,
+                   "CutMix (clovaai/CutMix-PyTorch; spec 4.4) probability per "
+                   "replica mini-batch; 0 = off (0.5 in the CutMix "
+                   "PyramidNet recipe). With --mixup_alpha > 0 too, each "
+                   "batch gets CutMix with this probability, else Mixup "
+                   "(timm's switch). Train top-1/top-5 count the unmixed "
+                   "labels.")
+flags.DEFINE_float("cutmix_beta", 1.0,
+                   "CutMix lambda ~ Beta(beta, beta); must be > 0.")
+flags.DEFINE_float("mixup_alpha", 0.0,
+                   "Mixup lambda ~ Beta(alpha, alpha) on every replica "
+                   "mini-batch (unless --cutmix_prob picks CutMix); 0 = off. "
+                   "Train top-1/top-5 count the unmixed labels.")
+flags.DEFINE_integer("cutout_size", 0,
+                     "Cutout (DeVries & Taylor): zero one square of this side "
+                     "(centre anywhere, clipped at the border) per training "
+                     "image after normalisation, before CutMix/Mixup; 0 = "
+                     "off (16 in the Fast AutoAugment recipe).")
+flags.DEFINE_float("clip_grad_norm", 0.0,
+                   "Clip the all-reduced gradient by global norm (as "
+                   "tf.clip_by_global_norm / torch clip_grad_norm_; float16:"
+                   " after unscaling; before weight decay); 0 = off (5 in "
+                   "the AutoAugment/ShakeDrop recipes).")
+flags.DEFINE_float("ema_decay", 0.0,
+                   "Exponential moving average of all weights (BN statistics "
+                   "included), ema = decay * ema + (1 - decay) * w after "
+                   "each step, in [0, 1); 0 = off. Kept in the checkpoints; "
+                   "evaluation during training, pyramidnet_tf.evaluate and "
+                   "pyramidnet_tf.export then use the averaged weights.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
 flags.DEFINE_integer("steps_per_loop", 100,
                      "Train steps per host call (one tf.function, tf.range "
@@ -76,3 +106,16 @@ flags.DEFINE_integer("shuffle_buffer", 0,
                      "Record shuffle buffer; 0 = 50000 for CIFAR, 10000 "
                      "otherwise.")
 flags.DEFINE_bool("eval_at_end", True, "Evaluate after the last step.")
+flags.DEFINE_enum("autoaugment", "none",
+                  list(autoaugment.AUTOAUGMENT_POLICIES),
+                  "AutoAugment policy added to training augmentation, "
+                  "before normalisation (after pad-crop-flip with "
+                  "--cifar_convention=pt or distorted crop-flip; before the "
+                  "pad-crop-flip with fb): cifar10 = the paper's 25 CIFAR-10 "
+                  "sub-policies (used with PyramidNet-272 + ShakeDrop, spec "
+                  "4.5/6), imagenet = its ImageNet policy.")
+flags.DEFINE_list("randaugment", [],
+                  "N,M: RandAugment instead, N operations per image drawn "
+                  "from its 14, each at magnitude M (0..30 on AutoAugment's "
+                  "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
+                  "off. Not with --autoaugment.")

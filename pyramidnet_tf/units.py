@@ -8,6 +8,10 @@ average pool when the unit strides, then zero channels appended at the end.
 Each unit also lists its variables under the authors' PyTorch state_dict names
 (``torch_variables``), in PyTorch's registration order, so that checkpoint
 import is driven by structure rather than by variable creation order.
+
+A unit may carry a ``shakedrop.ShakeDrop`` (section 1.7), applied to the
+branch output after its last BN and before the addition; it has no
+variables, so the state_dict names above do not change.
 """
 
 from typing import List, Optional, Tuple
@@ -16,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pyramidnet_tf import layers
+from pyramidnet_tf import shakedrop as shakedrop_lib
 
 # (PyTorch key suffix, variable or None, layout) triples; layout is "conv",
 # "dense", "vector" or "counter" (num_batches_tracked: no TF variable).
@@ -61,8 +66,10 @@ class _Unit(tf.Module):
   expansion = 1
 
   def __init__(self, in_channels: int, planes: int, stride: int,
-               name: Optional[str] = None):
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
     super().__init__(name=name)
+    self.shakedrop = shakedrop
     self.in_channels = in_channels
     self.planes = planes
     self.stride = stride
@@ -78,9 +85,14 @@ class _Unit(tf.Module):
       x = layers.avg_pool_2x2_s2(x)
     return layers.pad_channels(x, self.out_channels - self.in_channels)
 
-  def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+  def __call__(self, x: tf.Tensor, training: bool,
+               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """``seed``: the model's [2] stateless seed (used only by ShakeDrop)."""
     # ``residual`` is the branch each subclass defines.
-    return self.residual(x, training) + self.shortcut(x)
+    branch = self.residual(x, training)
+    if self.shakedrop is not None:
+      branch = self.shakedrop(branch, training, seed)
+    return branch + self.shortcut(x)
 
 
 class BasicUnit(_Unit):
@@ -89,8 +101,10 @@ class BasicUnit(_Unit):
   expansion = 1
 
   def __init__(self, in_channels: int, planes: int, stride: int,
-               name: Optional[str] = None):
-    super().__init__(in_channels, planes, stride, name=name)
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    super().__init__(in_channels, planes, stride, name=name,
+                     shakedrop=shakedrop)
     with self.name_scope:
       self.bn1 = layers.BatchNorm(in_channels, name="bn1")
       self.conv1 = layers.Conv2D(in_channels, planes, 3, stride, 1,
@@ -121,8 +135,10 @@ class BottleneckUnit(_Unit):
   expansion = 4
 
   def __init__(self, in_channels: int, planes: int, stride: int,
-               name: Optional[str] = None):
-    super().__init__(in_channels, planes, stride, name=name)
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    super().__init__(in_channels, planes, stride, name=name,
+                     shakedrop=shakedrop)
     with self.name_scope:
       self.bn1 = layers.BatchNorm(in_channels, name="bn1")
       self.conv1 = layers.Conv2D(in_channels, planes, 1, name="conv1")

@@ -105,3 +105,72 @@ def test_colour_jitter_and_lighting_change_colours_reproducibly():
   # Lighting adds one RGB offset to every pixel.
   np.testing.assert_allclose(delta, np.broadcast_to(delta[0, 0], delta.shape),
                              atol=1e-6)
+
+
+def _invert(image, seed):
+  del seed
+  return tf.cast(255 - tf.cast(image, tf.int32), image.dtype)
+
+
+def test_cifar_policy_runs_after_pad_crop_flip_before_normalising():
+  image = tf.constant(np.random.default_rng(3).integers(
+      0, 255, (32, 32, 3), dtype=np.uint8))
+  mean, std = np.array(augment.CIFAR_STATS["cifar10"][0]), np.array(
+      augment.CIFAR_STATS["cifar10"][1])
+  for i in range(6):
+    seed = tf.constant([i, 9], tf.int64)
+    plain = augment.cifar_train(image, seed, "cifar10", "pt").numpy()
+    policy = augment.cifar_train(image, seed, "cifar10", "pt",
+                                 policy=_invert).numpy()
+    # The same crop and flip; the black padding was inverted too (to 255),
+    # so the policy saw the padded crop.
+    np.testing.assert_allclose(policy * std + mean,
+                               255 - (plain * std + mean), atol=1e-3)
+  # fb pads with the mean colour after normalising: the policy ran before,
+  # so padding stays exactly 0 and the rest is the inverted image.
+  seed = tf.constant([1, 9], tf.int64)
+  plain = augment.cifar_train(image, seed, "cifar10", "fb").numpy()
+  policy = augment.cifar_train(image, seed, "cifar10", "fb",
+                               policy=_invert).numpy()
+  pad = (plain == 0).all(axis=-1)
+  assert pad.any()
+  assert (policy[pad] == 0).all()
+  np.testing.assert_allclose((policy * std + mean)[~pad],
+                             255 - (plain * std + mean)[~pad], atol=1e-3)
+
+
+def test_policy_gets_its_own_reproducible_seed():
+  seeds = []
+
+  def record(image, seed):
+    seeds.append(seed.numpy().tolist())
+    return image
+  image = tf.zeros([32, 32, 3], tf.uint8)
+  for s in ([1, 2], [1, 2], [1, 3]):
+    augment.cifar_train(image, tf.constant(s, tf.int64), "cifar10", "pt",
+                        policy=record)
+  assert seeds[0] == seeds[1] and seeds[0] != seeds[2]
+  assert seeds[0] not in ([1, 2], [1, 3])
+
+
+def test_imagenet_policy_sees_the_flipped_0_255_image():
+  array = np.random.default_rng(4).integers(0, 255, (60, 90, 3),
+                                            dtype=np.uint8)
+  encoded = tf.constant(_png(array))
+  mean, std = np.array(augment.IMAGENET_MEAN), np.array(augment.IMAGENET_STD)
+  seen = []
+
+  def invert_float(image, seed):
+    del seed
+    seen.append(image.numpy())
+    return 255.0 - image
+  for i in range(3):
+    seed = tf.constant([i, 2], tf.int64)
+    plain = augment.imagenet_train(encoded, tf.constant("PNG"), 60, 90, seed,
+                                   size=24, jitter=0, lighting=0).numpy()
+    policy = augment.imagenet_train(encoded, tf.constant("PNG"), 60, 90,
+                                    seed, size=24, jitter=0, lighting=0,
+                                    policy=invert_float).numpy()
+    np.testing.assert_allclose(seen[-1], plain * std + mean, atol=1e-3)
+    np.testing.assert_allclose(policy * std + mean,
+                               255 - (plain * std + mean), atol=1e-3)

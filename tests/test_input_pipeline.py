@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pyramidnet_tf import augment
 from pyramidnet_tf import input_pipeline
 from tests import train_fixtures
 
@@ -113,3 +114,55 @@ def test_synthetic_dataset_shapes():
   x, y = next(iter(ds))
   assert x.shape == (4, 32, 32, 3) and y.shape == (4,)
   assert int(tf.reduce_max(y)) < 10
+
+
+def _unnormalised(x):
+  mean, std = augment.CIFAR_STATS["cifar10"]
+  return x * np.array(std) + np.array(mean)
+
+
+@pytest.mark.parametrize("policy", [dict(autoaugment="cifar10"),
+                                    dict(randaugment=(2, 14))])
+def test_policy_pipeline_is_normalised_and_seeded(data_dir, policy):
+  info = input_pipeline.read_manifest(data_dir)
+  pre = input_pipeline.Preprocessing("cifar", 16, "cifar10", "pt", **policy)
+
+  def batches(seed, preprocessing=pre):
+    return _batches(input_pipeline.train_dataset(
+        info, preprocessing, 6, seed=seed, deterministic=True), 4)
+  first = batches(3)
+  again = batches(3)
+  plain = batches(3, PRE)
+  other = batches(4)
+  changed = 0
+  for (x, y), (xa, ya), (xp, yp) in zip(first, again, plain):
+    assert x.shape == (6, 16, 16, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, xa)
+    np.testing.assert_array_equal(y, ya)
+    np.testing.assert_array_equal(y, yp)   # same records, same order
+    pixels = _unnormalised(x)
+    # Normalised from uint8 values: integers in [0, 255] once undone.
+    assert pixels.min() > -0.01 and pixels.max() < 255.01
+    np.testing.assert_allclose(pixels, np.round(pixels), atol=2e-3)
+    changed += int(not np.array_equal(x, xp))
+  assert changed == len(first)   # the policy changed every batch
+  assert not np.array_equal(first[0][0], other[0][0])
+
+
+def test_preprocessing_for_carries_the_policy():
+  pre = input_pipeline.preprocessing_for("cifar10", "cifar10", 0, "pt",
+                                         randaugment=[2, 9])
+  assert pre.randaugment == (2, 9) and pre.autoaugment == "none"
+  assert input_pipeline.Preprocessing.from_json(
+      json.loads(json.dumps(pre.to_json()))) == pre
+  folder = input_pipeline.preprocessing_for("folder", "imagenet", 0, "pt",
+                                            autoaugment="imagenet")
+  assert folder.kind == "imagenet" and folder.autoaugment == "imagenet"
+  # Configs written before the policy fields existed still load.
+  old = {k: v for k, v in PRE.to_json().items()
+         if k not in ("autoaugment", "randaugment")}
+  assert input_pipeline.Preprocessing.from_json(old) == PRE
+  with pytest.raises(ValueError, match="--autoaugment and --randaugment"):
+    input_pipeline.preprocessing_for("cifar10", "cifar10", 0, "pt",
+                                     autoaugment="cifar10",
+                                     randaugment=(1, 2))

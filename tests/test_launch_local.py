@@ -3,10 +3,13 @@
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import tensorflow as tf
 
 from pyramidnet_tf import launch_local
 from tests import train_fixtures as fx
@@ -69,3 +72,60 @@ def test_bad_worker_count_names_the_flag(capsys):
     launch_local.run(["--workers=0", "--", "--train_steps=1"])
   assert e.value.code == 2
   assert "--workers must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_sigterm_reaches_every_worker_they_agree_on_the_step_and_resume(
+    tmp_path):
+  """Preemption of a multi-worker job: every worker saves the same step.
+
+  The launcher forwards SIGTERM; the workers agree on the step to stop at
+  (a collective), all take part in the save, exit 0, and a rerun resumes
+  from that step on both workers.
+  """
+  model_dir = str(tmp_path / "model")
+  args = [a for a in TINY if not a.startswith(("--train_steps",
+                                                "--steps_per_loop",
+                                                "--log_every_steps"))]
+  args += ["--train_steps=100000", "--steps_per_loop=1",
+           "--log_every_steps=1", "--checkpoint_every_steps=100000",
+           f"--model_dir={model_dir}"]
+  log_path = tmp_path / "launch.log"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyramidnet_tf.launch_local", "--workers=2",
+         "--"] + args, cwd=fx.REPO, env=fx.cli_env(), stdout=log,
+        stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + 150
+      while not all(f"[worker {i}] " in t and "step 3/" in t
+                    for i in range(2)
+                    for t in [log_path.read_text()]):
+        assert proc.poll() is None, log_path.read_text()[-4000:]
+        assert time.time() < deadline, log_path.read_text()[-4000:]
+        time.sleep(0.2)
+      proc.send_signal(signal.SIGTERM)
+      code = proc.wait(timeout=150)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  text = log_path.read_text()
+  assert code == 0, text[-4000:]
+  saved = {}
+  for index in range(2):
+    mine = [l for l in text.splitlines() if l.startswith(f"[worker {index}] ")]
+    stops = [l for l in mine if "SIGTERM received: saving at step" in l]
+    assert stops, text[-4000:]
+    saved[index] = int(stops[-1].split("saving at step ")[1].split()[0])
+  assert saved[0] == saved[1] >= 3, saved
+  stopped = saved[0]
+  assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{stopped}")
+  assert not glob.glob(os.path.join(model_dir, "workertemp_*"))
+  out = _launch(["--workers=2", "--"] + [
+      a for a in args if not a.startswith("--train_steps")] + [
+          f"--train_steps={stopped + 2}", "--noeval_at_end"])
+  assert out.returncode == 0, out.stdout[-4000:]
+  for index in range(2):
+    mine = "\n".join(l for l in out.stdout.splitlines()
+                     if l.startswith(f"[worker {index}] "))
+    assert f"steps {stopped} -> {stopped + 2}" in mine, out.stdout[-4000:]

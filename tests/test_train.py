@@ -246,3 +246,18 @@ def test_trains_on_a_folder_converted_by_data_prep(tmp_path):
   assert config["model"]["num_classes"] == 3
   assert config["metadata"]["class_names"] == ["cat", "dog", "emu"]
   assert config["metadata"]["preprocessing"]["kind"] == "imagenet"
+
+
+def test_float16_from_the_command_line_scales_the_loss(data_dir, tmp_path):
+  """--dtype=float16: dynamic loss scaling is created, checkpointed, used."""
+  model_dir = str(tmp_path / "m")
+  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir, "--dtype=float16",
+                                 "--train_steps=6", "--noeval_at_end"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = fx.train_result(proc.stderr)
+  assert result["step"] == 6 and np.isfinite(result["train"]["loss"])
+  values = fx.checkpoint_values(tf.train.latest_checkpoint(model_dir))
+  scales = [v for k, v in values.items() if k.startswith("loss_scale/")]
+  assert scales, sorted(values)[:30]
+  # Variables stay float32 whatever the compute dtype.
+  assert all(np.asarray(v).dtype != np.float16 for v in values.values())
