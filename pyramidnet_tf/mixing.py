@@ -149,10 +149,6 @@ def unmixed(images, labels) -> Mixed:
   return Mixed(images, labels, labels, tf.constant(1.0))
 
 
-def _select(use_first, first: Mixed, second: Mixed) -> Mixed:
-  return Mixed(*[tf.where(use_first, a, b) for a, b in zip(first, second)])
-
-
 def mix_batch(images, labels, seed, cutmix_prob: float = 0.0,
               cutmix_beta: float = 1.0, mixup_alpha: float = 0.0) -> Mixed:
   """One batch's CutMix / Mixup / nothing, as the flags ask.
@@ -166,11 +162,15 @@ def mix_batch(images, labels, seed, cutmix_prob: float = 0.0,
   use_mixup = mixup_alpha > 0
   if not use_cutmix and not use_mixup:
     return unmixed(images, labels)
-  draw = tf.random.stateless_uniform([], _sub_seed(seed, _CHOICE))
-  otherwise = (mixup(images, labels, _sub_seed(seed, 2), mixup_alpha)
-               if use_mixup else unmixed(images, labels))
+  def otherwise():
+    return (mixup(images, labels, _sub_seed(seed, 2), mixup_alpha)
+            if use_mixup else unmixed(images, labels))
+
   if not use_cutmix:
-    return otherwise
-  return _select(draw < cutmix_prob,
-                 cutmix(images, labels, _sub_seed(seed, 1), cutmix_beta),
-                 otherwise)
+    return otherwise()
+  draw = tf.random.stateless_uniform([], _sub_seed(seed, _CHOICE))
+  # tf.cond: only the chosen mixing is computed.
+  return Mixed(*tf.cond(
+      draw < cutmix_prob,
+      lambda: tuple(cutmix(images, labels, _sub_seed(seed, 1), cutmix_beta)),
+      lambda: tuple(otherwise())))

@@ -21,7 +21,6 @@ happened at.
 """
 
 import dataclasses
-import inspect
 from typing import Optional
 
 import tensorflow as tf
@@ -83,13 +82,6 @@ class Regularization:
         self.mixup_alpha > 0)
 
 
-def _takes_seed(model) -> bool:
-  try:
-    return "seed" in inspect.signature(model.__call__).parameters
-  except (TypeError, ValueError):
-    return False
-
-
 def correct_counts(logits, labels, mask=None):
   """(top-1 correct, top-5 correct) as float32 scalars."""
   k = min(5, int(logits.shape[-1]))
@@ -109,7 +101,9 @@ class TrainStep(tf.Module):
                jit_compile: bool = False,
                loss_scale: Optional[loss_scale_lib.DynamicLossScale] = None,
                regularization: Optional[Regularization] = None, ema=None):
-    """``ema``: optional ``ema.Ema`` of the model, updated after each step."""
+    """``model(images, training, seed)`` returns logits (``seed``: the
+    replica's [2] stateless seed of the step, for ShakeDrop); ``ema``:
+    optional ``ema.Ema`` of the model, updated after each step."""
     super().__init__(name="train_step")
     if dtype not in DTYPES:
       raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got "
@@ -127,7 +121,6 @@ class TrainStep(tf.Module):
     self.loss_scale = loss_scale if dtype == "float16" else None
     self.regularization = regularization or Regularization()
     self.ema = ema
-    self._model_takes_seed = _takes_seed(model)
     self.variables_to_train = list(model.trainable_variables)
     grads = self._forward_backward
     self._grads = tf.function(grads, jit_compile=True) if jit_compile else grads
@@ -135,10 +128,9 @@ class TrainStep(tf.Module):
 
   def _forward_backward(self, images, labels_a, labels_b, lam, scale,
                         model_seed):
-    kwargs = {"seed": model_seed} if self._model_takes_seed else {}
     with tf.GradientTape() as tape:
       logits = self.model(tf.cast(images, self.compute_dtype), training=True,
-                          **kwargs)
+                          seed=model_seed)
       if self.regularization.mixes:
         per_example = mixed_cross_entropy(
             logits, labels_a, labels_b, lam, self.model.num_classes,

@@ -55,7 +55,11 @@ def _augment_policy():
 
 
 def _validate_flags():
-  """Checks that need no TensorFlow op (the strategy must come first)."""
+  """Checks that need no TensorFlow op (the strategy must come first).
+
+  Returns the parsed values: (profile steps, lr decay epochs, (autoaugment,
+  randaugment)).
+  """
   if not FLAGS.model_dir:
     raise TrainError("--model_dir is required (checkpoints, "
                      "model_config.json and TensorBoard events go there)")
@@ -94,7 +98,7 @@ def _validate_flags():
   if not 0.0 <= FLAGS.ema_decay < 1.0:
     raise TrainError(f"--ema_decay must be in [0, 1) (0 = off); got "
                      f"{FLAGS.ema_decay}")
-  _augment_policy()
+  policy = _augment_policy()
   profile = _int_list("profile_steps", FLAGS.profile_steps)
   if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
     raise TrainError("--profile_steps takes START,STOP with 0 <= START < STOP;"
@@ -102,7 +106,7 @@ def _validate_flags():
   decay_epochs = _int_list("lr_decay_epochs", FLAGS.lr_decay_epochs)
   if FLAGS.dataset != "synthetic":
     model_flags.architecture()  # UsageError naming the bad model flag
-  return (tuple(profile) if profile else (0, 0)), decay_epochs
+  return (tuple(profile) if profile else (0, 0)), decay_epochs, policy
 
 
 def _flag_values():
@@ -123,7 +127,7 @@ def weights_fingerprint(model) -> str:
 
 def train():
   """Runs training from FLAGS; returns a result dict (also logged as JSON)."""
-  profile, decay_epochs = _validate_flags()
+  profile, decay_epochs, augment_policy = _validate_flags()
 
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
@@ -188,7 +192,7 @@ def train():
     data_kind = info.kind
   preprocessing = input_pipeline.preprocessing_for(
       data_kind, model_dataset, FLAGS.image_size, FLAGS.cifar_convention,
-      FLAGS.augment, *_augment_policy())
+      FLAGS.augment, *augment_policy)
   steps_per_epoch = train_examples // FLAGS.batch_size
   if steps_per_epoch < 1:
     raise TrainError(f"the train split has {train_examples} examples, fewer "
