@@ -37,6 +37,10 @@ flags.DEFINE_list("configs", ["c110", "c272", "i200"],
                   f"Subset of {list(CONFIGS)}.")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
 flags.DEFINE_list("xla", ["false", "true"], "XLA settings to try.")
+flags.DEFINE_list("channel_multiples", ["1", "auto"],
+                  "Channel alignments to try (pyramidnet_tf.channel_alignment):"
+                  " 1 = the logical widths, auto = the trainer's default for "
+                  "the dtype and device, or a positive integer.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after the first.")
 flags.DEFINE_integer("batch", 0, "Override every config's batch size.")
@@ -54,7 +58,18 @@ def _peak_memory_mb(tf):
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tf_step(tf, strategy, name, cfg, dtype, xla):
+def _channel_multiple(tf, value, dtype):
+  from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
+  device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+  try:
+    flag = channel_alignment.AUTO if value == "auto" else int(value)
+    return channel_alignment.resolve(flag, dtype, device)
+  except ValueError:
+    raise app.UsageError(f"--channel_multiples: {value!r} is neither 'auto' "
+                         "nor a positive integer") from None
+
+
+def tf_step(tf, strategy, name, cfg, dtype, xla, multiple):
   from pyramidnet_tf import model as model_lib, optim  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
@@ -63,7 +78,8 @@ def tf_step(tf, strategy, name, cfg, dtype, xla):
     tf.config.experimental.reset_memory_stats("GPU:0")
   with strategy.scope():
     model = model_lib.PyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
-                                 cfg["bottleneck"])
+                                 cfg["bottleneck"],
+                                 channel_multiple=multiple)
     global_step = tf.Variable(0, dtype=tf.int64)
     opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
     scaler = (loss_scale_lib.DynamicLossScale() if dtype == "float16"
@@ -77,7 +93,8 @@ def tf_step(tf, strategy, name, cfg, dtype, xla):
   timing = bench_common.time_train_loop(tf, train_step, iterator, batch,
                                         FLAGS.steps, FLAGS.warmup)
   return {"config": name, "framework": "tf", "dtype": dtype, "xla": xla,
-          "batch": batch, "first_step_s": timing["first_step_s"],
+          "channel_multiple": multiple, "batch": batch,
+          "first_step_s": timing["first_step_s"],
           "img_per_s": timing["img_per_s"],
           "peak_mem_mb": round(_peak_memory_mb(tf))}
 
@@ -119,7 +136,8 @@ def torch_step(name, cfg, dtype):
     torch.cuda.synchronize()
   elapsed = time.time() - start
   return {"config": name, "framework": "torch", "dtype": dtype, "xla": False,
-          "batch": batch, "first_step_s": round(first, 2),
+          "channel_multiple": 1, "batch": batch,
+          "first_step_s": round(first, 2),
           "img_per_s": round(batch * FLAGS.steps / elapsed, 1),
           "peak_mem_mb": round(
               torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
@@ -221,13 +239,17 @@ def main(argv):
           print(json.dumps(torch_row), flush=True)
         except ImportError as e:
           print(f"# PyTorch step skipped: {e}")
+      multiples = sorted({_channel_multiple(tf, value, dtype)
+                          for value in FLAGS.channel_multiples})
       for xla in FLAGS.xla:
-        row = tf_step(tf, strategy, name, cfg, dtype, xla == "true")
-        if torch_row:
-          row["tf_over_torch"] = round(row["img_per_s"] /
-                                       torch_row["img_per_s"], 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        for multiple in multiples:
+          row = tf_step(tf, strategy, name, cfg, dtype, xla == "true",
+                        multiple)
+          if torch_row:
+            row["tf_over_torch"] = round(row["img_per_s"] /
+                                         torch_row["img_per_s"], 2)
+          rows.append(row)
+          print(json.dumps(row), flush=True)
   if FLAGS.pipeline:
     with tempfile.TemporaryDirectory() as tmp:
       cifar = FLAGS.cifar_data_dir or _write_records(
@@ -238,13 +260,13 @@ def main(argv):
         row = pipeline(tf, kind, data_dir)
         rows.append(row)
         print(json.dumps(row), flush=True)
-  print("\n| config | framework | dtype | xla | batch | first step s | img/s | "
-        "peak MB | TF/PyTorch |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("\n| config | framework | dtype | xla | channel multiple | batch | "
+        "first step s | img/s | peak MB | TF/PyTorch |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     if "config" in r:
       print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
-            f"| {r['batch']} | {r['first_step_s']} | {r['img_per_s']} | "
+            f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} | {r['img_per_s']} | "
             f"{r['peak_mem_mb']} | {r.get('tf_over_torch', '')} |")
   for r in rows:
     if "pipeline" in r:

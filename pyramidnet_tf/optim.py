@@ -77,10 +77,16 @@ class NesterovSGD(tf.Module):
     grad = tf.cast(grad, var.dtype)
     if decays and self.weight_decay:
       grad = grad + self.weight_decay * var
+    if apply_mask is None:
+      # TF's fused kernel computes exactly the update above: v <- mu v + g;
+      # p <- p - lr g - lr mu v (Nesterov) or p - lr v. One op per variable
+      # instead of about eight (c110 has 439 variables).
+      return tf.raw_ops.ResourceApplyMomentum(
+          var=var.handle, accum=slot.handle, lr=tf.cast(lr, var.dtype),
+          grad=grad, momentum=tf.constant(self.momentum, var.dtype),
+          use_locking=False, use_nesterov=self.nesterov)
     velocity = self.momentum * slot + grad
     step = grad + self.momentum * velocity if self.nesterov else velocity
-    if apply_mask is None:
-      return tf.group(slot.assign(velocity), var.assign_sub(lr * step))
     # fp16 overflow: keep the old values when the step is skipped.
     return tf.group(
         slot.assign(tf.where(apply_mask, velocity, slot)),

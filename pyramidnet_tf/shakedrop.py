@@ -77,8 +77,10 @@ def random_seed() -> tf.Tensor:
   return tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
 
 
-def _shapes(x: tf.Tensor, level: str) -> Tuple[tf.Tensor, tf.Tensor]:
-  """(shape of b, shape of a and c), broadcastable against ``x``."""
+def _shapes(x: tf.Tensor, level: str, channels: Optional[int] = None
+            ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(shape of b, shape of a and c), broadcastable against ``x`` (against
+  its first ``channels`` channels for pixel level, when given)."""
   rank = x.shape.rank
   per_batch = tf.ones([rank], tf.int32)
   per_sample = tf.concat([tf.shape(x)[:1], tf.ones([rank - 1], tf.int32)], 0)
@@ -86,18 +88,26 @@ def _shapes(x: tf.Tensor, level: str) -> Tuple[tf.Tensor, tf.Tensor]:
     return per_batch, per_sample
   if level == "sample":
     return per_sample, per_sample
-  return per_batch, tf.shape(x)  # pixel
+  if channels is None:
+    return per_batch, tf.shape(x)  # pixel
+  return per_batch, tf.concat([tf.shape(x)[:-1], [channels]], 0)
 
 
-def factors(x: tf.Tensor, keep: float, level: str, seed: tf.Tensor
+def factors(x: tf.Tensor, keep: float, level: str, seed: tf.Tensor,
+            channels: Optional[int] = None
             ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """Draws the gate b ~ Bernoulli(keep), a ~ U[-1, 1] and c ~ U[0, 1].
+
+  ``channels``: the logical channels of ``x`` when its last axis is
+  zero-padded beyond them (``channel_alignment``). Pixel-level factors are
+  drawn for the logical channels only and padded with zeros, so the draws do
+  not depend on the padding.
 
   Returns:
     (forward factor b + a - b*a, backward factor b + c - b*c, b, a): float32
     tensors broadcastable against ``x``; deterministic in ``seed``.
   """
-  gate_shape, noise_shape = _shapes(x, level)
+  gate_shape, noise_shape = _shapes(x, level, channels)
   fold = tf.random.experimental.stateless_fold_in
   gate = tf.cast(
       tf.random.stateless_uniform(gate_shape, fold(seed, _GATE)) < keep,
@@ -107,6 +117,11 @@ def factors(x: tf.Tensor, keep: float, level: str, seed: tf.Tensor
   beta = tf.random.stateless_uniform(noise_shape, fold(seed, _BACKWARD))
   forward = gate + alpha - gate * alpha
   backward = gate + beta - gate * beta
+  extra = 0 if channels is None else x.shape[-1] - channels
+  if level == "pixel" and extra:
+    padding = [[0, 0]] * (x.shape.rank - 1) + [[0, extra]]
+    forward, backward = tf.pad(forward, padding), tf.pad(backward, padding)
+    alpha = tf.pad(alpha, padding)
   return forward, backward, gate, alpha
 
 
@@ -124,7 +139,8 @@ def _scale(x: tf.Tensor, forward: tf.Tensor, backward: tf.Tensor
 
 
 def shake_drop(x: tf.Tensor, keep: float, level: str, training: bool,
-               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+               seed: Optional[tf.Tensor] = None,
+               channels: Optional[int] = None) -> tf.Tensor:
   """ShakeDrop of branch output ``x`` with keep probability ``keep``.
 
   Args:
@@ -133,12 +149,13 @@ def shake_drop(x: tf.Tensor, keep: float, level: str, training: bool,
     level: "batch", "sample" or "pixel" (module docstring).
     training: random factors if True, the expectation ``keep`` if False.
     seed: int32/int64 [2] stateless seed (training only); None draws one.
+    channels: logical channels of a zero-padded ``x`` (see ``factors``).
   """
   if not training:
     return x * tf.cast(keep, x.dtype)
   if seed is None:
     seed = random_seed()
-  forward, backward, _, _ = factors(x, keep, level, seed)
+  forward, backward, _, _ = factors(x, keep, level, seed, channels)
   return _scale(x, tf.cast(forward, x.dtype), tf.cast(backward, x.dtype))
 
 
@@ -161,7 +178,9 @@ class ShakeDrop:
     return tf.random.experimental.stateless_fold_in(seed, self.index)
 
   def __call__(self, branch: tf.Tensor, training: bool,
-               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+               seed: Optional[tf.Tensor] = None,
+               channels: Optional[int] = None) -> tf.Tensor:
     if training:
       seed = self.unit_seed(seed if seed is not None else random_seed())
-    return shake_drop(branch, self.keep, self.level, training, seed)
+    return shake_drop(branch, self.keep, self.level, training, seed,
+                      channels)

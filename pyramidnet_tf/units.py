@@ -12,6 +12,11 @@ import is driven by structure rather than by variable creation order.
 A unit may carry a ``shakedrop.ShakeDrop`` (section 1.7), applied to the
 branch output after its last BN and before the addition; it has no
 variables, so the state_dict names above do not change.
+
+Units take and return tensors of ``physical_in`` / ``physical_out``
+channels (``channel_alignment``): the logical channels first, then zeros.
+The zero-padded shortcut stays exact, because the input's padding channels
+are already zero.
 """
 
 from typing import List, Optional, Tuple
@@ -79,11 +84,26 @@ class _Unit(tf.Module):
           f"unit output channels ({self.out_channels}) must be >= its input "
           f"channels ({in_channels}): the zero-padded shortcut cannot drop "
           "channels")
+    self.physical_in = in_channels
+    self.physical_out = self.out_channels
+
+  def set_physical_channels(self, align) -> None:
+    """Pads every tensor of the unit to ``align(channels)`` channels."""
+    self.physical_in = align(self.in_channels)
+    self.physical_out = align(self.out_channels)
+    for conv in self.convs():
+      conv.set_physical_channels(align(conv.in_channels),
+                                 align(conv.out_channels))
+    for bn in self.batch_norms():
+      bn.set_physical_channels(align(bn.channels))
+
+  def batch_norms(self) -> List[layers.BatchNorm]:
+    return [m for m in self.submodules if isinstance(m, layers.BatchNorm)]
 
   def shortcut(self, x: tf.Tensor) -> tf.Tensor:
     if self.stride != 1:
       x = layers.avg_pool_2x2_s2(x)
-    return layers.pad_channels(x, self.out_channels - self.in_channels)
+    return layers.pad_channels(x, self.physical_out - self.physical_in)
 
   def __call__(self, x: tf.Tensor, training: bool,
                seed: Optional[tf.Tensor] = None) -> tf.Tensor:
@@ -91,7 +111,8 @@ class _Unit(tf.Module):
     # ``residual`` is the branch each subclass defines.
     branch = self.residual(x, training)
     if self.shakedrop is not None:
-      branch = self.shakedrop(branch, training, seed)
+      branch = self.shakedrop(branch, training, seed,
+                              channels=self.out_channels)
     return branch + self.shortcut(x)
 
 
