@@ -37,6 +37,12 @@ def auto_multiple(dtype: str, device_type: str) -> int:
   return 8 if dtype == "float32" else 16
 
 
+def local_device_type() -> str:
+  """"GPU" when this process sees a GPU (the strategy's devices), else "CPU"."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
 def resolve(flag_value: int, dtype: str, device_type: str) -> int:
   """--channel_multiple: 0 = ``auto_multiple``, else the value (>= 1)."""
   if flag_value == AUTO:

@@ -41,6 +41,7 @@ def evaluate() -> dict:
                                         FLAGS.cluster_resolver,
                                         FLAGS.slurm_port_base)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
@@ -52,6 +53,9 @@ def evaluate() -> dict:
   checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
   with strategy.scope():
     model, metadata = model_io.load_model(FLAGS.model_dir, checkpoint)
+    model.set_channel_multiple(channel_alignment.resolve(
+        FLAGS.channel_multiple, FLAGS.dtype,
+        channel_alignment.local_device_type()))
     use_ema = ema_lib.should_use(FLAGS.use_ema, metadata)
     if use_ema:
       ema_lib.load_averages(model, checkpoint)

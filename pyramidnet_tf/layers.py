@@ -53,6 +53,23 @@ def _check_physical(name: str, logical: int, physical: int) -> int:
   return physical
 
 
+def _zero_extend_kernel(kernel: tf.Tensor, extra_in: int,
+                        extra_out: int) -> tf.Tensor:
+  """``kernel`` [kh, kw, in, out] with zero input/output channels appended.
+
+  (Concatenation, as cheap as tf.pad on a kernel.)
+  """
+  kh, kw, cin, cout = kernel.shape.as_list()
+  if extra_in:
+    kernel = tf.concat(
+        [kernel, tf.zeros([kh, kw, extra_in, cout], kernel.dtype)], axis=2)
+  if extra_out:
+    kernel = tf.concat(
+        [kernel, tf.zeros([kh, kw, cin + extra_in, extra_out], kernel.dtype)],
+        axis=3)
+  return kernel
+
+
 class Conv2D(tf.Module):
   """Bias-free 2-D convolution on NHWC tensors with PyTorch-style padding.
 
@@ -91,17 +108,21 @@ class Conv2D(tf.Module):
     self.physical_out = _check_physical(f"{self.name} output",
                                         self.out_channels, physical_out)
 
-  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+  def __call__(self, x: tf.Tensor, training: bool = True) -> tf.Tensor:
+    """``training``: whether a backward pass follows (picks the padding op)."""
     kernel = tf.cast(self.kernel, x.dtype)
     extra_in = self.physical_in - self.in_channels
     extra_out = self.physical_out - self.out_channels
     if extra_in or extra_out:
-      kernel = tf.pad(kernel, [[0, 0], [0, 0], [0, extra_in], [0, extra_out]])
+      kernel = _zero_extend_kernel(kernel, extra_in, extra_out)
     padding = self._tf_padding
-    if isinstance(padding, list):
+    if isinstance(padding, list) and training:
       # An explicit pad + 'VALID', not conv2d's explicit padding: TF's oneDNN
       # rewrite skips the backprop ops of explicitly padded convolutions (on
       # CPU they then run in Eigen: in bfloat16, 0.3 s each at c110 b128).
+      # Not in inference: there TF 2.21's oneDNN pass merges such a pad into
+      # the convolution and, with a zero-extended filter, aborts the process
+      # ("Could not find input edge 1 for Conv2D").
       x = tf.pad(x, padding)
       padding = "VALID"
     return tf.nn.conv2d(x, kernel, strides=self.stride, padding=padding)
@@ -209,6 +230,19 @@ class BatchNorm(tf.Module):
     self._update_moving(mean[:self.channels], unbiased[:self.channels])
     return y
 
+  def _fused_inference(self, x: tf.Tensor) -> tf.Tensor:
+    extra = self.physical_channels - self.channels
+    variance = self.moving_variance
+    if extra:
+      # Padded channels: mean 0, variance 1, gamma = beta = 0 -> zeros.
+      variance = tf.pad(variance, [[0, extra]], constant_values=1.0)
+    y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=self._to_physical(self.gamma),
+        offset=self._to_physical(self.beta),
+        mean=self._to_physical(self.moving_mean), variance=variance,
+        epsilon=self.eps, is_training=False)
+    return y
+
   def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
     dtype = x.dtype
     if training:
@@ -222,6 +256,8 @@ class BatchNorm(tf.Module):
       self._update_moving(mean, unbiased)
     else:
       mean, variance = self.moving_mean, self.moving_variance
+      if x.shape.rank == 4:
+        return self._fused_inference(x)
     # Fold the statistics into one scale and shift (float32), then apply them
     # in the compute dtype: one multiply-add per element.
     scale = self.gamma * tf.math.rsqrt(variance + self.eps)

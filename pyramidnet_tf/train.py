@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from pyramidnet_tf import train_flags  # pylint: disable=unused-import
+from pyramidnet_tf import channel_alignment
 from pyramidnet_tf import compile_cache
 from pyramidnet_tf import compile_units
 from pyramidnet_tf import model_flags
@@ -95,6 +96,9 @@ def _validate_flags():
   if FLAGS.clip_grad_norm < 0:
     raise TrainError(f"--clip_grad_norm must be >= 0 (0 = off); got "
                      f"{FLAGS.clip_grad_norm}")
+  if FLAGS.channel_multiple < 0:
+    raise TrainError(f"--channel_multiple must be 0 (auto) or a positive "
+                     f"integer; got {FLAGS.channel_multiple}")
   if not 0.0 <= FLAGS.ema_decay < 1.0:
     raise TrainError(f"--ema_decay must be in [0, 1) (0 = off); got "
                      f"{FLAGS.ema_decay}")
@@ -210,6 +214,9 @@ def train():
     model = model_flags.build_model(dataset=model_dataset,
                                     num_classes=num_classes)
     model.set_sync_batch_norm(FLAGS.sync_bn)
+    model.set_channel_multiple(channel_alignment.resolve(
+        FLAGS.channel_multiple, FLAGS.dtype,
+        channel_alignment.local_device_type()))
     if FLAGS.jit_compile and FLAGS.jit_scope == "unit":
       try:
         compile_units.jit_units(model, strategy.num_replicas_in_sync)
@@ -354,9 +361,10 @@ def train():
       summaries, checkpointer, schedule, evaluate, sigterm,
       os.path.join(FLAGS.model_dir, "profile"))
   logging.info("training %s: %d replicas on %d worker(s), per-replica batch "
-               "%d, %d steps/epoch, steps %d -> %d", model_dataset, replicas,
-               num_workers, per_replica_batch, steps_per_epoch, start_step,
-               total_steps)
+               "%d, %d steps/epoch, steps %d -> %d, channel multiple %d",
+               model_dataset, replicas, num_workers, per_replica_batch,
+               steps_per_epoch, start_step, total_steps,
+               model.channel_multiple)
   if compile_cache.resolve_cache_dir(FLAGS.compile_cache_dir, FLAGS.model_dir,
                                      FLAGS.jit_compile):
     compile_cache.align_function_names()
