@@ -36,7 +36,8 @@ BN_MOMENTUM = 0.1
 def _padding(kernel_size: int, stride: int, padding: int):
   """The ``padding`` argument of tf.nn.conv2d equal to PyTorch's ``padding``.
 
-  A list means: tf.pad the input with it, then convolve 'VALID'.
+  A list is explicit padding (``Conv2D`` applies it as tf.pad + 'VALID'
+  when training).
   """
   if padding == 0:
     return "VALID"
@@ -55,10 +56,8 @@ def _check_physical(name: str, logical: int, physical: int) -> int:
 
 def _zero_extend_kernel(kernel: tf.Tensor, extra_in: int,
                         extra_out: int) -> tf.Tensor:
-  """``kernel`` [kh, kw, in, out] with zero input/output channels appended.
-
-  (Concatenation, as cheap as tf.pad on a kernel.)
-  """
+  """``kernel`` [kh, kw, in, out] with zero input/output channels appended
+  (their gradients are dropped: only the logical entries are variables)."""
   kh, kw, cin, cout = kernel.shape.as_list()
   if extra_in:
     kernel = tf.concat(
@@ -254,10 +253,10 @@ class BatchNorm(tf.Module):
       mean, variance = mean[:self.channels], variance[:self.channels]
       unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
       self._update_moving(mean, unbiased)
+    elif x.shape.rank == 4:
+      return self._fused_inference(x)
     else:
       mean, variance = self.moving_mean, self.moving_variance
-      if x.shape.rank == 4:
-        return self._fused_inference(x)
     # Fold the statistics into one scale and shift (float32), then apply them
     # in the compute dtype: one multiply-add per element.
     scale = self.gamma * tf.math.rsqrt(variance + self.eps)
