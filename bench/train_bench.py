@@ -58,12 +58,12 @@ def _peak_memory_mb(tf):
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _channel_multiple(tf, value, dtype):
+def _channel_multiple(value, dtype):
   from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
-  device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
   try:
     flag = channel_alignment.AUTO if value == "auto" else int(value)
-    return channel_alignment.resolve(flag, dtype, device)
+    return channel_alignment.resolve(flag, dtype,
+                                     channel_alignment.local_device_type())
   except ValueError:
     raise app.UsageError(f"--channel_multiples: {value!r} is neither 'auto' "
                          "nor a positive integer") from None
@@ -239,7 +239,7 @@ def main(argv):
           print(json.dumps(torch_row), flush=True)
         except ImportError as e:
           print(f"# PyTorch step skipped: {e}")
-      multiples = sorted({_channel_multiple(tf, value, dtype)
+      multiples = sorted({_channel_multiple(value, dtype)
                           for value in FLAGS.channel_multiples})
       for xla in FLAGS.xla:
         for multiple in multiples:
@@ -266,7 +266,8 @@ def main(argv):
   for r in rows:
     if "config" in r:
       print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
-            f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} | {r['img_per_s']} | "
+            f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} "
+            f"| {r['img_per_s']} | "
             f"{r['peak_mem_mb']} | {r.get('tf_over_torch', '')} |")
   for r in rows:
     if "pipeline" in r:

@@ -6,9 +6,9 @@ CPU backend of TF's convolutions and fused batch norm, has fast kernels only
 for channel counts that fill its vector blocks; for the others its batch norm
 backward is about 7x slower (C=25 vs C=24: 15.9 vs 2.1 ms at 128x32x32). With
 every tensor carried at ``align(channels, multiple)`` channels, the extra
-channels all zero, a PyramidNet-110 train step on 2 CPU cores went from 53 to
-76 img/s in float32 (multiple 8) and from 54 to 156 img/s in bfloat16
-(multiple 16; AMX wants 16-channel blocks), see bench/train_bench.py.
+channels all zero, a PyramidNet-110 train step (batch 128) on 2 CPU cores
+went from 46 to 74 img/s in float32 (multiple 8) and from 30 to 145 img/s in
+bfloat16 (multiple 16; AMX wants 16-channel blocks): bench/train_bench.py.
 
 The padding never changes what the network computes on its real channels
 (``layers`` keeps every padded channel exactly zero, forward and backward),

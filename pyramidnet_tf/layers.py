@@ -153,10 +153,10 @@ class BatchNorm(tf.Module):
   the statistics of the global batch (sync BN). Outside a multi-replica
   replica context it is the same as local BN.
 
-  Local training-mode BN of a 4-D tensor is TF's fused kernel
-  (FusedBatchNormV3: cuDNN on GPU, oneDNN on CPU; one op forward, one
-  backward, instead of about fifteen element-wise ops and reductions). Its
-  batch variance output is the unbiased one PyTorch tracks.
+  Local training BN and inference are TF's fused kernel (FusedBatchNormV3:
+  cuDNN on GPU, oneDNN on CPU; one op forward, one backward, instead of
+  about fifteen element-wise ops and reductions). Its training-mode batch
+  variance output is the unbiased one PyTorch tracks.
   ``physical_channels`` (default ``channels``): see the module docstring;
   padded channels have gamma = beta = 0, so they output zeros.
   """
@@ -193,14 +193,11 @@ class BatchNorm(tf.Module):
     extra = self.physical_channels - self.channels
     return tf.pad(vector, [[0, extra]]) if extra else vector
 
-  def _batch_moments(self, x32: tf.Tensor):
-    """(mean, biased variance, element count per channel) of the batch."""
+  def _sync_moments(self, x32: tf.Tensor, context):
+    """(mean, biased variance, element count per channel) of the global
+    batch: one all-reduce of the replicas' sums, squared sums and counts."""
     axes = [0, 1, 2]
     count = tf.cast(tf.reduce_prod(tf.shape(x32)[:-1]), tf.float32)
-    context = _replica_context_for_sync() if self.cross_replica else None
-    if context is None:
-      mean, variance = tf.nn.moments(x32, axes)
-      return mean, variance, count
     local_sum = tf.reduce_sum(x32, axes)
     local_sq = tf.reduce_sum(tf.square(x32), axes)
     packed = tf.concat([local_sum, local_sq, tf.reshape(count, [1])], axis=0)
@@ -230,39 +227,35 @@ class BatchNorm(tf.Module):
     return y
 
   def _fused_inference(self, x: tf.Tensor) -> tf.Tensor:
-    extra = self.physical_channels - self.channels
-    variance = self.moving_variance
-    if extra:
-      # Padded channels: mean 0, variance 1, gamma = beta = 0 -> zeros.
-      variance = tf.pad(variance, [[0, extra]], constant_values=1.0)
+    # Padded channels: mean 0, variance 0 (eps > 0), gamma = beta = 0: zeros.
     y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=x, scale=self._to_physical(self.gamma),
         offset=self._to_physical(self.beta),
-        mean=self._to_physical(self.moving_mean), variance=variance,
+        mean=self._to_physical(self.moving_mean),
+        variance=self._to_physical(self.moving_variance),
         epsilon=self.eps, is_training=False)
     return y
 
-  def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-    dtype = x.dtype
-    if training:
-      sync = self.cross_replica and _replica_context_for_sync() is not None
-      if not sync and x.shape.rank == 4:
-        return self._fused_training(x)
-      x32 = tf.cast(x, tf.float32)
-      mean, variance, count = self._batch_moments(x32)
-      mean, variance = mean[:self.channels], variance[:self.channels]
-      unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
-      self._update_moving(mean, unbiased)
-    elif x.shape.rank == 4:
-      return self._fused_inference(x)
-    else:
-      mean, variance = self.moving_mean, self.moving_variance
+  def _sync_training(self, x: tf.Tensor, context) -> tf.Tensor:
+    mean, variance, count = self._sync_moments(tf.cast(x, tf.float32),
+                                               context)
+    mean, variance = mean[:self.channels], variance[:self.channels]
+    self._update_moving(mean, variance * count / tf.maximum(count - 1.0, 1.0))
     # Fold the statistics into one scale and shift (float32), then apply them
     # in the compute dtype: one multiply-add per element.
     scale = self.gamma * tf.math.rsqrt(variance + self.eps)
     shift = self.beta - mean * scale
-    return (x * tf.cast(self._to_physical(scale), dtype) +
-            tf.cast(self._to_physical(shift), dtype))
+    return (x * tf.cast(self._to_physical(scale), x.dtype) +
+            tf.cast(self._to_physical(shift), x.dtype))
+
+  def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+    """``x``: NHWC with ``physical_channels`` channels."""
+    if not training:
+      return self._fused_inference(x)
+    context = _replica_context_for_sync() if self.cross_replica else None
+    if context is None:
+      return self._fused_training(x)
+    return self._sync_training(x, context)
 
 
 class Dense(tf.Module):

@@ -96,9 +96,10 @@ def _validate_flags():
   if FLAGS.clip_grad_norm < 0:
     raise TrainError(f"--clip_grad_norm must be >= 0 (0 = off); got "
                      f"{FLAGS.clip_grad_norm}")
-  if FLAGS.channel_multiple < 0:
-    raise TrainError(f"--channel_multiple must be 0 (auto) or a positive "
-                     f"integer; got {FLAGS.channel_multiple}")
+  try:  # the device only matters for auto, which is always valid
+    channel_alignment.resolve(FLAGS.channel_multiple, FLAGS.dtype, "CPU")
+  except ValueError as e:
+    raise TrainError(str(e)) from None
   if not 0.0 <= FLAGS.ema_decay < 1.0:
     raise TrainError(f"--ema_decay must be in [0, 1) (0 = off); got "
                      f"{FLAGS.ema_decay}")
