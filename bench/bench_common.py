@@ -52,5 +52,5 @@ def time_train_loop(tf, train_step, iterator, global_batch: int, steps: int,
   train_step.loop(iterator, tf.constant(steps))[0].numpy()
   elapsed = time.time() - start
   return {"first_step_s": round(first, 2),
-          "img_per_s": round(global_batch * steps / elapsed, 1),
+          "img_per_s": round(global_batch * steps / elapsed, 2),
           "first_loss": float(totals[0]), "first_done": first_done}

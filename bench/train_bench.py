@@ -2,15 +2,22 @@
 
     python bench/train_bench.py                       # everything
     python bench/train_bench.py --configs=c110 --steps=20 --dtypes=float32
+    python bench/train_bench.py --configs=c110 --xla=false --repeats=3
 
 For each config (c110: CIFAR PyramidNet-110 a=48, batch 128; c272: CIFAR-100
 PyramidNet-272 a=200 bottleneck, batch 128; i200: ImageNet PyramidNet-200
 a=300, batch 64) and each dtype x XLA setting: time to first step (tracing
 and compilation included), steady-state images/s over --steps steps run in
 one host call (as the trainer does with --steps_per_loop), and peak memory
-(GPU: TF's peak allocator bytes; CPU: the process's peak RSS so far). The
-same step (forward, backward, Nesterov SGD with weight decay) in the PyTorch
-reference model of tests/torch_pyramidnet.py gives the TF/PyTorch ratio.
+(GPU: TF's peak allocator bytes; CPU: the peak RSS of the process that
+made the measurement). The same step (forward, backward, Nesterov SGD with
+weight decay) in the PyTorch reference model of tests/torch_pyramidnet.py
+gives the TF/PyTorch ratio.
+Every measurement runs in a fresh process of its own (--isolate, the
+default) and, with --repeats=N, N times in interleaved rounds; the table
+gives the median rate, every run's rate and the ratios of the medians and
+of the best runs (on a shared machine the spread between runs can exceed
+the difference being measured: look at both).
 Then the input pipeline alone (decode + augmentation) in images/s per core,
 from CIFAR-like raw and ImageNet-like JPEG TFRecords it writes (or from
 --cifar_data_dir / --imagenet_data_dir).
@@ -20,6 +27,7 @@ import io
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +57,16 @@ flags.DEFINE_bool("pipeline", True, "Also time the input pipeline alone.")
 flags.DEFINE_string("cifar_data_dir", "", "Real CIFAR records (optional).")
 flags.DEFINE_string("imagenet_data_dir", "", "Real ImageNet records.")
 flags.DEFINE_integer("pipeline_seconds", 10, "Seconds per pipeline run.")
+flags.DEFINE_integer("repeats", 1, "Runs of every measurement, in rounds; "
+                     "the table gives the median rate and every run's.")
+flags.DEFINE_bool("isolate", True, "Run every measurement in its own fresh "
+                  "process (the default: frameworks do not share thread "
+                  "pools, caches or the peak-memory counter).")
+flags.DEFINE_string("row", "", "Internal (--isolate): the JSON spec of the "
+                    "one measurement this child process makes.")
 FLAGS = flags.FLAGS
+
+_ROW_PREFIX = "TRAIN_BENCH_ROW "
 
 
 def _peak_memory_mb(tf):
@@ -138,7 +155,7 @@ def torch_step(name, cfg, dtype):
   return {"config": name, "framework": "torch", "dtype": dtype, "xla": False,
           "channel_multiple": 1, "batch": batch,
           "first_step_s": round(first, 2),
-          "img_per_s": round(batch * FLAGS.steps / elapsed, 1),
+          "img_per_s": round(batch * FLAGS.steps / elapsed, 2),
           "peak_mem_mb": round(
               torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -213,43 +230,131 @@ def pipeline(tf, kind, data_dir):
           "img_per_s_per_core": round(rate / cores, 1)}
 
 
-def main(argv):
-  del argv
+def _one_row(spec):
+  """Runs one measurement (this process is its own: see --isolate)."""
+  cfg = CONFIGS[spec["config"]]
+  if spec["framework"] == "torch":
+    return dict(torch_step(spec["config"], cfg, spec["dtype"]),
+                pid=os.getpid())
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("one_device")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return dict(tf_step(tf, strategy, spec["config"], cfg, spec["dtype"],
+                      spec["xla"], spec["channel_multiple"]),
+              pid=os.getpid())
+
+
+def _row_in_subprocess(spec):
+  """Runs _one_row in a fresh interpreter and returns its row.
+
+  A fresh process per measurement keeps one framework's thread pools,
+  caches and allocator out of the other's timing (PyTorch timed after a TF
+  step in the same process ran at half its own speed here) and makes the
+  peak-RSS column that row's own. A failed child (out of memory, a crash)
+  gives a row with "error" instead of numbers, never a silent gap.
+  """
+  cmd = [sys.executable, os.path.abspath(__file__),
+         "--row=" + json.dumps(spec), f"--steps={FLAGS.steps}",
+         f"--warmup={FLAGS.warmup}", f"--batch={FLAGS.batch}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith(_ROW_PREFIX):
+      return json.loads(line[len(_ROW_PREFIX):])
+  tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+  return dict(spec, error=f"exit {proc.returncode}: {tail}")
+
+
+def _specs():
+  """The measurements asked for, PyTorch's before TF's for each setting."""
+  specs = []
+  for name in FLAGS.configs:
+    if name not in CONFIGS:
+      raise app.UsageError(f"--configs: unknown {name!r}; choose from "
+                           f"{', '.join(CONFIGS)}")
+    for dtype in FLAGS.dtypes:
+      if dtype not in ("float32", "bfloat16", "float16"):
+        raise app.UsageError(f"--dtypes: unknown {dtype!r}; choose from "
+                             "float32, bfloat16, float16")
+      if FLAGS.torch:
+        specs.append(dict(config=name, framework="torch", dtype=dtype,
+                          xla=False, channel_multiple=1))
+      multiples = sorted({_channel_multiple(value, dtype)
+                          for value in FLAGS.channel_multiples})
+      for xla in FLAGS.xla:
+        if xla not in ("true", "false"):
+          raise app.UsageError(f"--xla: {xla!r} is neither true nor false")
+        for multiple in multiples:
+          specs.append(dict(config=name, framework="tf", dtype=dtype,
+                            xla=xla == "true", channel_multiple=multiple))
+  return specs
+
+
+def _median(values):
+  ordered = sorted(values)
+  mid = len(ordered) // 2
+  return (ordered[mid] if len(ordered) % 2 else
+          (ordered[mid - 1] + ordered[mid]) / 2)
+
+
+def _merge(spec, samples):
+  """One table row from a spec's repeats: median rate, all rates kept."""
+  good = [s for s in samples if "error" not in s]
+  if not good:
+    return dict(spec, error=samples[-1]["error"])
+  row = dict(good[0])
+  row["img_per_s"] = round(_median([s["img_per_s"] for s in good]), 2)
+  row["img_per_s_runs"] = [s["img_per_s"] for s in good]
+  row["img_per_s_best"] = max(row["img_per_s_runs"])
+  row["first_step_s"] = round(_median([s["first_step_s"] for s in good]), 2)
+  row["peak_mem_mb"] = max(s["peak_mem_mb"] for s in good)
+  if len(good) < len(samples):
+    row["failed_runs"] = [s["error"] for s in samples if "error" in s]
+  return row
+
+
+def main(argv):
+  del argv
+  if FLAGS.row:
+    print(_ROW_PREFIX + json.dumps(_one_row(json.loads(FLAGS.row))),
+          flush=True)
+    return
+  if FLAGS.repeats < 1:
+    raise app.UsageError(f"--repeats must be >= 1, got {FLAGS.repeats}")
+  if FLAGS.repeats > 1 and not FLAGS.isolate:
+    raise app.UsageError("--repeats > 1 needs --isolate (a process per run)")
+  specs = _specs()
+  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  strategy = None if FLAGS.isolate else distribute.create_strategy(
+      "one_device")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   device = ("GPU " + tf.config.experimental.get_device_details(
       tf.config.list_physical_devices("GPU")[0]).get("device_name", "")
             if tf.config.list_physical_devices("GPU") else
             f"CPU x{os.cpu_count()}")
   print(f"# train_bench on {device}; TF {tf.__version__}; steps "
-        f"{FLAGS.steps}, warmup {FLAGS.warmup}")
-  rows = []
-  for name in FLAGS.configs:
-    if name not in CONFIGS:
-      raise app.UsageError(f"--configs: unknown {name!r}; choose from "
-                           f"{', '.join(CONFIGS)}")
-    cfg = CONFIGS[name]
-    for dtype in FLAGS.dtypes:
-      torch_row = None
-      if FLAGS.torch:
-        try:
-          torch_row = torch_step(name, cfg, dtype)
-          rows.append(torch_row)
-          print(json.dumps(torch_row), flush=True)
-        except ImportError as e:
-          print(f"# PyTorch step skipped: {e}")
-      multiples = sorted({_channel_multiple(value, dtype)
-                          for value in FLAGS.channel_multiples})
-      for xla in FLAGS.xla:
-        for multiple in multiples:
-          row = tf_step(tf, strategy, name, cfg, dtype, xla == "true",
-                        multiple)
-          if torch_row:
-            row["tf_over_torch"] = round(row["img_per_s"] /
-                                         torch_row["img_per_s"], 2)
-          rows.append(row)
-          print(json.dumps(row), flush=True)
+        f"{FLAGS.steps}, warmup {FLAGS.warmup}, repeats {FLAGS.repeats}, "
+        f"{'a process per run' if FLAGS.isolate else 'one process'}")
+  samples = [[] for _ in specs]
+  # Rounds over all specs (not all repeats of one spec, then the next), so
+  # a slow patch of a shared machine lands on both frameworks alike.
+  for _ in range(FLAGS.repeats):
+    for spec, runs in zip(specs, samples):
+      if FLAGS.isolate:
+        run = _row_in_subprocess(spec)
+      else:
+        run = _one_row_here(tf, strategy, spec)
+      runs.append(run)
+      print(json.dumps(run), flush=True)
+  rows = [_merge(spec, runs) for spec, runs in zip(specs, samples)]
+  torch_rate = {}
+  for row in rows:
+    key = (row["config"], row["dtype"])
+    if row["framework"] == "torch" and "error" not in row:
+      torch_rate[key] = (row["img_per_s"], row["img_per_s_best"])
+    elif "error" not in row and key in torch_rate:
+      row["tf_over_torch"] = round(row["img_per_s"] / torch_rate[key][0], 2)
+      row["tf_over_torch_best"] = round(
+          row["img_per_s_best"] / torch_rate[key][1], 2)
   if FLAGS.pipeline:
     with tempfile.TemporaryDirectory() as tmp:
       cifar = FLAGS.cifar_data_dir or _write_records(
@@ -261,18 +366,40 @@ def main(argv):
         rows.append(row)
         print(json.dumps(row), flush=True)
   print("\n| config | framework | dtype | xla | channel multiple | batch | "
-        "first step s | img/s | peak MB | TF/PyTorch |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+        "first step s | img/s (median) | runs | peak MB | TF/PyTorch "
+        "(medians) | TF/PyTorch (bests) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    if "config" in r:
+    if "config" not in r:
+      continue
+    if "error" in r:
       print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
-            f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} "
-            f"| {r['img_per_s']} | "
-            f"{r['peak_mem_mb']} | {r.get('tf_over_torch', '')} |")
+            f"| {r['channel_multiple']} | | | FAILED: {r['error']} | | | | |")
+      continue
+    print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
+          f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} "
+          f"| {r['img_per_s']} | {' '.join(map(str, r['img_per_s_runs']))}"
+          f"{' + %d failed' % len(r['failed_runs']) if 'failed_runs' in r else ''} "
+          f"| {r['peak_mem_mb']} | {r.get('tf_over_torch', '')} "
+          f"| {r.get('tf_over_torch_best', '')} |")
   for r in rows:
     if "pipeline" in r:
       print(f"pipeline {r['pipeline']}: {r['img_per_s']} img/s on "
             f"{r['cores']} cores = {r['img_per_s_per_core']} img/s/core")
+  failed = sum("error" in run for runs in samples for run in runs)
+  if failed:
+    print(f"# {failed} of {sum(map(len, samples))} runs failed (their JSON "
+          "lines above give each error)")
+    sys.exit(1)
+
+
+def _one_row_here(tf, strategy, spec):
+  """--noisolate: every measurement in this one process, in turn."""
+  cfg = CONFIGS[spec["config"]]
+  if spec["framework"] == "torch":
+    return torch_step(spec["config"], cfg, spec["dtype"])
+  return tf_step(tf, strategy, spec["config"], cfg, spec["dtype"],
+                 spec["xla"], spec["channel_multiple"])
 
 
 if __name__ == "__main__":
