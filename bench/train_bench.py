@@ -230,18 +230,25 @@ def pipeline(tf, kind, data_dir):
           "img_per_s_per_core": round(rate / cores, 1)}
 
 
-def _one_row(spec):
-  """Runs one measurement (this process is its own: see --isolate)."""
+def _one_row_here(tf, strategy, spec):
+  """One measurement in this process (--noisolate: all of them, in turn)."""
   cfg = CONFIGS[spec["config"]]
   if spec["framework"] == "torch":
     return dict(torch_step(spec["config"], cfg, spec["dtype"]),
                 pid=os.getpid())
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
-  strategy = distribute.create_strategy("one_device")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return dict(tf_step(tf, strategy, spec["config"], cfg, spec["dtype"],
                       spec["xla"], spec["channel_multiple"]),
               pid=os.getpid())
+
+
+def _one_row(spec):
+  """--row: the one measurement of this child process (see --isolate)."""
+  if spec["framework"] == "torch":
+    return _one_row_here(None, None, spec)  # no TF in a PyTorch child
+  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy("one_device")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return _one_row_here(tf, strategy, spec)
 
 
 def _row_in_subprocess(spec):
@@ -320,12 +327,12 @@ def main(argv):
     return
   if FLAGS.repeats < 1:
     raise app.UsageError(f"--repeats must be >= 1, got {FLAGS.repeats}")
-  if FLAGS.repeats > 1 and not FLAGS.isolate:
-    raise app.UsageError("--repeats > 1 needs --isolate (a process per run)")
-  specs = _specs()
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  # --noisolate: the strategy comes before any other TF op (_specs lists
+  # devices to resolve the channel multiples).
   strategy = None if FLAGS.isolate else distribute.create_strategy(
       "one_device")
+  specs = _specs()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   device = ("GPU " + tf.config.experimental.get_device_details(
       tf.config.list_physical_devices("GPU")[0]).get("device_name", "")
@@ -391,15 +398,6 @@ def main(argv):
     print(f"# {failed} of {sum(map(len, samples))} runs failed (their JSON "
           "lines above give each error)")
     sys.exit(1)
-
-
-def _one_row_here(tf, strategy, spec):
-  """--noisolate: every measurement in this one process, in turn."""
-  cfg = CONFIGS[spec["config"]]
-  if spec["framework"] == "torch":
-    return torch_step(spec["config"], cfg, spec["dtype"])
-  return tf_step(tf, strategy, spec["config"], cfg, spec["dtype"],
-                 spec["xla"], spec["channel_multiple"])
 
 
 if __name__ == "__main__":

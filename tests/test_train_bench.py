@@ -71,3 +71,15 @@ def test_failed_runs_are_reported_and_exit_nonzero(tmp_path):
   assert "FAILED" in rows["torch"] and "torch hidden" in rows["torch"]
   assert "FAILED" not in rows["tf"]  # TF still measured, no ratio
   assert "2 of 4 runs failed" in proc.stdout
+
+
+def test_noisolate_runs_everything_in_one_process():
+  proc = subprocess.run(
+      [sys.executable, BENCH, "--noisolate", "--repeats=1"] +
+      [a for a in ARGS if not a.startswith("--repeats")],
+      capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  runs = _runs(proc.stdout)
+  assert [r["framework"] for r in runs] == ["torch", "tf"]
+  assert len({r["pid"] for r in runs}) == 1
+  assert "one process" in proc.stdout
