@@ -349,7 +349,11 @@ def main(argv):
       if FLAGS.isolate:
         run = _row_in_subprocess(spec)
       else:
-        run = _one_row_here(tf, strategy, spec)
+        try:
+          run = _one_row_here(tf, strategy, spec)
+        except Exception as e:  # pylint: disable=broad-except
+          # Reported as the child's failures are (a row, exit 1 at the end).
+          run = dict(spec, error=f"{type(e).__name__}: {e}")
       runs.append(run)
       print(json.dumps(run), flush=True)
   rows = [_merge(spec, runs) for spec, runs in zip(specs, samples)]
@@ -383,10 +387,12 @@ def main(argv):
       print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
             f"| {r['channel_multiple']} | | | FAILED: {r['error']} | | | | |")
       continue
+    runs = " ".join(map(str, r["img_per_s_runs"]))
+    if "failed_runs" in r:
+      runs += f" + {len(r['failed_runs'])} failed"
     print(f"| {r['config']} | {r['framework']} | {r['dtype']} | {r['xla']} "
           f"| {r['channel_multiple']} | {r['batch']} | {r['first_step_s']} "
-          f"| {r['img_per_s']} | {' '.join(map(str, r['img_per_s_runs']))}"
-          f"{' + %d failed' % len(r['failed_runs']) if 'failed_runs' in r else ''} "
+          f"| {r['img_per_s']} | {runs} "
           f"| {r['peak_mem_mb']} | {r.get('tf_over_torch', '')} "
           f"| {r.get('tf_over_torch_best', '')} |")
   for r in rows:

@@ -83,3 +83,21 @@ def test_noisolate_runs_everything_in_one_process():
   assert [r["framework"] for r in runs] == ["torch", "tf"]
   assert len({r["pid"] for r in runs}) == 1
   assert "one process" in proc.stdout
+
+
+def test_noisolate_reports_a_failed_run(tmp_path):
+  fake = tmp_path / "torch"
+  fake.mkdir()
+  (fake / "__init__.py").write_text(
+      "raise ImportError('torch hidden by the test')\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run(
+      [sys.executable, BENCH, "--noisolate", "--repeats=1"] +
+      [a for a in ARGS if not a.startswith("--repeats")],
+      capture_output=True, text=True, env=env, timeout=600, check=False)
+  assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+  rows = {cells[1].strip(): "|".join(cells) for cells in _table(proc.stdout)}
+  assert "FAILED: ImportError: torch hidden by the test" in rows["torch"]
+  assert "FAILED" not in rows["tf"]
+  assert "1 of 2 runs failed" in proc.stdout
