@@ -14,10 +14,20 @@ ARGS = ["--configs=c20", "--dtypes=float32", "--xla=false",
         "--repeats=2", "--nopipeline"]
 
 
-def _run(env_extra=None):
-  env = dict(os.environ, **(env_extra or {}))
-  return subprocess.run([sys.executable, BENCH] + ARGS, capture_output=True,
-                        text=True, env=env, timeout=600, check=False)
+def _run(extra_args=(), env=None):
+  return subprocess.run([sys.executable, BENCH] + ARGS + list(extra_args),
+                        capture_output=True, text=True, env=env, timeout=600,
+                        check=False)
+
+
+def _env_without_torch(tmp_path):
+  """An environment whose `import torch` fails with a known message."""
+  fake = tmp_path / "torch"
+  fake.mkdir()
+  (fake / "__init__.py").write_text(
+      "raise ImportError('torch hidden by the test')\n")
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path), os.environ.get("PYTHONPATH", "")]))
 
 
 def _runs(stdout):
@@ -56,12 +66,7 @@ def test_every_run_in_its_own_process_and_table_of_medians():
 
 
 def test_failed_runs_are_reported_and_exit_nonzero(tmp_path):
-  fake = tmp_path / "torch"
-  fake.mkdir()
-  (fake / "__init__.py").write_text(
-      "raise ImportError('torch hidden by the test')\n")
-  proc = _run({"PYTHONPATH": os.pathsep.join(
-      [str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+  proc = _run(env=_env_without_torch(tmp_path))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   runs = _runs(proc.stdout)
   torch_runs = [r for r in runs if r["framework"] == "torch"]
@@ -74,10 +79,7 @@ def test_failed_runs_are_reported_and_exit_nonzero(tmp_path):
 
 
 def test_noisolate_runs_everything_in_one_process():
-  proc = subprocess.run(
-      [sys.executable, BENCH, "--noisolate", "--repeats=1"] +
-      [a for a in ARGS if not a.startswith("--repeats")],
-      capture_output=True, text=True, timeout=600, check=False)
+  proc = _run(["--noisolate", "--repeats=1"])  # later flags win
   assert proc.returncode == 0, proc.stderr[-3000:]
   runs = _runs(proc.stdout)
   assert [r["framework"] for r in runs] == ["torch", "tf"]
@@ -86,16 +88,7 @@ def test_noisolate_runs_everything_in_one_process():
 
 
 def test_noisolate_reports_a_failed_run(tmp_path):
-  fake = tmp_path / "torch"
-  fake.mkdir()
-  (fake / "__init__.py").write_text(
-      "raise ImportError('torch hidden by the test')\n")
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run(
-      [sys.executable, BENCH, "--noisolate", "--repeats=1"] +
-      [a for a in ARGS if not a.startswith("--repeats")],
-      capture_output=True, text=True, env=env, timeout=600, check=False)
+  proc = _run(["--noisolate", "--repeats=1"], _env_without_torch(tmp_path))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   rows = {cells[1].strip(): "|".join(cells) for cells in _table(proc.stdout)}
   assert "FAILED: ImportError: torch hidden by the test" in rows["torch"]
