@@ -13,6 +13,8 @@ CONFIGS = {
                 batch=32, size=32),
     "c110": dict(dataset="cifar10", depth=110, alpha=48, bottleneck=False,
                  batch=128, size=32),
+    "c164": dict(dataset="cifar10", depth=164, alpha=48, bottleneck=True,
+                 batch=128, size=32),
     "c272": dict(dataset="cifar100", depth=272, alpha=200, bottleneck=True,
                  batch=128, size=32),
     "i200": dict(dataset="imagenet", depth=200, alpha=300, bottleneck=True,

@@ -18,7 +18,8 @@ channel counts that are not a multiple of 8 (PyramidNet's linear widening
 makes almost every count odd). Variables keep their logical shapes (so
 checkpoints and PyTorch imports do not change) and are zero-padded on use;
 the padded channels stay exactly zero forward and backward, so the logical
-channels compute what they would without padding.
+channels compute what they would without padding. All channel padding goes
+through ``append_zero_channels`` (see there for why it is never ``tf.pad``).
 
 Variables are float32 whatever the compute dtype, so bfloat16/float16 runs
 keep float32 master weights and float32 BN statistics.
@@ -33,11 +34,39 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.1
 
 
+def append_zero_channels(x: tf.Tensor, extra: int, axis: int = -1
+                         ) -> tf.Tensor:
+  """``x`` with ``extra`` all-zero entries appended along ``axis``.
+
+  Used for every channel padding of ``channel_alignment`` (kernels, batch-norm
+  vectors, the shortcut). A concatenation with zeros, never ``tf.pad``: in
+  TensorFlow 2.21.0 (CPU, oneDNN), the graph rewrite that merges a ``Pad``
+  into the convolution it feeds (``mkl_layout_pass``, producing
+  ``_MklNativePadWithFusedConv2D``) also matches a ``Pad`` that feeds a
+  convolution fused with inference batch norm through the batch norm's
+  scale, offset, mean or variance, and then aborts the whole process
+  ("Check failed ... Attempt to add nullptr Node to node with type
+  _MklNativePadWithFusedConv2D"). A ``ConcatV2`` is never merged.
+  ``tests/test_onednn_workaround.py`` keeps the TF behaviour (it aborts on
+  the ``Pad`` form) and this module (it does not) under test.
+
+  Spatial padding of a convolution's input stays ``tf.pad``: that merge is
+  what the rewrite is for, and it runs correctly there.
+  """
+  if extra == 0:
+    return x
+  axis = axis % x.shape.rank
+  dynamic = tf.shape(x)
+  shape = [dynamic[i] if size is None else size
+           for i, size in enumerate(x.shape.as_list())]
+  shape[axis] = extra
+  return tf.concat([x, tf.zeros(shape, x.dtype)], axis=axis)
+
+
 def _padding(kernel_size: int, stride: int, padding: int):
   """The ``padding`` argument of tf.nn.conv2d equal to PyTorch's ``padding``.
 
-  A list is explicit padding (``Conv2D`` applies it as tf.pad + 'VALID'
-  when training).
+  A list is explicit padding (``Conv2D`` applies it as tf.pad + 'VALID').
   """
   if padding == 0:
     return "VALID"
@@ -52,21 +81,6 @@ def _check_physical(name: str, logical: int, physical: int) -> int:
     raise ValueError(f"{name}: physical channels must be an integer >= its "
                      f"{logical} channels; got {physical!r}")
   return physical
-
-
-def _zero_extend_kernel(kernel: tf.Tensor, extra_in: int,
-                        extra_out: int) -> tf.Tensor:
-  """``kernel`` [kh, kw, in, out] with zero input/output channels appended
-  (their gradients are dropped: only the logical entries are variables)."""
-  kh, kw, cin, cout = kernel.shape.as_list()
-  if extra_in:
-    kernel = tf.concat(
-        [kernel, tf.zeros([kh, kw, extra_in, cout], kernel.dtype)], axis=2)
-  if extra_out:
-    kernel = tf.concat(
-        [kernel, tf.zeros([kh, kw, cin + extra_in, extra_out], kernel.dtype)],
-        axis=3)
-  return kernel
 
 
 class Conv2D(tf.Module):
@@ -107,21 +121,22 @@ class Conv2D(tf.Module):
     self.physical_out = _check_physical(f"{self.name} output",
                                         self.out_channels, physical_out)
 
-  def __call__(self, x: tf.Tensor, training: bool = True) -> tf.Tensor:
-    """``training``: whether a backward pass follows (picks the padding op)."""
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """``x``: NHWC with ``physical_in`` channels."""
     kernel = tf.cast(self.kernel, x.dtype)
-    extra_in = self.physical_in - self.in_channels
-    extra_out = self.physical_out - self.out_channels
-    if extra_in or extra_out:
-      kernel = _zero_extend_kernel(kernel, extra_in, extra_out)
+    # Zero input/output channels appended; their gradients are dropped (only
+    # the logical entries are variables).
+    kernel = append_zero_channels(kernel, self.physical_in - self.in_channels,
+                                  axis=2)
+    kernel = append_zero_channels(kernel,
+                                  self.physical_out - self.out_channels,
+                                  axis=3)
     padding = self._tf_padding
-    if isinstance(padding, list) and training:
+    if isinstance(padding, list):
       # An explicit pad + 'VALID', not conv2d's explicit padding: TF's oneDNN
       # rewrite skips the backprop ops of explicitly padded convolutions (on
-      # CPU they then run in Eigen: in bfloat16, 0.3 s each at c110 b128).
-      # Not in inference: there TF 2.21's oneDNN pass merges such a pad into
-      # the convolution and, with a zero-extended filter, aborts the process
-      # ("Could not find input edge 1 for Conv2D").
+      # CPU they then run in Eigen: in bfloat16, 0.3 s each at c110 b128),
+      # and merges this form into one padded convolution.
       x = tf.pad(x, padding)
       padding = "VALID"
     return tf.nn.conv2d(x, kernel, strides=self.stride, padding=padding)
@@ -190,8 +205,7 @@ class BatchNorm(tf.Module):
 
   def _to_physical(self, vector: tf.Tensor) -> tf.Tensor:
     """A per-channel float32 vector zero-padded to the physical channels."""
-    extra = self.physical_channels - self.channels
-    return tf.pad(vector, [[0, extra]]) if extra else vector
+    return append_zero_channels(vector, self.physical_channels - self.channels)
 
   def _sync_moments(self, x32: tf.Tensor, context):
     """(mean, biased variance, element count per channel) of the global
@@ -300,11 +314,3 @@ def avg_pool_2x2_s2(x: tf.Tensor) -> tf.Tensor:
   window and averages only its valid pixels, which is what ceil_mode does.
   """
   return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="SAME")
-
-
-def pad_channels(x: tf.Tensor, extra: int) -> tf.Tensor:
-  """Appends ``extra`` all-zero channels after the existing ones."""
-  if extra == 0:
-    return x
-  return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
-

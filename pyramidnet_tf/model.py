@@ -203,7 +203,7 @@ class PyramidNet(tf.Module):
     ``seed``: see ``__call__``.
     """
     seed = self._training_seed(training, seed)
-    x = self.bn1(self.conv1(images, training), training)
+    x = self.bn1(self.conv1(images), training)
     if self.dataset == "imagenet":
       # CIFAR's stem has no ReLU (the first unit starts with its own BN).
       x = layers.max_pool_3x3_s2_p1(tf.nn.relu(x))

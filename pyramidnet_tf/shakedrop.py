@@ -36,6 +36,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from pyramidnet_tf import layers
+
 LEVELS = ("batch", "sample", "pixel")
 DEFAULT_KEEP_PROB = 0.5
 DEFAULT_LEVEL = "batch"
@@ -119,9 +121,8 @@ def factors(x: tf.Tensor, keep: float, level: str, seed: tf.Tensor,
   backward = gate + beta - gate * beta
   extra = 0 if channels is None else x.shape[-1] - channels
   if level == "pixel" and extra:
-    padding = [[0, 0]] * (x.shape.rank - 1) + [[0, extra]]
-    forward, backward = tf.pad(forward, padding), tf.pad(backward, padding)
-    alpha = tf.pad(alpha, padding)
+    forward, backward, alpha = (layers.append_zero_channels(factor, extra)
+                                for factor in (forward, backward, alpha))
   return forward, backward, gate, alpha
 
 

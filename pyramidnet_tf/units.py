@@ -103,7 +103,7 @@ class _Unit(tf.Module):
   def shortcut(self, x: tf.Tensor) -> tf.Tensor:
     if self.stride != 1:
       x = layers.avg_pool_2x2_s2(x)
-    return layers.pad_channels(x, self.physical_out - self.physical_in)
+    return layers.append_zero_channels(x, self.physical_out - self.physical_in)
 
   def __call__(self, x: tf.Tensor, training: bool,
                seed: Optional[tf.Tensor] = None) -> tf.Tensor:
@@ -135,9 +135,9 @@ class BasicUnit(_Unit):
       self.bn3 = layers.BatchNorm(planes, name="bn3")
 
   def residual(self, x, training):
-    out = self.conv1(self.bn1(x, training), training)
+    out = self.conv1(self.bn1(x, training))
     out = tf.nn.relu(self.bn2(out, training))
-    return self.bn3(self.conv2(out, training), training)
+    return self.bn3(self.conv2(out), training)
 
   def torch_variables(self, prefix: str) -> List[TorchEntry]:
     return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
@@ -170,10 +170,10 @@ class BottleneckUnit(_Unit):
       self.bn4 = layers.BatchNorm(planes * 4, name="bn4")
 
   def residual(self, x, training):
-    out = self.conv1(self.bn1(x, training), training)
+    out = self.conv1(self.bn1(x, training))
     out = tf.nn.relu(self.bn2(out, training))
-    out = tf.nn.relu(self.bn3(self.conv2(out, training), training))
-    return self.bn4(self.conv3(out, training), training)
+    out = tf.nn.relu(self.bn3(self.conv2(out), training))
+    return self.bn4(self.conv3(out), training)
 
   def torch_variables(self, prefix: str) -> List[TorchEntry]:
     return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
