@@ -10,6 +10,7 @@ fails the case it happened in, and the remaining cases run in a new
 process, so one abort neither kills the test run nor hides other cases.
 """
 
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -30,7 +31,9 @@ GROUPS += [
     dict(unit="bottleneck", stem="cifar", mode="add", sync_bn=True),
 ]
 
-_RESULTS = {}
+# Worker processes at once: a case's time is mostly tracing and graph
+# rewriting, one core each.
+PARALLEL = 2
 
 
 def run_group(group: dict, timeout: float = 900) -> dict:
@@ -73,12 +76,24 @@ def _cases():
                          id=f"{worker.group_name(group)}/{name}")
 
 
+@pytest.fixture(scope="module")
+def verdicts(request):
+  """{group name: run_group(group)} for the groups this session selected."""
+  selected = {}
+  for item in request.session.items:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and item.originalname == "test_case":
+      group = callspec.params["group"]
+      selected[worker.group_name(group)] = group
+  with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+    futures = {name: pool.submit(run_group, group)
+               for name, group in selected.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize("group,case", list(_cases()))
-def test_case(group, case):
-  key = worker.group_name(group)
-  if key not in _RESULTS:
-    _RESULTS[key] = run_group(group)
-  failure = _RESULTS[key][case]
+def test_case(group, case, verdicts):
+  failure = verdicts[worker.group_name(group)][case]
   assert failure is None, failure
 
 

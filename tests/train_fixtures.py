@@ -63,20 +63,34 @@ def write_dataset(directory: str, dataset: str = "cifar10",
                   eval_per_class: int = 4, size: int = 16,
                   encoding: str = "raw", shards: int = 2, seed: int = 0,
                   eval_split: str = "test") -> str:
-  """Writes <split>-<iiiii>-of-<nnnnn>.tfrecord + manifest.json."""
+  """Writes <split>-<iiiii>-of-<nnnnn>.tfrecord + manifest.json, with
+  ``*_per_class`` examples of every class in each split."""
+  splits = {split: [(label, i) for i in range(per_class)
+                    for label in range(num_classes)]
+            for split, per_class in (("train", train_per_class),
+                                     (eval_split, eval_per_class))}
+  return write_examples(directory, dataset, num_classes, splits, size,
+                        encoding, shards, np.random.default_rng(seed))
+
+
+def write_examples(directory: str, dataset: str, num_classes: int,
+                   splits: dict, size: int = 16, encoding: str = "raw",
+                   shards: int = 2, rng=None) -> str:
+  """Writes a data_prep-format directory. ``splits``: split name -> either
+  a count (labels cycle through the classes) or a list of (label, index)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(seed)
+  rng = rng if rng is not None else np.random.default_rng(0)
   manifest = {"format": "data_prep shards", "format_version": 1,
               "dataset": dataset, "num_classes": num_classes,
               "label_base": 0,
               "class_names": [f"class_{i}" for i in range(num_classes)],
               "image": {"encoding": encoding},
               "splits": {}}
-  for split, per_class in (("train", train_per_class),
-                           (eval_split, eval_per_class)):
-    examples = [(label, i) for i in range(per_class)
-                for label in range(num_classes)]
+  for split, examples in splits.items():
+    if isinstance(examples, int):
+      examples = [(i % num_classes, i // num_classes)
+                  for i in range(examples)]
     shard_entries = []
     for shard in range(shards):
       name = f"{split}-{shard:05d}-of-{shards:05d}.tfrecord"
