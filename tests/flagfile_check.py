@@ -173,7 +173,8 @@ def check(flagfile: str, root: str, cache: dict, timeout: float = 1800
   row: flagfile, ok, seconds, what was checked or why it failed."""
   start = time.time()
   row = {"flagfile": flagfile, "kind": "/".join(kind(flagfile))}
-  model_dir = os.path.join(root, os.path.basename(flagfile)[:-len(".flags")])
+  model_dir = os.path.join(
+      root, flagfile[:-len(".flags")].replace(os.sep, "_"))
   args = [sys.executable, "-m", "pyramidnet_tf.train",
           f"--flagfile={flagfile}", f"--model_dir={model_dir}",
           "--train_steps=1", f"--batch_size={BATCH}",
