@@ -3,11 +3,16 @@
 Why a module of its own: train.py and evaluate.py both need --data_dir,
 --model_dir, --distribution, ...; absl refuses a flag defined twice, and tests
 import both CLIs into one process.
+
+The numeric flags carry absl validators, so an out-of-range or non-finite
+value is a one-line flag error while flags are parsed, before any
+TensorFlow work, in every CLI that defines them.
 """
 
 from absl import flags
 
 from pyramidnet_tf import augment
+from pyramidnet_tf import cli
 from pyramidnet_tf import distribute
 from pyramidnet_tf import step
 
@@ -57,3 +62,14 @@ flags.DEFINE_enum("cifar_convention", "pt", list(augment.CIFAR_CONVENTIONS),
 flags.DEFINE_integer("eval_batch_size", 0,
                      "Global eval batch; 0 = --batch_size when training, 100 "
                      "in pyramidnet_tf.evaluate.")
+
+cli.register_number_validator("slurm_port_base", 1, 65535, integer=True)
+cli.register_number_validator("cpu_devices", 1, integer=True)
+cli.register_number_validator("collective_timeout", 0,
+                              note="seconds; 0 = wait forever")
+cli.register_number_validator("channel_multiple", 0, integer=True,
+                              note="0 = auto, 1 = no padding")
+cli.register_number_validator("image_size", 0, integer=True,
+                              note="0 = the dataset's default size")
+cli.register_number_validator("eval_batch_size", 0, integer=True,
+                              note="0 = the default")

@@ -14,9 +14,10 @@ import json
 from absl import app
 from absl import flags
 
+from pyramidnet_tf import cli
 from pyramidnet_tf import complexity
 from pyramidnet_tf import model_flags
-from pyramidnet_tf import train_flags  # pylint: disable=unused-import
+from pyramidnet_tf import train_flags
 from pyramidnet_tf import widths as widths_lib
 
 # --image_size (input resolution for FLOPs and feature-map sizes; 0 = 32 for
@@ -26,6 +27,7 @@ flags.DEFINE_bool("show_widths", True,
                   "List every unit's planes under the table.")
 
 FLAGS = flags.FLAGS
+PROG = "pyramidnet_tf.describe"
 
 
 def _format_planes(planes):
@@ -97,19 +99,18 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   dataset = None
   if FLAGS.dataset == "synthetic":  # e.g. flags/smoke.flags
     dataset = FLAGS.synthetic_like
+  problem = train_flags.number_problem(train_flags.MODEL_NUMBER_FLAGS)
+  if problem:
+    raise cli.UserError(problem)
   arch = model_flags.architecture(dataset=dataset)
   num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
-  if num_classes < 1:
-    raise app.UsageError(f"--num_classes must be >= 1; got {num_classes}")
+  cli.check_image_size("image_size", FLAGS.image_size, arch.dataset,
+                       "32 for CIFAR, 224 for ImageNet")
   image_size = FLAGS.image_size or (224 if arch.dataset == "imagenet" else 32)
-  minimum = 32 if arch.dataset == "imagenet" else 4
-  if image_size < minimum:
-    raise app.UsageError(f"--image_size must be >= {minimum} for "
-                         f"{arch.dataset}; got {image_size}")
   # ShakeDrop has no parameters or MACs; report the setting when it is on.
   num_units = len(arch.flat_planes)
   shakedrop = {"p_L": FLAGS.shakedrop_pl, "level": FLAGS.shakedrop_level,
@@ -129,7 +130,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(cli.guard(PROG, main))
 
 
 if __name__ == "__main__":

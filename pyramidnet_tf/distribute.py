@@ -139,6 +139,8 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
   if name not in DISTRIBUTIONS:
     raise ValueError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}"
                      f"; got {name!r}")
+  if cpu_devices < 1:
+    raise ValueError(f"--cpu_devices must be >= 1; got {cpu_devices}")
   if cluster_resolver not in CLUSTER_RESOLVERS:
     raise ValueError("--cluster_resolver must be one of "
                      f"{', '.join(CLUSTER_RESOLVERS)}; got {cluster_resolver!r}")
@@ -149,8 +151,6 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
                        f"multi_worker; got --distribution={name}")
     resolver = slurm_resolver(slurm_port_base)
     name = "multi_worker"
-  if cpu_devices < 1:
-    raise ValueError(f"--cpu_devices must be >= 1; got {cpu_devices}")
   gpus = tf.config.list_physical_devices("GPU")
   workers = cluster_size()
   if name == "auto":

@@ -4,23 +4,34 @@
 
 Signatures:
 * ``serving_default`` / ``classify``: ``images`` = a batch of encoded image
-  bytes (JPEG, PNG, BMP, GIF) -> top-5 ``classes`` (int32),
-  ``class_names`` (string) and ``probabilities`` (float32). Decoding and the
-  evaluation preprocessing of the training run happen inside the graph.
+  bytes -> top-5 ``classes`` (int32), ``class_names`` (string) and
+  ``probabilities`` (float32). Decoding (``tf.io.decode_image``: JPEG, PNG,
+  GIF first frame, BMP, WebP; not TIFF, for which TensorFlow has no decoder)
+  and the evaluation preprocessing of the training run happen inside the
+  graph. ``pyramidnet_tf.predict`` also reads TIFF, converting it on the host
+  the way ``data_prep.folder`` does before calling this signature.
 * ``logits``: ``images`` = float32 NHWC images already preprocessed
   (normalised, any size the architecture accepts) -> ``logits``.
 
 The class names (from the training run's manifest, or --data_dir's) are
 stored in the SavedModel and in ``class_names.txt`` next to it, so predict
 needs nothing else.
+
+The export is written into a temporary directory beside --export_dir and
+renamed into place at the end, so --export_dir is never half written: a
+failure (a full disk, say) removes the temporary directory and leaves any
+previous export there untouched. An existing --export_dir is replaced only
+when it is empty or a previous export.
 """
 
 import json
 import os
-import sys
+import uuid
 
 from absl import app
 from absl import flags
+
+from pyramidnet_tf import cli
 
 flags.DEFINE_string("model_dir", None,
                     "Model directory (pyramidnet_tf.train or import_torch).")
@@ -29,7 +40,8 @@ flags.DEFINE_string("data_dir", None,
                     "Optional data directory whose manifest supplies class "
                     "names (when the model dir records none).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: latest.")
-flags.DEFINE_integer("image_size", 0, "Override the serving image size.")
+flags.DEFINE_integer("image_size", 0, "Override the serving image size; 0 = "
+                     "the training run's.")
 flags.DEFINE_enum("cifar_convention", "pt", ["pt", "fb"],
                   "CIFAR normalisation for models without recorded "
                   "preprocessing (see pyramidnet_tf.train --help).")
@@ -40,7 +52,12 @@ flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
                   "recorded in model_config.json).")
 
 FLAGS = flags.FLAGS
+PROG = "pyramidnet_tf.export"
 EXPORT_INFO = "pyramidnet_export.json"
+
+cli.register_number_validator("image_size", 0, integer=True,
+                              note="0 = the training run's size")
+cli.register_number_validator("top_k", 1, integer=True)
 
 
 def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
@@ -80,18 +97,103 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
   return Serving()
 
 
+def _is_export_or_empty(path: str) -> bool:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  names = tf.io.gfile.listdir(path)
+  return not names or EXPORT_INFO in names or "saved_model.pb" in names
+
+
+def _sibling(path: str, tag: str) -> str:
+  """A hidden, unique path in the same directory as ``path``."""
+  parent, name = os.path.split(path.rstrip("/"))
+  return os.path.join(parent, f".{name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+def _remove(path: str) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(path)
+  except (tf.errors.OpError, OSError):
+    pass  # best effort; the original error is the one to report
+
+
+def write_atomically(export_dir: str, write) -> None:
+  """Calls ``write(tmp_dir)`` and renames ``tmp_dir`` to ``export_dir``.
+
+  ``tmp_dir`` is beside ``export_dir`` (same file system, so the rename is
+  atomic on POSIX). On any failure it is removed and ``export_dir`` is left
+  as it was; a full disk or a refused write becomes a UserError naming
+  ``export_dir``. A previous export at ``export_dir`` is replaced.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  export_dir = export_dir.rstrip("/") or export_dir
+  if tf.io.gfile.exists(export_dir):
+    if not tf.io.gfile.isdir(export_dir):
+      raise cli.UserError(f"--export_dir={export_dir} is a file; choose a "
+                          "directory path")
+    if not _is_export_or_empty(export_dir):
+      raise cli.UserError(
+          f"--export_dir={export_dir} exists and holds something other than "
+          "an export; choose a new directory or empty it (an export would "
+          "replace it)")
+  tmp = _sibling(export_dir, "tmp")
+  try:
+    parent = os.path.dirname(export_dir)
+    if parent:
+      tf.io.gfile.makedirs(parent)
+    write(tmp)
+    if tf.io.gfile.exists(export_dir):
+      old = _sibling(export_dir, "old")
+      tf.io.gfile.rename(export_dir, old)
+      try:
+        tf.io.gfile.rename(tmp, export_dir)
+      except BaseException:
+        tf.io.gfile.rename(old, export_dir)
+        raise
+      _remove(old)
+    else:
+      tf.io.gfile.rename(tmp, export_dir)
+  except BaseException as e:
+    _remove(tmp)
+    problem = cli.storage_problem(e)
+    if problem is None:
+      raise
+    _, reason, no_space = problem
+    raise cli.UserError(
+        f"cannot write --export_dir={export_dir}: {reason}; nothing was "
+        "written" +
+        (" and the previous export is unchanged"
+         if tf.io.gfile.exists(export_dir) else "") +
+        ("; free some space or choose another --export_dir" if no_space else
+         "; check the directory's owner and mode or choose another "
+         "--export_dir")) from e
+
+
 def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
            image_size: int = 0, convention: str = "pt", top_k: int = 5,
            use_ema: str = "auto"):
+  """Writes the SavedModel of ``model_dir`` to ``export_dir``; returns it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
 
+  cli.check_number("top_k", top_k, 1, integer=True)
   config = model_io.read_config(model_dir)
+  cli.check_image_size("image_size", image_size,
+                       config["model"].get("dataset", "cifar10"),
+                       "the training run's size")
   checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
-  model, metadata = model_io.load_model(model_dir, checkpoint)
+  try:
+    model, metadata = model_io.load_model(model_dir, checkpoint)
+  except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
+    raise cli.UserError(
+        f"cannot read checkpoint {checkpoint}: "
+        f"{(e.message or '').strip().splitlines()[0]}; pass --checkpoint="
+        f"{model_dir}/ckpt-N of an existing checkpoint or omit it for the "
+        "latest") from None
   averaged = ema_lib.should_use(use_ema, metadata)
   if averaged:
     ema_lib.load_averages(model, checkpoint)
@@ -104,39 +206,42 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
   class_names = model_dir_lib.class_names_of(metadata, model.num_classes,
                                              info)
   serving = build_serving_module(model, class_names, preprocessing, top_k)
-  tf.saved_model.save(serving, export_dir, signatures={
-      "serving_default": serving.classify,
-      "classify": serving.classify,
-      "logits": serving.logits,
-  })
-  with tf.io.gfile.GFile(os.path.join(export_dir, "class_names.txt"),
-                         "w") as f:
-    f.write("\n".join(class_names) + "\n")
-  with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_INFO), "w") as f:
-    json.dump({"model": config["model"],
-               "preprocessing": preprocessing.to_json(),
-               "source_model_dir": model_dir,
-               "checkpoint": checkpoint, "ema": averaged}, f, indent=2)
+
+  def write(directory):
+    tf.saved_model.save(serving, directory, signatures={
+        "serving_default": serving.classify,
+        "classify": serving.classify,
+        "logits": serving.logits,
+    })
+    with tf.io.gfile.GFile(os.path.join(directory, "class_names.txt"),
+                           "w") as f:
+      f.write("\n".join(class_names) + "\n")
+    with tf.io.gfile.GFile(os.path.join(directory, EXPORT_INFO), "w") as f:
+      json.dump({"model": config["model"],
+                 "preprocessing": preprocessing.to_json(),
+                 "source_model_dir": model_dir,
+                 "checkpoint": checkpoint, "ema": averaged}, f, indent=2)
+  write_atomically(export_dir, write)
   return export_dir
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir or not FLAGS.export_dir:
-    raise app.UsageError("--model_dir and --export_dir are required")
+    raise cli.UserError("--model_dir and --export_dir are required")
   try:
     path = export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.data_dir,
                   FLAGS.checkpoint, FLAGS.image_size, FLAGS.cifar_convention,
                   FLAGS.top_k, FLAGS.use_ema)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"pyramidnet_tf.export: error: {e}")
+  except ValueError as e:  # model_io, ema, input_pipeline: user-fixable
+    raise cli.UserError(str(e)) from None
   print(f"exported SavedModel to {path} (signatures: serving_default/classify "
         "on encoded images, logits on float NHWC images)")
 
 
 def run():
-  app.run(main)
+  app.run(cli.guard(PROG, main))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ import collections
 import hashlib
 import os
 import re
+import zipfile
 from typing import Any, Dict, List, Mapping, Tuple
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from pyramidnet_tf import cli
 from pyramidnet_tf import model_flags
 from pyramidnet_tf import units
 
@@ -348,6 +350,9 @@ def main(argv):
         **model_flags.model_kwargs())
   except (StateDictMismatch, ValueError, FileNotFoundError, ImportError) as e:
     raise app.UsageError(str(e)) from None
+  except zipfile.BadZipFile as e:  # np.load of a corrupt or truncated .npz
+    raise app.UsageError(f"--checkpoint={flags.FLAGS.checkpoint} is not a "
+                         f"readable .npz archive ({e})") from None
   print(f"imported {metadata['arrays_loaded']} arrays "
         f"({metadata['parameters']:,} parameters) from "
         f"{flags.FLAGS.checkpoint}")
@@ -364,7 +369,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(cli.guard("pyramidnet_tf.import_torch", main))
 
 
 if __name__ == "__main__":

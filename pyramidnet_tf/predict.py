@@ -2,15 +2,39 @@
 
     python -m pyramidnet_tf.predict --saved_model=EXPORT_DIR a.jpg b.png
 
-Reads the files' bytes and calls the export's ``classify`` signature, so
-decoding and preprocessing are exactly those of the export.
+Every file is read and identified on the host by its first bytes (never by
+its name), then handed to the export's ``classify`` signature, so decoding
+and preprocessing are those of the export:
+
+* JPEG, PNG, GIF (first frame), BMP, WebP (and JPEG XL, which TensorFlow's
+  decoder reads): the bytes as they are; the SavedModel decodes them.
+* TIFF: TensorFlow has no TIFF decoder, so the file is converted on the host
+  exactly as ``data_prep.folder`` converts it (``data_prep.images.prepare``:
+  Pillow decode, RGB, JPEG quality 95), i.e. into the pixels a model trained
+  on a folder of such files saw. Together with the formats above this is
+  everything ``data_prep.folder`` accepts.
+
+One bad file does not stop the others: every good file is classified and
+printed in argument order; each bad file gets one line on stderr naming it
+and why (does not exist, is a directory, is not an image and what its bytes
+look like, an unsupported image format, or a corrupt/truncated image). A
+directory is reported rather than walked: a shell glob (``DIR/*``) says
+exactly which files to classify, whereas walking would silently pick up
+whatever else lives there. Exit status: 0 when every file was classified,
+1 when any file failed (after all files were tried) or when --saved_model
+cannot be used.
 """
 
+import dataclasses
 import json
+import os
 import sys
+from typing import Iterator, List, Optional, Tuple
 
 from absl import app
 from absl import flags
+
+from pyramidnet_tf import cli
 
 flags.DEFINE_string("saved_model", None,
                     "Directory written by pyramidnet_tf.export.")
@@ -18,63 +42,253 @@ flags.DEFINE_bool("json", False, "Print one JSON object per image instead "
                   "of text.")
 
 FLAGS = flags.FLAGS
+PROG = "pyramidnet_tf.predict"
+
+# Formats the SavedModel's classify signature decodes itself (the kinds of
+# data_prep.images.sniff, plus JPEG XL which that sniffer does not know).
+NATIVE_FORMATS = ("jpeg", "png", "gif", "bmp", "webp", "jpeg xl")
+# Formats predict converts on the host first, as data_prep.folder does.
+HOST_FORMATS = ("tiff",)
+ACCEPTED = "JPEG, PNG, GIF, BMP, WebP, TIFF"
+
+# Image formats recognised by their magic bytes but read by neither path.
+_OTHER_IMAGES = (
+    (lambda d: d[4:12] in (b"ftypheic", b"ftypheix", b"ftyphevc",
+                           b"ftypmif1", b"ftypmsf1"), "HEIC/HEIF"),
+    (lambda d: d[4:12] in (b"ftypavif", b"ftypavis"), "AVIF"),
+    (lambda d: d[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+     or d[:4] == b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (lambda d: d[:4] == b"8BPS", "Photoshop PSD"),
+    (lambda d: d[:4] == b"\x00\x00\x01\x00", "Windows ICO"),
+    (lambda d: d[:4] == b"qoif", "QOI"),
+    (lambda d: d[:4] == b"DDS ", "DirectDraw DDS"),
+    (lambda d: len(d) > 2 and d[:1] == b"P" and d[1:2] in b"123456"
+     and d[2:3] in b" \t\r\n", "Netpbm (PBM/PGM/PPM)"),
+)
+# Other common contents, for "is not an image: ...".
+_NOT_IMAGES = (
+    (b"%PDF", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"BZh", "bzip2 data"),
+    (b"\xfd7zXZ\x00", "xz data"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"\x7fELF", "ELF executable"),
+    (b"\x80\x02", "Python pickle"), (b"\x80\x03", "Python pickle"),
+    (b"\x80\x04", "Python pickle"), (b"\x80\x05", "Python pickle"),
+    (b"\x93NUMPY", "NumPy array"),
+    (b"RIFF", "RIFF data (WAV/AVI, not WebP)"),
+    (b"OggS", "Ogg media"),
+    (b"ID3", "MP3 audio"),
+    (b"\x1aE\xdf\xa3", "Matroska/WebM video"),
+)
 
 
-def predict(saved_model: str, paths):
-  """[(path, [(class_name, class_index, probability), ...]), ...]."""
+class BadFile(Exception):
+  """A file that cannot be classified; the message says why."""
+
+
+def _sniff(data: bytes) -> Optional[str]:
+  from data_prep import images  # pylint: disable=g-import-not-at-top
+  kind = images.sniff(data)
+  if kind is None and (data[:2] == b"\xff\x0a" or
+                       data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+    kind = "jpeg xl"
+  return kind
+
+
+def _looks_like_text(data: bytes) -> bool:
+  try:
+    text = data[:512].decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+def what_is(data: bytes) -> Tuple[str, bool]:
+  """(what the bytes are, whether that is an image format) for a file that
+  is not one of the accepted formats."""
+  if not data:
+    return "empty file", False
+  for test, name in _OTHER_IMAGES:
+    if test(data):
+      return f"{name} image", True
+  head = data[:1024].lstrip().lower()
+  if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head:
+    return "SVG image", True
+  if head.startswith((b"<!doctype html", b"<html")):
+    return "HTML document", False
+  if head.startswith(b"<?xml"):
+    return "XML document", False
+  for magic, name in _NOT_IMAGES:
+    if data.startswith(magic):
+      return name, False
+  if data[4:8] == b"ftyp":
+    return "ISO media file (MP4/MOV)", False
+  if _looks_like_text(data):
+    return "text file", False
+  return f"unknown bytes {data[:8].hex(' ')}", False
+
+
+def read_image(path: str) -> Tuple[bytes, str]:
+  """(bytes for the classify signature, detected format) of one file.
+
+  Raises:
+    BadFile: naming why the file cannot be classified.
+  """
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise BadFile("does not exist") from None
+  except IsADirectoryError:
+    raise BadFile(f"is a directory (predict takes image files; pass "
+                  f"{os.path.join(path, '*')} for the images in it)") from None
+  except PermissionError:
+    raise BadFile("cannot be read: permission denied") from None
+  except OSError as e:
+    raise BadFile(f"cannot be read: {e.strerror or e}") from None
+  kind = _sniff(data)
+  if kind in NATIVE_FORMATS:
+    return data, kind
+  if kind in HOST_FORMATS:
+    from data_prep import images  # pylint: disable=g-import-not-at-top
+    prepared = images.prepare(data)
+    if prepared.status == images.REJECTED:
+      raise BadFile(f"corrupt or truncated {kind.upper()} image "
+                    f"({prepared.reason})")
+    return prepared.encoded, kind
+  what, is_image = what_is(data)
+  if is_image:
+    raise BadFile(f"unsupported image format: {what} (predict reads "
+                  f"{ACCEPTED}; convert it to one of them, e.g. PNG)")
+  raise BadFile(f"is not an image: {what}")
+
+
+def _op_error_reason(error) -> str:
+  """The decoder's own words from a TensorFlow error, without the graph
+  execution boilerplate around them."""
+  for line in (error.message or "").splitlines():
+    line = line.strip()
+    if (not line or line.startswith(("Graph execution error", "Detected at",
+                                      "<stack traces", "[[", "{{"))):
+      continue
+    return line.split("\t [[")[0].split(" [[")[0].strip()
+  return type(error).__name__
+
+
+def load_export(saved_model: str):
+  """The loaded export (its ``classify`` signature checked); UserError
+  saying what to do when ``saved_model`` is not one."""
+  export_hint = ("python -m pyramidnet_tf.export --model_dir=MODEL_DIR "
+                 "--export_dir=EXPORT_DIR")
+  if not os.path.exists(saved_model):
+    raise cli.UserError(f"--saved_model={saved_model} does not exist (write "
+                        f"an export with `{export_hint}`)")
+  if not os.path.isdir(saved_model):
+    raise cli.UserError(f"--saved_model={saved_model} is a file; give the "
+                        "directory written by pyramidnet_tf.export")
+  if not any(os.path.exists(os.path.join(saved_model, name))
+             for name in ("saved_model.pb", "saved_model.pbtxt")):
+    from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
+    if (os.path.exists(os.path.join(saved_model, model_io.CONFIG_FILE)) or
+        os.path.exists(os.path.join(saved_model, "checkpoint"))):
+      raise cli.UserError(
+          f"--saved_model={saved_model} is a model directory (checkpoints), "
+          "not an export: run `python -m pyramidnet_tf.export "
+          f"--model_dir={saved_model} --export_dir=EXPORT_DIR` first, then "
+          "pass --saved_model=EXPORT_DIR")
+    raise cli.UserError(f"--saved_model={saved_model} has no saved_model.pb:"
+                        f" not a SavedModel (write one with `{export_hint}`)")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(saved_model):
-    raise FileNotFoundError(f"--saved_model={saved_model} does not exist")
-  loaded = tf.saved_model.load(saved_model)
+  try:
+    loaded = tf.saved_model.load(saved_model)
+  except (tf.errors.OpError, OSError, ValueError) as e:
+    text = cli.error_text(e) or (
+        f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e)
+        else type(e).__name__)
+    raise cli.UserError(f"--saved_model={saved_model} cannot be loaded "
+                        f"({text}); export it again") from None
   if "classify" not in loaded.signatures:
-    raise ValueError(f"{saved_model} has no 'classify' signature (signatures: "
-                     f"{', '.join(loaded.signatures)}); export it with "
-                     "pyramidnet_tf.export")
+    raise cli.UserError(
+        f"--saved_model={saved_model} has no 'classify' signature "
+        f"(signatures: {', '.join(loaded.signatures) or 'none'}); export it "
+        "with pyramidnet_tf.export")
+  return loaded
+
+
+@dataclasses.dataclass
+class Prediction:
+  """One file's outcome: ``top`` [(class_name, class_index, probability)]
+  when classified, else ``error`` says why not."""
+
+  path: str
+  top: Optional[List[Tuple[str, int, float]]] = None
+  error: Optional[str] = None
+
+
+def predict(saved_model: str, paths) -> Iterator[Prediction]:
+  """Classifies each of ``paths`` in order; a bad file yields an error and
+  the next file is still classified."""
+  loaded = load_export(saved_model)  # owns the signature's variables
   classify = loaded.signatures["classify"]
-  images = []
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for path in paths:
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"image {path} does not exist")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      images.append(f.read())
-  results = []
-  for path, encoded in zip(paths, images):
+    try:
+      encoded, kind = read_image(path)
+    except BadFile as e:
+      yield Prediction(path, error=str(e))
+      continue
     try:
       out = classify(images=tf.constant([encoded]))
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f"{path}: cannot decode as an image "
-                       f"({e.message.splitlines()[0]})") from None
+      yield Prediction(path, error=f"corrupt or truncated {kind.upper()} "
+                       f"image ({_op_error_reason(e)})")
+      continue
+    except tf.errors.OpError as e:  # e.g. out of memory on a huge image
+      yield Prediction(path, error=f"cannot be classified: "
+                       f"{type(e).__name__}: {_op_error_reason(e)}")
+      continue
     names = [n.decode() for n in out["class_names"][0].numpy()]
     classes = [int(c) for c in out["classes"][0].numpy()]
     probs = [float(p) for p in out["probabilities"][0].numpy()]
-    results.append((path, list(zip(names, classes, probs))))
-  return results
+    yield Prediction(path, top=list(zip(names, classes, probs)))
+
+
+def _print(prediction: Prediction, as_json: bool) -> None:
+  if as_json:
+    print(json.dumps({"image": prediction.path, "top5": [
+        {"class_name": n, "class": c, "probability": p}
+        for n, c, p in prediction.top]}), flush=True)
+  else:
+    lines = [prediction.path] + [
+        f"  {rank}. {name} (class {index}) {prob:.4f}"
+        for rank, (name, index, prob) in enumerate(prediction.top, 1)]
+    print("\n".join(lines), flush=True)
 
 
 def main(argv):
   paths = argv[1:]
   if not FLAGS.saved_model:
-    raise app.UsageError("--saved_model is required (an export_dir written by"
-                         " pyramidnet_tf.export)")
+    raise cli.UserError("--saved_model is required (an export_dir written by"
+                        " pyramidnet_tf.export)")
   if not paths:
-    raise app.UsageError("give one or more image files after the flags")
-  try:
-    results = predict(FLAGS.saved_model, paths)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"pyramidnet_tf.predict: error: {e}")
-  for path, top in results:
-    if FLAGS.json:
-      print(json.dumps({"image": path, "top5": [
-          {"class_name": n, "class": c, "probability": p}
-          for n, c, p in top]}))
+    raise cli.UserError("give one or more image files after the flags")
+  failed = 0
+  for prediction in predict(FLAGS.saved_model, paths):
+    if prediction.error is not None:
+      failed += 1
+      print(f"{PROG}: {prediction.path}: {prediction.error}", file=sys.stderr,
+            flush=True)
     else:
-      print(path)
-      for rank, (name, index, prob) in enumerate(top, 1):
-        print(f"  {rank}. {name} (class {index}) {prob:.4f}")
+      _print(prediction, FLAGS.json)
+  if failed:
+    sys.exit(f"{PROG}: {failed} of {len(paths)} files could not be "
+             "classified (see above)")
 
 
 def run():
-  app.run(main)
+  app.run(cli.guard(PROG, main))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from absl import logging
 
 from pyramidnet_tf import train_flags  # pylint: disable=unused-import
 from pyramidnet_tf import channel_alignment
+from pyramidnet_tf import cli
 from pyramidnet_tf import compile_cache
 from pyramidnet_tf import compile_units
 from pyramidnet_tf import model_flags
@@ -74,8 +75,12 @@ def _validate_flags():
     raise TrainError(f"--batch_size must be >= 1; got {FLAGS.batch_size}")
   if FLAGS.train_steps is not None and FLAGS.train_steps < 1:
     raise TrainError(f"--train_steps must be >= 1; got {FLAGS.train_steps}")
-  if FLAGS.train_steps is None and FLAGS.epochs <= 0:
-    raise TrainError(f"--epochs must be > 0; got {FLAGS.epochs}")
+  # Finite even when --train_steps overrides it; > 0 when it is used.
+  epochs = dict(low=0, low_open=True) if FLAGS.train_steps is None else {}
+  problem = (cli.number_problem("epochs", FLAGS.epochs, **epochs) or
+             train_flags.number_problem())
+  if problem:
+    raise TrainError(problem)
   if FLAGS.steps_per_loop < 1:
     raise TrainError(f"--steps_per_loop must be >= 1; got "
                      f"{FLAGS.steps_per_loop}")
@@ -85,17 +90,9 @@ def _validate_flags():
   if not 0.0 <= FLAGS.cutmix_prob <= 1.0:
     raise TrainError(f"--cutmix_prob must be in [0, 1] (0 = off); got "
                      f"{FLAGS.cutmix_prob}")
-  if FLAGS.cutmix_beta <= 0:
-    raise TrainError(f"--cutmix_beta must be > 0; got {FLAGS.cutmix_beta}")
-  if FLAGS.mixup_alpha < 0:
-    raise TrainError(f"--mixup_alpha must be >= 0 (0 = off); got "
-                     f"{FLAGS.mixup_alpha}")
   if FLAGS.cutout_size < 0:
     raise TrainError(f"--cutout_size must be >= 0 (0 = off); got "
                      f"{FLAGS.cutout_size}")
-  if FLAGS.clip_grad_norm < 0:
-    raise TrainError(f"--clip_grad_norm must be >= 0 (0 = off); got "
-                     f"{FLAGS.clip_grad_norm}")
   try:  # the device only matters for auto, which is always valid
     channel_alignment.resolve(FLAGS.channel_multiple, FLAGS.dtype, "CPU")
   except ValueError as e:
@@ -109,8 +106,19 @@ def _validate_flags():
     raise TrainError("--profile_steps takes START,STOP with 0 <= START < STOP;"
                      f" got {','.join(FLAGS.profile_steps)!r}")
   decay_epochs = _int_list("lr_decay_epochs", FLAGS.lr_decay_epochs)
-  if FLAGS.dataset != "synthetic":
-    model_flags.architecture()  # UsageError naming the bad model flag
+  if any(epoch < 0 for epoch in decay_epochs):
+    raise TrainError("--lr_decay_epochs takes 0-based epochs >= 0; got "
+                     f"{','.join(FLAGS.lr_decay_epochs)!r}")
+  synthetic = FLAGS.dataset == "synthetic"
+  try:
+    cli.check_image_size(
+        "image_size", FLAGS.image_size,
+        FLAGS.synthetic_like if synthetic else FLAGS.dataset,
+        "32 for CIFAR-architecture data, 224 for ImageNet")
+    if not synthetic:
+      model_flags.architecture()  # UsageError naming the bad model flag
+  except (cli.UserError, app.UsageError) as e:
+    raise TrainError(str(e)) from None
   return (tuple(profile) if profile else (0, 0)), decay_epochs, policy
 
 

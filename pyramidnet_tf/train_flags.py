@@ -1,9 +1,12 @@
 """The trainer's absl flags (model flags come from model_flags, shared ones
 from common_flags). Defaults are the paper's CIFAR recipe (spec 4.1/4.3)."""
 
+from typing import Optional
+
 from absl import flags
 
 from pyramidnet_tf import autoaugment
+from pyramidnet_tf import cli
 from pyramidnet_tf import common_flags  # pylint: disable=unused-import
 from pyramidnet_tf import input_pipeline
 from pyramidnet_tf import model_flags  # pylint: disable=unused-import
@@ -119,3 +122,42 @@ flags.DEFINE_list("randaugment", [],
                   "from its 14, each at magnitude M (0..30 on AutoAugment's "
                   "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
                   "off. Not with --autoaugment.")
+
+# The range of each numeric trainer and model flag that its absl type leaves
+# open: "nan" and "inf" parse as floats, absl's bounds let nan through, and a
+# negative count or rate means nothing. Keyword arguments of
+# cli.number_problem; train._validate_flags checks them all before any
+# TensorFlow work, describe checks MODEL_NUMBER_FLAGS. --epochs is checked
+# there too (it only needs to be > 0 without --train_steps).
+NUMBER_RANGES = {
+    "lr": dict(low=0, low_open=True),
+    "lr_decay_factor": dict(low=0, high=1, low_open=True),
+    "warmup_epochs": dict(low=0, note="0 = no warmup"),
+    "momentum": dict(low=0, high=1, high_open=True),
+    "weight_decay": dict(low=0, note="0 = off"),
+    "cutmix_beta": dict(low=0, low_open=True),
+    "mixup_alpha": dict(low=0, note="0 = off"),
+    "clip_grad_norm": dict(low=0, note="0 = off"),
+    "eval_every_epochs": dict(low=0, note="0 = only at the end"),
+    "log_every_steps": dict(low=0, integer=True, note="0 = only at the end"),
+    "histogram_every_steps": dict(low=0, integer=True,
+                                  note="0 = with each checkpoint"),
+    "seed": dict(low=0, high=2**31 - 1, integer=True),
+    "shuffle_buffer": dict(low=0, integer=True, note="0 = the default"),
+    "drop_rate": dict(low=0, high=1, high_open=True),
+    "shakedrop_pl": dict(low=0, high=1),
+    "num_classes": dict(low=0, integer=True,
+                        note="0 or unset = the dataset's"),
+}
+MODEL_NUMBER_FLAGS = ("drop_rate", "shakedrop_pl", "num_classes")
+
+
+def number_problem(names=None) -> Optional[str]:
+  """Why the first of ``names`` (default: every flag of NUMBER_RANGES) is out
+  of its range, or None when all are fine."""
+  for name in names or NUMBER_RANGES:
+    problem = cli.number_problem(name, flags.FLAGS[name].value,
+                                 **NUMBER_RANGES[name])
+    if problem:
+      return problem
+  return None
