@@ -80,7 +80,11 @@ def open_plain_tar(path: str, flag: str, expected: str) -> tarfile.TarFile:
 def members(path: str, flag: str, expected: str) -> Iterator[Member]:
   """Regular-file members of an uncompressed tar, in archive order."""
   with open_plain_tar(path, flag, expected) as tar:
-    yield from _members(tar, f"{flag}={path}", 0)
+    try:
+      yield from _members(tar, f"{flag}={path}", 0)
+    except (tarfile.TarError, EOFError) as e:  # e.g. a copy or download cut short
+      raise DataPrepError(f"{flag}={path} is truncated or damaged ({e}); expected {expected}: "
+                          "copy or download it again") from None
 
 
 def nested_members(path: str, flag: str, expected: str,

@@ -34,6 +34,7 @@ import hashlib
 import importlib
 import io
 import json
+import lzma
 import os
 import pickle
 import re
@@ -42,6 +43,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -144,17 +146,27 @@ def _collect(path: str) -> Tuple[Dict[str, Dict[str, bytes]], List[str]]:
     return found, seen
   try:
     tar = tarfile.open(path, mode="r:*")
+  except tarfile.ReadError:
+    raise DataPrepError(f"--source={path} is neither a folder nor a tar archive (plain, gzip, "
+                        "bzip2 or xz); expected the CIFAR python or binary archive as "
+                        "downloaded, or the folder it unpacks to") from None
   except (tarfile.TarError, OSError) as e:
     raise DataPrepError(f"--source={path} is neither a folder nor a readable tar archive "
-                        f"({e})") from None
-  with tar:
-    for info in tar:
-      if not info.isreg():
-        continue
-      folder, name = os.path.split(info.name)
-      seen.append(info.name)
-      if name in _ALL_NAMES:
-        found.setdefault(folder, {})[name] = tar.extractfile(info).read()
+                        f"({getattr(e, 'strerror', None) or e})") from None
+  try:
+    with tar:
+      for info in tar:
+        if not info.isreg():
+          continue
+        folder, name = os.path.split(info.name)
+        seen.append(info.name)
+        if name in _ALL_NAMES:
+          found.setdefault(folder, {})[name] = tar.extractfile(info).read()
+  except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
+    # gzip's EOFError, zlib's and tarfile's errors: a download cut short or damaged.
+    reason = " ".join(str(e).split()) or type(e).__name__
+    raise DataPrepError(f"--source={path} is truncated or damaged after {len(seen)} members "
+                        f"({reason}); download it again") from None
   return found, seen
 
 

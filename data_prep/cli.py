@@ -9,7 +9,6 @@ import os
 import sys
 from typing import Callable
 
-from absl import app
 from absl import flags
 
 from data_prep import DataPrepError
@@ -45,9 +44,10 @@ def main_with_errors(tool: str, body: Callable[[], int]) -> Callable:
   """An absl main that runs `body`; DataPrepError and OSError become 'tool: error: ...', exit 1."""
 
   def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (every input is a "
-                           "--flag; see --helpshort)")
+    if len(argv) > 1:  # one line, not absl's full help text
+      print(f"{tool}: error: unexpected arguments: {' '.join(argv[1:])} (every input is a "
+            "--flag; see --helpshort)", file=sys.stderr)
+      return 1
     try:
       return body()
     except DataPrepError as e:

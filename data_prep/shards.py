@@ -68,14 +68,23 @@ manifest.json (UTF-8 JSON, keys in this order):
 Atomicity and resume. A shard is written to `DIR/.<name>.tmp-<pid>`, flushed to disk, its
 checksums are recorded in `DIR/.data_prep_state/<name>.json`, and only then is it renamed to
 its final name; a killed run can leave hidden temporary files (deleted by the next run) but
-never a final-named shard that is incomplete. A rerun keeps every shard whose plan_sha256 is
+never a final-named shard that is incomplete (a shard whose record framing does not hold every
+record written is an error, not a result). A rerun keeps every shard whose plan_sha256 is
 unchanged and whose file still has the recorded SHA-256 (from the state files or the previous
 manifest) and redoes the rest. manifest.json is written last, atomically, and only when the
 number of rejected inputs is within --max_rejected; the state folder is removed after that.
+A full disk stops the run with one line saying so; rerunning the same command resumes it.
+
+Reused output folders. A run deletes only files that a data_prep run wrote there: the shards
+listed in its manifest.json or recorded in its state folder, and its own hidden temporary
+files. Any other shard-named file (a user's `backup-00000-of-00001.tfrecord`, shards copied in
+from elsewhere) or a manifest.json that is not data_prep's makes the run stop before it changes
+anything, naming the files, since this tool would otherwise delete or overwrite them.
 """
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -94,7 +103,7 @@ MANIFEST = "manifest.json"
 STATE_DIR = ".data_prep_state"
 MAX_SHARDS = 99999
 SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
-_TEMP_RE = re.compile(r"^\..+\.tfrecord\.tmp-\d+$")
+_TEMP_RE = re.compile(r"^\..+-\d{5}-of-\d{5}\.tfrecord\.tmp-\d+$")
 _PROGRESS_EVERY = 32  # images between progress updates from a worker process
 
 JPEG_IMAGE = {
@@ -273,6 +282,52 @@ def _fsync_dir(path: str) -> None:
     os.close(fd)
 
 
+_NO_SPACE = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "a file would exceed the file size limit",
+}
+
+
+class DiskFullError(DataPrepError):
+  """The output folder ran out of space; rerunning the same command resumes."""
+
+
+def _no_space_reason(error: BaseException) -> Optional[str]:
+  """Why `error` is a full disk (Python's OSError or TensorFlow's status error), or None."""
+  if isinstance(error, OSError):
+    return _NO_SPACE.get(error.errno)
+  tf = sys.modules.get("tensorflow")
+  if tf is not None and isinstance(error, tf.errors.OpError):
+    for code, reason in _NO_SPACE.items():  # TensorFlow reports "<path>; <strerror>"
+      if os.strerror(code) in (error.message or ""):
+        return reason
+  return None
+
+
+def _disk_full(output_dir: str, reason: str) -> DiskFullError:
+  return DiskFullError(f"cannot write --output_dir={output_dir}: {reason}; free some space and "
+                       "rerun the same command: it keeps every finished shard and writes the "
+                       "rest (nothing half-written is kept)")
+
+
+def count_records(path: str) -> int:
+  """Records in a TFRecord file by its framing (12-byte length headers); -1 if it is cut short."""
+  size = os.path.getsize(path)
+  offset = count = 0
+  with open(path, "rb", buffering=0) as f:
+    while offset < size:
+      f.seek(offset)
+      header = f.read(12)
+      if len(header) < 12:
+        return -1
+      offset += 16 + int.from_bytes(header[:8], "little")
+      if offset > size:
+        return -1
+      count += 1
+  return count
+
+
 # ---------------------------------------------------------------------------------------
 # Writing one shard (runs in the main process or in a worker process).
 
@@ -391,6 +446,11 @@ def write_shard(plan: ShardPlan, output_dir: str,
           pending = 0
     with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
+    held = count_records(tmp)
+    if held != written + len(repaired):
+      found = f"holds {held}" if held >= 0 else "ends inside a record"
+      raise DataPrepError(f"{tmp}: {written + len(repaired)} records were written but the file "
+                          f"{found}; rerun the same command to write this shard again")
     result = ShardResult(
         split=plan.split, file=plan.file, num_examples=written + len(repaired),
         sha256=sha256_file(tmp), plan_sha256=plan.plan_sha256,
@@ -400,6 +460,12 @@ def write_shard(plan: ShardPlan, output_dir: str,
     os.makedirs(state_dir, exist_ok=True)
     _write_json_atomic(os.path.join(state_dir, plan.file + ".json"), result.to_json())
     os.replace(tmp, final)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = _no_space_reason(e)
+    if reason is None:
+      raise
+    # A DataPrepError, not TensorFlow's error: it crosses the process pool intact.
+    raise _disk_full(output_dir, reason) from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -440,16 +506,33 @@ def run_tasks(plans: Sequence[ShardPlan], output_dir: str, workers: int,
                     initargs=(counter,)) as pool:
     results = pool.imap_unordered(_write_shard_in_worker,
                                   [(plan, output_dir) for plan in plans], chunksize=1)
-    while True:
-      try:
-        result = results.next(timeout=0.25)
-      except multiprocessing.TimeoutError:
+    try:
+      while True:
+        try:
+          result = results.next(timeout=0.25)
+        except multiprocessing.TimeoutError:
+          progress.set(counter.value)
+          continue
+        except StopIteration:
+          break
         progress.set(counter.value)
-        continue
-      except StopIteration:
-        break
-      progress.set(counter.value)
-      yield result
+        yield result
+    except BaseException:
+      # The other workers are stopped mid-shard: remove their temporary files now, so that a
+      # full disk gets its space back (the next run would remove them too).
+      pool.terminate()
+      pool.join()
+      _remove_temp_files(output_dir)
+      raise
+
+
+def _remove_temp_files(output_dir: str) -> None:
+  for name in os.listdir(output_dir):
+    if _TEMP_RE.match(name):
+      try:
+        os.remove(os.path.join(output_dir, name))
+      except FileNotFoundError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,11 +577,57 @@ def _previous_results(output_dir: str) -> Dict[str, ShardResult]:
   return found
 
 
+def _manifest_files(manifest_path: str) -> Optional[set]:
+  """The shard files a data_prep manifest lists; None when the file is not one."""
+  try:
+    with open(manifest_path, encoding="utf-8") as f:
+      manifest = json.load(f)
+    if manifest.get("format") != "data_prep shards":
+      return None
+    return {os.path.basename(shard["file"]) for entry in manifest["splits"].values()
+            for shard in entry["shards"]}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return None
+
+
+def _check_ownership(output_dir: str) -> None:
+  """Refuses, before anything is changed, an output folder holding files this tool would
+  delete or overwrite but no data_prep run wrote (the manifest and state files list ours)."""
+  manifest_path = os.path.join(output_dir, MANIFEST)
+  owned = set()
+  if os.path.exists(manifest_path):
+    listed = _manifest_files(manifest_path)
+    if listed is None:
+      raise DataPrepError(f"{manifest_path} is not a data_prep manifest (unreadable, or no "
+                          '"format": "data_prep shards"), so this tool will not replace it: move '
+                          "it elsewhere or choose another --output_dir")
+    owned |= listed
+  state_dir = os.path.join(output_dir, STATE_DIR)
+  if os.path.isdir(state_dir):
+    owned |= {name[:-len(".json")] for name in os.listdir(state_dir)
+              if name.endswith(".tfrecord.json")}
+  foreign = sorted(name for name in os.listdir(output_dir)
+                   if SHARD_RE.match(name) and name not in owned)
+  if foreign:
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                      else "")
+    raise DataPrepError(
+        f"--output_dir={output_dir} holds {_plural(len(foreign), 'shard-named file')} that no "
+        f"data_prep run there wrote ({shown}); this tool deletes or overwrites such names, so "
+        "move them elsewhere or choose another --output_dir")
+
+
 def _prepare_output_dir(output_dir: str, plans: Sequence[ShardPlan]) -> Dict[str, ShardResult]:
-  """Finds the verified shards to keep, then removes stale files. Returns the kept ones."""
+  """Finds the verified shards to keep, then removes stale files. Returns the kept ones.
+
+  Removes only what earlier runs wrote (see _check_ownership), in an order that keeps every
+  remaining shard recorded somewhere if this run is killed: state files for the kept shards,
+  then the stale shards (still listed by the old manifest), then the manifest itself.
+  """
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise DataPrepError(f"--output_dir={output_dir} exists and is not a folder")
   os.makedirs(output_dir, exist_ok=True)
+  _check_ownership(output_dir)
   previous = _previous_results(output_dir)
   planned = {plan.file: plan for plan in plans}
   kept: Dict[str, ShardResult] = {}
@@ -514,17 +643,17 @@ def _prepare_output_dir(output_dir: str, plans: Sequence[ShardPlan]) -> Dict[str
   for name, result in kept.items():
     # Carry what the old manifest knew into state files before the manifest goes.
     _write_json_atomic(os.path.join(state_dir, name + ".json"), result.to_json())
-  manifest_path = os.path.join(output_dir, MANIFEST)
-  if os.path.exists(manifest_path):
-    os.remove(manifest_path)
   for name in sorted(os.listdir(output_dir)):
     path = os.path.join(output_dir, name)
     if _TEMP_RE.match(name) or name.startswith(MANIFEST + ".tmp-"):
       os.remove(path)
-    elif SHARD_RE.match(name) and name not in kept:
+    elif SHARD_RE.match(name) and name not in kept:  # ours: _check_ownership passed
       if name not in planned:
         logging.info("removing %s: not part of this conversion", path)
       os.remove(path)
+  manifest_path = os.path.join(output_dir, MANIFEST)
+  if os.path.exists(manifest_path):
+    os.remove(manifest_path)
   for name in sorted(os.listdir(state_dir)):
     if name[:-len(".json")] not in kept:
       os.remove(os.path.join(state_dir, name))
@@ -679,8 +808,18 @@ def convert(info: DatasetInfo, splits: Dict[str, Sequence[Item]],
   for split, items in splits.items():
     count, flag = num_shards[split]
     plans_by_split[split] = plan_split(split, items, count, seed, info.image, flag)
-  all_plans = [plan for plans in plans_by_split.values() for plan in plans]
+  try:
+    return _convert_planned(info, plans_by_split, output_dir, workers, max_rejected, seed)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = _no_space_reason(e)
+    if reason is None:
+      raise
+    raise _disk_full(output_dir, reason) from None
 
+
+def _convert_planned(info: DatasetInfo, plans_by_split: Dict[str, List[ShardPlan]],
+                     output_dir: str, workers: int, max_rejected: int, seed: int) -> Summary:
+  all_plans = [plan for plans in plans_by_split.values() for plan in plans]
   kept = _prepare_output_dir(output_dir, all_plans)
   todo = [plan for plan in all_plans if plan.file not in kept]
   if kept:
@@ -688,9 +827,11 @@ def convert(info: DatasetInfo, splits: Dict[str, Sequence[Item]],
   results = dict(kept)
   progress = progress_lib.Progress(sum(len(p.items) for p in todo),
                                    f"writing {len(todo)} shards")
-  for result in run_tasks(todo, output_dir, workers, progress):
-    results[result.file] = result
-  progress.close()
+  try:
+    for result in run_tasks(todo, output_dir, workers, progress):
+      results[result.file] = result
+  finally:
+    progress.close()
   _fsync_dir(output_dir)
 
   split_summaries = {}

@@ -4,7 +4,9 @@
 
 Works on trainer output and on directories written by import_torch. Every
 example of the split is counted exactly once (the last batch is padded and
-the padding masked), on one device or under any strategy.
+the padding masked), on one device or under any strategy. The records are
+counted from the shard files, so a manifest that disagrees is only warned
+about; a damaged shard ends the run with one line naming it.
 """
 
 import json
@@ -12,7 +14,9 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from pyramidnet_tf import cli
 from pyramidnet_tf import common_flags  # pylint: disable=unused-import
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
@@ -49,8 +53,15 @@ def evaluate() -> dict:
 
   info = input_pipeline.read_manifest(FLAGS.data_dir)
   split = FLAGS.split or info.eval_split
+  # Counted from the shards: the padding to equal steps on every replica
+  # follows from the counts, and a wrong manifest would drop records.
+  info, mismatches = input_pipeline.recount(info, [split])
+  if split in mismatches:
+    logging.warning("%s; evaluating all %d of them", mismatches[split],
+                    info.num_examples(split))
   config = model_io.read_config(FLAGS.model_dir)
-  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.model_dir)
+  # One line naming a missing --checkpoint and listing the dir's ones.
+  checkpoint = model_io.find_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
   with strategy.scope():
     model, metadata = model_io.load_model(FLAGS.model_dir, checkpoint)
     model.set_channel_multiple(channel_alignment.resolve(
@@ -80,8 +91,10 @@ def evaluate() -> dict:
         context.num_replicas_in_sync // context.num_input_pipelines)
   evaluator = step_lib.EvalStep(strategy, model, FLAGS.dtype)
   iterator = iter(strategy.distribute_datasets_from_function(eval_input))
-  totals = evaluator.loop(iterator, tf.constant(steps))
+  with input_pipeline.named_read_errors(info, [split]):
+    totals = evaluator.loop(iterator, tf.constant(steps))
   metrics = step_lib.metrics_from_totals(totals.numpy())
+  input_pipeline.check_evaluated(info, split, totals.numpy()[3])
   return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
           "split": split, "checkpoint": checkpoint, "ema": use_ema,
           **metrics}
@@ -98,7 +111,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(cli.guard("pyramidnet_tf.evaluate", main))
 
 
 if __name__ == "__main__":

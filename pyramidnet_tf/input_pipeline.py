@@ -14,12 +14,29 @@ iterator state (which for ImageNet would mean checkpointing shuffle buffers).
 
 Sharding (one pipeline per worker, via the InputContext): by file when there
 are at least as many shard files as pipelines, else by record.
+
+Why record counts are read from the shards (``recount``), not the manifest:
+steps per epoch, resume positions and the padding that lets every replica
+of every worker run the same number of eval steps all follow from them, so a
+manifest that disagrees with its files would silently drop or misplace
+records. Counting reads only each record's 12-byte length header (seconds
+for ImageNet's 1.28M records on a local disk, no decoding) and finds
+truncated files before any step runs. A record whose checksum fails is only
+found when it is read; ``named_read_errors`` turns that DataLossError into
+one line naming the file and the record. Training stops there rather than
+skip it: a skipped record would be lost from every epoch and shift the
+stream that resumes replay, while re-running the conversion restores the
+shard byte for byte and the run resumes as if nothing had happened.
 """
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+import re
+import struct
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -29,6 +46,7 @@ from pyramidnet_tf import autoaugment as autoaugment_lib
 MANIFEST = "manifest.json"
 CIFAR_KINDS = ("cifar10", "cifar100")
 SHUFFLE_BUFFER = {"cifar": 50000, "imagenet": 10000}
+EVAL_SPLITS = ("validation", "test", "val")
 
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -41,6 +59,13 @@ _FEATURES = {
 
 class DataError(ValueError):
   """A data directory that does not hold what the trainer needs."""
+
+
+def repair_advice(data_dir: str) -> str:
+  """What to do about a damaged shard of ``data_dir``."""
+  return (f"run `python -m data_prep.verify --data_dir={data_dir}` to check "
+          "every shard, then re-run the conversion into that directory (it "
+          "rewrites only the shards that changed)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +111,27 @@ class DataInfo:
     return self.dataset if self.is_cifar else "images"
 
   @property
-  def eval_split(self) -> str:
-    for name in ("validation", "test", "val"):
+  def manifest_path(self) -> str:
+    return os.path.join(self.data_dir, MANIFEST)
+
+  def find_eval_split(self) -> Optional[str]:
+    """validation, test or val, whichever the manifest has; None if none."""
+    for name in EVAL_SPLITS:
       if name in self.splits:
         return name
-    raise DataError(f"{self.data_dir}: no evaluation split (validation or "
-                    f"test) in the manifest; splits: {sorted(self.splits)}")
+    return None
+
+  @property
+  def eval_split(self) -> str:
+    split = self.find_eval_split()
+    if split is None:
+      names = sorted(self.splits)
+      raise DataError(
+          f"{self.manifest_path} has no evaluation split "
+          f"({', '.join(EVAL_SPLITS)}), only {', '.join(names)}: pass "
+          f"--split={names[0]} to evaluate on it, or re-run the conversion "
+          "with one (data_prep.folder: --val_fraction above 0)")
+    return split
 
 
 def _first(mapping, keys, what, where):
@@ -142,6 +182,163 @@ def read_manifest(data_dir: str) -> DataInfo:
     splits[name] = tuple(shards)
   return DataInfo(data_dir, dataset, class_names, label_base, splits,
                   str(manifest.get("converter", "")))
+
+
+_HEADER = 12  # uint64 little-endian data length, uint32 masked CRC of it
+_FOOTER = 4   # uint32 masked CRC of the data
+_LENGTH = struct.Struct("<Q")
+_READ_ERROR = re.compile(r"(corrupted|truncated) record at (\d+)")
+
+
+def _frames(path: str) -> Iterator[Tuple[int, int]]:
+  """(index, byte offset) of each record of a TFRecord file, from the length
+  headers alone; DataError naming the file when they do not tile it exactly
+  (a file cut short, or a damaged length header)."""
+  try:
+    if "://" in path:
+      handle = tf.io.gfile.GFile(path, "rb")
+      size = handle.size()
+
+      def read(offset):
+        handle.seek(offset)
+        return handle.read(_HEADER)
+      close = handle.close
+    else:
+      fd = os.open(path, os.O_RDONLY)
+      size = os.fstat(fd).st_size
+
+      def read(offset):
+        return os.pread(fd, _HEADER, offset)
+
+      def close():
+        os.close(fd)
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or getattr(e, "message", e)
+    raise DataError(f"{path}: cannot be read ({reason})") from None
+  try:
+    offset = index = 0
+    while offset < size:
+      header = read(offset)
+      end = size + 1
+      if len(header) == _HEADER:
+        end = offset + _HEADER + _LENGTH.unpack_from(header)[0] + _FOOTER
+      if end > size:
+        raise DataError(
+            f"{path}: record {index} (byte {offset:,}) is truncated: the file "
+            f"ends {size - offset:,} bytes into it (cut short, or its length "
+            f"header is damaged); {repair_advice(os.path.dirname(path))}")
+      yield index, offset
+      offset = end
+      index += 1
+  finally:
+    close()
+
+
+def count_records(path: str) -> int:
+  """Records in a TFRecord file (its framing, no decoding); DataError if the
+  file is truncated."""
+  count = 0
+  for count, _ in enumerate(_frames(path), 1):
+    pass
+  return count
+
+
+def _count_shards(shards: Sequence[Shard]) -> List[int]:
+  if len(shards) <= 1:
+    return [count_records(s.path) for s in shards]
+  with concurrent.futures.ThreadPoolExecutor(min(16, len(shards))) as pool:
+    return list(pool.map(lambda s: count_records(s.path), shards))
+
+
+def recount(info: DataInfo, splits: Sequence[str]
+            ) -> Tuple[DataInfo, Dict[str, str]]:
+  """``info`` with the shards of ``splits`` counted from their files.
+
+  Returns the corrected info and, for each split whose manifest count
+  differs from its files, one line naming the manifest, the split, both
+  counts and the shards that differ (the caller says what it does about it).
+  """
+  splits_out = dict(info.splits)
+  mismatches = {}
+  for split in splits:
+    shards = info.shards(split)
+    counted = tuple(Shard(s.path, n)
+                    for s, n in zip(shards, _count_shards(shards)))
+    splits_out[split] = counted
+    listed = sum(s.num_examples for s in shards)
+    held = sum(s.num_examples for s in counted)
+    differ = [f"{os.path.basename(a.path)} holds {b.num_examples:,}, listed "
+              f"{a.num_examples:,}" for a, b in zip(shards, counted)
+              if a.num_examples != b.num_examples]
+    if differ:
+      more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+      mismatches[split] = (
+          f"{info.manifest_path} says split {split!r} has {listed:,} examples "
+          f"but its shards hold {held:,} ({'; '.join(differ[:3])}{more})")
+  return dataclasses.replace(info, splits=splits_out), mismatches
+
+
+def _first_unreadable(path: str) -> Optional[int]:
+  """Index of the first record of ``path`` that TensorFlow cannot read."""
+  index = 0
+  try:
+    for _ in tf.data.TFRecordDataset(path):
+      index += 1
+  except tf.errors.DataLossError:
+    return index
+  return None
+
+
+def locate_read_error(info: DataInfo, splits: Sequence[str],
+                      error: "tf.errors.DataLossError") -> Optional[str]:
+  """One line naming the shard and record behind a TFRecord read error.
+
+  TensorFlow's message gives only the byte offset ("corrupted record at
+  N"), so the shards of ``splits`` with a record there (by their framing)
+  are re-read to find the one that fails; all of them if none has. None
+  when ``error`` is not a TFRecord read error.
+  """
+  match = _READ_ERROR.search(error.message or "")
+  if match is None:
+    return None
+  offset = int(match.group(2))
+  shards = [s for split in splits for s in info.shards(split)]
+  candidates = set()
+  try:
+    for shard in shards:
+      for _, start in _frames(shard.path):
+        if offset in (start, start + _HEADER):
+          candidates.add(shard.path)
+  except DataError as e:  # cut short since it was counted
+    return str(e)
+  ordered = [s.path for s in shards if s.path in candidates] + [
+      s.path for s in shards if s.path not in candidates]
+  for path in ordered:
+    index = _first_unreadable(path)
+    if index is not None:
+      starts = dict(_frames(path))
+      where = f" (byte {starts[index]:,})" if index in starts else ""
+      what = ("is corrupted: its checksum does not match"
+              if match.group(1) == "corrupted" else "is truncated")
+      return (f"{path}: record {index}{where} {what}; "
+              f"{repair_advice(info.data_dir)}")
+  return (f"reading {', '.join(splits)} of {info.data_dir} failed "
+          f"({match.group(0)}) but every shard reads back now; "
+          f"{repair_advice(info.data_dir)}")
+
+
+@contextlib.contextmanager
+def named_read_errors(info: Optional[DataInfo], splits: Sequence[str],
+                      error_class=DataError):
+  """Turns a TFRecord read error from reading ``splits`` of ``info`` into
+  ``error_class`` with ``locate_read_error``'s line (other errors pass)."""
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    line = locate_read_error(info, splits, e) if info is not None else None
+    if line is None:
+      raise
+    raise error_class(line) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,8 +432,14 @@ def _parse(record):
 
 
 def _pipeline_records(info: DataInfo, split: str, num_pipelines: int,
-                      pipeline_id: int) -> Tuple[tf.data.Dataset, int]:
-  """This pipeline's records (fixed order) and how many there are."""
+                      pipeline_id: int, allow_empty: bool = False
+                      ) -> Tuple[tf.data.Dataset, int]:
+  """This pipeline's records (fixed order) and how many there are.
+
+  The count is the manifest's: callers that must be exact pass an info from
+  ``recount``. ``allow_empty``: evaluation, where a pipeline without records
+  just pads.
+  """
   shards = info.shards(split)
   total = sum(s.num_examples for s in shards)
   if total == 0:
@@ -253,7 +456,7 @@ def _pipeline_records(info: DataInfo, split: str, num_pipelines: int,
     count = total // num_pipelines + (1 if pipeline_id < total %
                                       num_pipelines else 0)
     ds = tf.data.TFRecordDataset(files).shard(num_pipelines, pipeline_id)
-  if count == 0:
+  if count == 0 and not allow_empty:
     raise DataError(f"{info.data_dir}: split {split!r} gives pipeline "
                     f"{pipeline_id} of {num_pipelines} no records")
   return ds, count
@@ -314,7 +517,11 @@ def train_dataset(info: DataInfo, preprocessing: Preprocessing,
 
 def eval_steps(info: DataInfo, split: str, per_replica_batch: int,
                num_pipelines: int, replicas_per_pipeline: int) -> int:
-  """Steps that cover every pipeline's records (the rest is padding)."""
+  """Steps that cover every pipeline's records (the rest is padding).
+
+  Exact only for an info from ``recount``: with the manifest's counts a
+  wrong count would drop records or pad needlessly.
+  """
   largest = max(_pipeline_count(info, split, num_pipelines, i)
                 for i in range(num_pipelines))
   per_step = per_replica_batch * replicas_per_pipeline
@@ -338,9 +545,12 @@ def eval_dataset(info: DataInfo, preprocessing: Preprocessing,
 
   Padding examples have label -1 and are masked out of the metrics, so every
   replica runs the same number of steps (no partial-batch hangs across
-  workers) and no example is dropped.
+  workers) and no example is dropped, provided ``num_steps`` comes from
+  ``eval_steps`` on an info from ``recount`` (the manifest's counts may be
+  wrong).
   """
-  records, _ = _pipeline_records(info, split, num_pipelines, pipeline_id)
+  records, _ = _pipeline_records(info, split, num_pipelines, pipeline_id,
+                                 allow_empty=True)
   label_base = info.label_base
 
   def prepare(record):
@@ -359,6 +569,16 @@ def eval_dataset(info: DataInfo, preprocessing: Preprocessing,
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.OFF)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def check_evaluated(info: DataInfo, split: str, examples: float) -> None:
+  """DataError unless an evaluation counted every record of ``split``."""
+  expected = info.num_examples(split)
+  if int(round(examples)) != expected:
+    raise DataError(
+        f"evaluated {int(round(examples)):,} examples of split {split!r} but "
+        f"its shards in {info.data_dir} held {expected:,} when counted: were "
+        "they rewritten during the run? Evaluate again once they are final")
 
 
 def synthetic_dataset(image_size: int, num_classes: int,

@@ -7,9 +7,10 @@ its own, while the steps are compiled TensorFlow.
 Each host iteration runs ``n`` steps in one call, with ``n`` the smallest of
 ``steps_per_loop`` and the distances to the next log, checkpoint, eval,
 profiler or final step, so every event happens exactly on its step. After
-each call: stop on a non-finite loss (before any save, so no NaN weights are
-written), log, evaluate, checkpoint, and honour SIGTERM by saving at the
-current step and returning.
+each call: stop on a non-finite loss or on NaN/Inf in any checkpointed
+variable (BN moving statistics and EMA included; before any save, so no
+non-finite checkpoint is written), log, evaluate, checkpoint, and honour
+SIGTERM by saving at the current step and returning.
 """
 
 import dataclasses
@@ -20,6 +21,7 @@ from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
+from pyramidnet_tf import checkpointing
 from pyramidnet_tf import step as step_lib
 
 
@@ -131,6 +133,9 @@ class Controller:
         tf.profiler.experimental.start(self.profile_dir)
         profiling = True
       stop = cadence.next_stop(step)
+      injection = self.checkpointer.injection_step(step)   # test hook
+      if injection is not None:
+        stop = min(stop, injection)
       begin = time.time()
       loop_totals, bad_step = self.train_step.loop(
           self.iterator, tf.constant(stop - step, tf.int32))
@@ -141,9 +146,12 @@ class Controller:
         raise NonFiniteLossError(
             f"training loss became NaN/Inf at global step {bad_step} (the "
             f"update from step {bad_step} to {bad_step + 1}); stopped without "
-            "saving it. The last checkpoint in the model dir is from before. "
+            "saving it. "
+            f"{checkpointing.last_good_text(self.checkpointer.model_dir)} "
             "Try a lower --lr, --dtype=float32, or check the input data.")
       new_step = self.step()
+      self.checkpointer.inject_due(new_step)   # test hook
+      self.checkpointer.check_finite(new_step, since=step)
       if first_call:
         # Tracing and warm-up are excluded from throughput.
         first_call = False

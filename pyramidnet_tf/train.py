@@ -130,6 +130,21 @@ def _flag_values():
   return {name: FLAGS[name].value for name in sorted(names)}
 
 
+def _check_checkpoint_flags():
+  """Checkpoint flags and --model_dir, before TensorFlow builds anything."""
+  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  if FLAGS.keep_checkpoints < 1:
+    raise TrainError(f"--keep_checkpoints must be >= 1 (the newest N are "
+                     f"kept); got {FLAGS.keep_checkpoints}")
+  if FLAGS.checkpoint_every_steps < 0:
+    raise TrainError(f"--checkpoint_every_steps must be >= 0 (0 = once per "
+                     f"epoch); got {FLAGS.checkpoint_every_steps}")
+  try:
+    model_dir_lib.check_writable(FLAGS.model_dir)
+  except model_dir_lib.ModelDirError as e:
+    raise TrainError(str(e)) from None
+
+
 def weights_fingerprint(model) -> str:
   """SHA-256 of the trainable weights: equal on workers that agree."""
   digest = hashlib.sha256()
@@ -141,6 +156,7 @@ def weights_fingerprint(model) -> str:
 def train():
   """Runs training from FLAGS; returns a result dict (also logged as JSON)."""
   profile, decay_epochs, augment_policy = _validate_flags()
+  _check_checkpoint_flags()
 
   from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
@@ -154,6 +170,7 @@ def train():
   from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loop  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import optim  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import schedules  # pylint: disable=g-import-not-at-top
@@ -168,6 +185,8 @@ def train():
   replicas = strategy.num_replicas_in_sync
   num_workers = distribute.num_workers(strategy)
   chief = distribute.is_chief(strategy)
+  # Held until the process exits (the kernel drops it even on SIGKILL).
+  model_dir_lock = model_dir_lib.lock(FLAGS.model_dir) if chief else None
   if FLAGS.batch_size % replicas:
     raise TrainError(f"--batch_size={FLAGS.batch_size} must be a multiple of "
                      f"the {replicas} replicas (per-replica batch = global / "
@@ -193,8 +212,22 @@ def train():
   else:
     try:
       info = input_pipeline.read_manifest(FLAGS.data_dir)
+      # Counted from the shards (their framing): steps per epoch, resume
+      # positions and the eval padding follow from the counts.
+      info, mismatches = input_pipeline.recount(info, ["train"] + (
+          [info.find_eval_split()] if info.find_eval_split() else []))
     except input_pipeline.DataError as e:
       raise TrainError(str(e)) from None
+    if "train" in mismatches:
+      # An error, not a warning: the schedule and every resume position of
+      # the run would follow from a count nobody can vouch for (a shard
+      # replaced, cut at a record boundary, or the manifest edited).
+      raise TrainError(
+          f"{mismatches['train']}: the directory changed after data_prep "
+          f"wrote it; {input_pipeline.repair_advice(FLAGS.data_dir)}")
+    for split, mismatch in mismatches.items():
+      logging.warning("%s; evaluation uses all %d of them", mismatch,
+                      info.num_examples(split))
     train_examples = info.num_examples("train")
     num_classes = FLAGS.num_classes or info.num_classes
     if num_classes != info.num_classes:
@@ -257,12 +290,10 @@ def train():
     checkpointing.check_config(FLAGS.model_dir, model)
   except checkpointing.ConfigMismatchError as e:
     raise TrainError(str(e)) from None
+  # Guards every float variable of the checkpoint against NaN/Inf.
   checkpointer = checkpointing.Checkpointer(
       FLAGS.model_dir, strategy, checkpoint, global_step,
-      FLAGS.keep_checkpoints,
-      guarded_variables=list(model.trainable_variables) + list(optimizer.slots)
-      + (list(averages.averages) if averages is not None else []),
-      optional=(ema_lib.CHECKPOINT_KEY,))
+      FLAGS.keep_checkpoints, optional=(ema_lib.CHECKPOINT_KEY,))
   restored = checkpointer.restore()
   if averages is not None and restored and not checkpointer.restored_all:
     logging.info("%s has no EMA: starting it from the restored weights",
@@ -272,7 +303,8 @@ def train():
   if restored:
     logging.info("resumed from %s at step %d", restored, start_step)
   class_names = input_pipeline.class_names_list(info, model.num_classes)
-  if chief:
+
+  def write_model_config():
     model_io.write_config(FLAGS.model_dir, model, {
         "source": "pyramidnet_tf.train",
         "data_dir": FLAGS.data_dir,
@@ -283,6 +315,13 @@ def train():
         "flags": {k: (v if isinstance(v, (int, float, str, bool, type(None)))
                       else str(v)) for k, v in _flag_values().items()},
     })
+  # A fresh run writes the config after its first checkpoint, so a model dir
+  # with a config always had one (see checkpointing: such a dir without an
+  # intact checkpoint is refused instead of restarted).
+  if chief and restored:
+    write_model_config()
+  elif chief:
+    checkpointer.after_first_save(write_model_config)
 
   def train_input(context):
     pipelines = context.num_input_pipelines
@@ -311,12 +350,17 @@ def train():
     # A second iterator over the same dataset: building another dataset
     # would trace its functions on fresh starts only, shifting TF's function
     # names and so missing the persistent XLA cache on the first resume.
-    first = strategy.experimental_local_results(next(iter(dataset)))
+    with input_pipeline.named_read_errors(info, ["train"], TrainError):
+      first = strategy.experimental_local_results(next(iter(dataset)))
     summaries.images("train/augmented_images", first[0][0], 0)
 
   evaluate = None
-  if info is not None:
-    eval_split = info.eval_split
+  eval_split = info.find_eval_split() if info is not None else None
+  if info is not None and eval_split is None:
+    logging.warning("%s has no evaluation split (%s): training without "
+                    "evaluation", info.manifest_path,
+                    ", ".join(input_pipeline.EVAL_SPLITS))
+  if eval_split is not None:
     evaluator = step_lib.EvalStep(strategy, model, FLAGS.dtype)
     pipelines = num_workers
     eval_steps = input_pipeline.eval_steps(
@@ -330,14 +374,24 @@ def train():
           context.input_pipeline_id,
           context.num_replicas_in_sync // context.num_input_pipelines)
 
+    def eval_loop(eval_iterator):
+      """Totals over every eval record; TrainError naming a bad shard."""
+      with input_pipeline.named_read_errors(info, [eval_split], TrainError):
+        totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
+      try:
+        input_pipeline.check_evaluated(info, eval_split, totals.numpy()[3])
+      except input_pipeline.DataError as e:
+        raise TrainError(str(e)) from None
+      return totals
+
     def evaluate():
       eval_iterator = iter(strategy.distribute_datasets_from_function(
           eval_input))
       if averages is not None:
         with averages.swapped():  # evaluate the EMA weights
-          totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
+          totals = eval_loop(eval_iterator)
       else:
-        totals = evaluator.loop(eval_iterator, tf.constant(eval_steps))
+        totals = eval_loop(eval_iterator)
       metrics = step_lib.metrics_from_totals(totals.numpy())
       step_now = int(global_step.numpy())
       summaries.scalars("eval", {k: metrics[k] for k in (
@@ -378,7 +432,8 @@ def train():
                                      FLAGS.jit_compile):
     compile_cache.align_function_names()
   try:
-    train_metrics = controller.run()
+    with input_pipeline.named_read_errors(info, ["train"], TrainError):
+      train_metrics = controller.run()
   finally:
     sigterm.uninstall()
   final_step = int(global_step.numpy())
@@ -395,6 +450,8 @@ def train():
     result = {"step": final_step, "train": train_metrics,
               "eval": eval_metrics}
   summaries.flush()
+  if model_dir_lock is not None:
+    model_dir_lock.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
   logging.info("result: %s", json.dumps(result))
   return result
@@ -404,19 +461,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   std_logging.getLogger().setLevel(std_logging.INFO)
-  from pyramidnet_tf import checkpointing, loop  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import checkpointing, loop, model_dir  # pylint: disable=g-import-not-at-top
   try:
     train()
   except (TrainError, checkpointing.ConfigMismatchError) as e:
     sys.exit(f"pyramidnet_tf.train: error: {e}")
-  except (loop.NonFiniteLossError, checkpointing.NonFiniteWeightsError) as e:
+  except (loop.NonFiniteLossError, checkpointing.CheckpointError,
+          model_dir.ModelDirError) as e:
     sys.exit(f"pyramidnet_tf.train: error: {e}")
 
 
 def run():
   # The compile cache is set up while flags are parsed: TF reads TF_XLA_FLAGS
   # once, from an absl after-init callback that runs before main.
-  app.run(main, flags_parser=compile_cache.parse_flags_and_configure)
+  app.run(cli.guard("pyramidnet_tf.train", main),
+          flags_parser=compile_cache.parse_flags_and_configure)
 
 
 if __name__ == "__main__":

@@ -84,9 +84,11 @@ flags.DEFINE_bool("sync_bn", False,
                   "Batch-norm moments over all replicas (one all-reduce of "
                   "sums, squared sums and counts per BN).")
 flags.DEFINE_integer("checkpoint_every_steps", 0,
-                     "Checkpoint cadence in steps; 0 = once per epoch. A "
-                     "checkpoint is always written at the end.")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --model_dir.")
+                     "Checkpoint cadence in steps, >= 0; 0 = once per epoch. "
+                     "A checkpoint is always written at the end.")
+flags.DEFINE_integer("keep_checkpoints", 5,
+                     "Checkpoints kept in --model_dir, >= 1 (the newest; "
+                     "older ones are deleted as new ones are written).")
 flags.DEFINE_float("eval_every_epochs", 1.0,
                    "Evaluation cadence in epochs (0 = only at the end).")
 flags.DEFINE_integer("log_every_steps", 100,

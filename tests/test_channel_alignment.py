@@ -260,6 +260,6 @@ def test_trainer_refuses_a_negative_channel_multiple(data_dir, tmp_path):
       f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
       "--channel_multiple=-4"])
   assert proc.returncode != 0
-  assert "--channel_multiple must be 0 (auto) or a positive integer" in (
-      proc.stderr)
+  assert ("--channel_multiple must be an integer >= 0 (0 = auto, 1 = no "
+          "padding); got -4") in proc.stderr
   assert os.listdir(str(tmp_path)) == []

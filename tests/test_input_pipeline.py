@@ -109,6 +109,61 @@ def test_eval_counts_every_example_once(data_dir, pipelines, replicas):
   assert real == 20
 
 
+def _eval_images(info, pipelines, replicas):
+  """Every real eval example of every pipeline, as sortable bytes."""
+  steps = input_pipeline.eval_steps(info, "test", 3, pipelines, replicas)
+  seen = []
+  for pid in range(pipelines):
+    ds = input_pipeline.eval_dataset(info, PRE, 3, steps, "test", pipelines,
+                                     pid, replicas)
+    batches = list(ds.as_numpy_iterator())
+    assert len(batches) == steps * replicas  # the same on every pipeline
+    for images, labels in batches:
+      seen.extend(image.tobytes() + bytes([label])
+                  for image, label in zip(images, labels) if label >= 0)
+  return sorted(seen)
+
+
+@pytest.mark.parametrize("pipelines,replicas", [(1, 1), (1, 2), (2, 2),
+                                                (5, 1)])
+def test_recount_makes_eval_exact_whatever_the_manifest_says(
+    data_dir, tmp_path, pipelines, replicas):
+  # 3 files of 7, 7 and 6 records; 5 pipelines shard by record.
+  manifest = json.load(open(os.path.join(data_dir, "manifest.json")))
+  shards = manifest["splits"]["test"]["shards"]
+  shards[0]["num_examples"] -= 5
+  shards[2]["num_examples"] += 4
+  miscounted = str(tmp_path / "miscounted")
+  os.makedirs(miscounted)
+  for name in os.listdir(data_dir):
+    if name.endswith(".tfrecord"):
+      os.symlink(os.path.join(data_dir, name), os.path.join(miscounted, name))
+  json.dump(manifest, open(os.path.join(miscounted, "manifest.json"), "w"))
+  info = input_pipeline.read_manifest(miscounted)
+  assert info.num_examples("test") == 19
+  counted, mismatches = input_pipeline.recount(info, ["test"])
+  assert counted.num_examples("test") == 20
+  assert set(mismatches) == {"test"}
+  assert "has 19 examples but its shards hold 20" in mismatches["test"]
+  assert "test-00000-of-00003.tfrecord holds 7, listed 2" in mismatches["test"]
+  expected = _eval_images(input_pipeline.read_manifest(data_dir), 1, 1)
+  assert len(expected) == 20
+  assert _eval_images(counted, pipelines, replicas) == expected
+  assert input_pipeline.recount(counted, ["test"])[1] == {}
+
+
+def test_count_records_finds_a_truncated_shard(data_dir, tmp_path):
+  path = input_pipeline.read_manifest(data_dir).shards("train")[0].path
+  data = open(path, "rb").read()
+  assert input_pipeline.count_records(path) == 8
+  cut = str(tmp_path / "train-00000-of-00001.tfrecord")
+  open(cut, "wb").write(data[:-10])
+  with pytest.raises(input_pipeline.DataError,
+                     match=r"train-00000-of-00001.tfrecord: record 7 \(byte "
+                     r"[\d,]+\) is truncated.*data_prep.verify"):
+    input_pipeline.count_records(cut)
+
+
 def test_synthetic_dataset_shapes():
   ds = input_pipeline.synthetic_dataset(32, 10, 4, seed=1)
   x, y = next(iter(ds))

@@ -150,3 +150,14 @@ def checkpoint_values(path: str) -> dict:
           for name, _ in tf.train.list_variables(path)
           if "save_counter" not in name and "_CHECKPOINTABLE_OBJECT_GRAPH"
           not in name}
+
+
+def tree_bytes(directory: str) -> dict:
+  """{path relative to ``directory``: bytes} of every file below it."""
+  out = {}
+  for parent, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(parent, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out

@@ -194,16 +194,6 @@ def test_predict_on_a_model_dir_says_to_export_first(exported, faults):
                            "exist")
 
 
-def _tree(directory: str) -> dict:
-  out = {}
-  for parent, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(parent, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
-
-
 def _mount_tmpfs(directory: str, size: int) -> bool:
   os.makedirs(directory, exist_ok=True)
   if os.geteuid() != 0 or not shutil.which("mount"):
@@ -230,7 +220,7 @@ def _export(model_dir, export_dir, preexec_fn=None):
 
 def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
   root, _, model_dir, export_dir = exported
-  size = sum(len(v) for v in _tree(export_dir).values())
+  size = sum(len(v) for v in fx.tree_bytes(export_dir).values())
   disk = str(root / "small_disk")
   # Room for one export, not for a second one beside it.
   if _mount_tmpfs(disk, size * 3 // 2):
@@ -238,14 +228,14 @@ def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
       target = os.path.join(disk, "export")
       first = _export(model_dir, target)
       assert first.returncode == 0, first.stderr[-3000:]
-      before = _tree(target)
+      before = fx.tree_bytes(target)
       with faults.inject("export: disk full, replacing an export") as fault:
         proc = _export(model_dir, target)
         _assert_one_line_error(proc, f"--export_dir={target}",
                                "no space left on device",
                                "previous export is unchanged")
-        fault.lost = sum(before[k] != v for k, v in _tree(target).items()
-                         if k in before) + len(set(before) - set(_tree(
+        fault.lost = sum(before[k] != v for k, v in fx.tree_bytes(target).items()
+                         if k in before) + len(set(before) - set(fx.tree_bytes(
                              target)))
         assert fault.lost == 0
         assert os.listdir(disk) == ["export"]  # no temporary left
