@@ -20,7 +20,6 @@ VLOG, switched on in the child for that purpose).
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,6 @@ from pyramidnet_tf import compile_cache  # pylint: disable=g-import-not-at-top,w
 from bench.bench_common import CONFIGS, SCHEDULE_ARGS  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 PATHS = ("none", "step", "unit")
-_HIT_LINE = re.compile(r"Loading cached entry for:")
 
 flags.DEFINE_list("configs", ["c110"], f"Subset of {list(CONFIGS)}.")
 flags.DEFINE_list("paths", list(PATHS), f"Subset of {list(PATHS)}.")
@@ -92,9 +90,7 @@ def measure(config: str, path: str) -> dict:
 
 def run_child(config: str, path: str, cache_dir: str) -> dict:
   """Runs ``measure`` in a fresh Python process; adds cache counts."""
-  env = dict(os.environ)
-  env["TF_CPP_VMODULE"] = "device_executable_persistor=1"
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  env = bench_common.cache_log_env(os.environ)
   before = compile_cache.stats(cache_dir)
   spec = json.dumps({"config": config, "path": path})
   argv = [sys.executable, os.path.abspath(__file__), f"--worker={spec}",
@@ -115,7 +111,7 @@ def run_child(config: str, path: str, cache_dir: str) -> dict:
               "entries_new": compile_cache.new_entries(before, after),
               "entries_total": after["tf_entries"],
               "cache_mb": round(after["tf_bytes"] / 2 ** 20, 1),
-              "hits": len(_HIT_LINE.findall(proc.stderr))})
+              "hits": len(bench_common.CACHE_HIT_LINE.findall(proc.stderr))})
   return row
 
 
@@ -125,10 +121,7 @@ def main(argv):
     spec = json.loads(FLAGS.worker)
     print(json.dumps(measure(spec["config"], spec["path"])), flush=True)
     return
-  for name in FLAGS.configs:
-    if name not in CONFIGS:
-      raise app.UsageError(f"--configs: unknown {name!r}; choose from "
-                           f"{', '.join(CONFIGS)}")
+  bench_common.check_choices("configs", FLAGS.configs, list(CONFIGS))
   for path in FLAGS.paths:
     if path not in PATHS:
       raise app.UsageError(f"--paths: unknown {path!r}; choose from "

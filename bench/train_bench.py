@@ -26,8 +26,6 @@ from CIFAR-like raw and ImageNet-like JPEG TFRecords it writes (or from
 import io
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.bench_common import CONFIGS, SCHEDULE_ARGS  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench.bench_common import CONFIGS  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_list("configs", ["c110", "c272", "i200"],
@@ -69,12 +67,6 @@ FLAGS = flags.FLAGS
 _ROW_PREFIX = "TRAIN_BENCH_ROW "
 
 
-def _peak_memory_mb(tf):
-  if tf.config.list_physical_devices("GPU"):
-    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _channel_multiple(value, dtype):
   from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
   try:
@@ -87,78 +79,22 @@ def _channel_multiple(value, dtype):
 
 
 def tf_step(tf, strategy, name, cfg, dtype, xla, multiple):
-  from pyramidnet_tf import model as model_lib, optim  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
-  batch = FLAGS.batch or cfg["batch"]
-  if tf.config.list_physical_devices("GPU"):
-    tf.config.experimental.reset_memory_stats("GPU:0")
-  with strategy.scope():
-    model = model_lib.PyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
-                                 cfg["bottleneck"],
-                                 channel_multiple=multiple)
-    global_step = tf.Variable(0, dtype=tf.int64)
-    opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
-    scaler = (loss_scale_lib.DynamicLossScale() if dtype == "float16"
-              else None)
-  schedule = schedules.Schedule(*SCHEDULE_ARGS)
-  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
-                                  batch, dtype, jit_compile=xla,
-                                  loss_scale=scaler)
-  iterator = bench_common.synthetic_iterator(tf, strategy, cfg["size"],
-                                             model.num_classes, batch)
-  timing = bench_common.time_train_loop(tf, train_step, iterator, batch,
-                                        FLAGS.steps, FLAGS.warmup)
+  row = bench_common.tf_train_row(tf, strategy, cfg, dtype, xla, multiple,
+                                  FLAGS.batch or cfg["batch"], FLAGS.steps,
+                                  FLAGS.warmup)
   return {"config": name, "framework": "tf", "dtype": dtype, "xla": xla,
-          "channel_multiple": multiple, "batch": batch,
-          "first_step_s": timing["first_step_s"],
-          "img_per_s": timing["img_per_s"],
-          "peak_mem_mb": round(_peak_memory_mb(tf))}
+          "channel_multiple": multiple, "batch": row["batch"],
+          "first_step_s": row["first_step_s"], "img_per_s": row["img_per_s"],
+          "peak_mem_mb": row["peak_mem_mb"]}
 
 
 def torch_step(name, cfg, dtype):
-  import torch  # pylint: disable=g-import-not-at-top
-  from tests.torch_pyramidnet import TorchPyramidNet  # pylint: disable=g-import-not-at-top
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  batch = FLAGS.batch or cfg["batch"]
-  model = TorchPyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
-                          cfg["bottleneck"]).to(device)
-  model.train()
-  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
-                        weight_decay=1e-4, nesterov=True)
-  classes = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}[cfg["dataset"]]
-  x = torch.randn(batch, 3, cfg["size"], cfg["size"], device=device)
-  y = torch.randint(0, classes, (batch,), device=device)
-  use_bf16 = dtype == "bfloat16"
-
-  def one():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
-      loss = torch.nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
-  start = time.time()
-  one()
-  if device == "cuda":
-    torch.cuda.synchronize()
-  first = time.time() - start
-  for _ in range(FLAGS.warmup):
-    one()
-  if device == "cuda":
-    torch.cuda.synchronize()
-  start = time.time()
-  for _ in range(FLAGS.steps):
-    one()
-  if device == "cuda":
-    torch.cuda.synchronize()
-  elapsed = time.time() - start
+  row = bench_common.torch_train_row(cfg, dtype, FLAGS.batch or cfg["batch"],
+                                     FLAGS.steps, FLAGS.warmup)
   return {"config": name, "framework": "torch", "dtype": dtype, "xla": False,
-          "channel_multiple": 1, "batch": batch,
-          "first_step_s": round(first, 2),
-          "img_per_s": round(batch * FLAGS.steps / elapsed, 2),
-          "peak_mem_mb": round(
-              torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+          "channel_multiple": 1, "batch": row["batch"],
+          "first_step_s": row["first_step_s"], "img_per_s": row["img_per_s"],
+          "peak_mem_mb": row["peak_mem_mb"]}
 
 
 def _write_records(tf, directory, kind, count):
@@ -252,23 +188,17 @@ def _one_row(spec):
 
 
 def _row_in_subprocess(spec):
-  """Runs _one_row in a fresh interpreter and returns its row.
-
-  A fresh process per measurement keeps one framework's thread pools,
-  caches and allocator out of the other's timing (PyTorch timed after a TF
-  step in the same process ran at half its own speed here) and makes the
-  peak-RSS column that row's own. A failed child (out of memory, a crash)
-  gives a row with "error" instead of numbers, never a silent gap.
-  """
+  """Runs _one_row in a fresh interpreter (``bench_common.run_row_process``)
+  and returns its row. A failed child (out of memory, a crash) gives a row
+  with "error" instead of numbers, never a silent gap."""
   cmd = [sys.executable, os.path.abspath(__file__),
          "--row=" + json.dumps(spec), f"--steps={FLAGS.steps}",
          f"--warmup={FLAGS.warmup}", f"--batch={FLAGS.batch}"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  for line in reversed(proc.stdout.splitlines()):
-    if line.startswith(_ROW_PREFIX):
-      return json.loads(line[len(_ROW_PREFIX):])
-  tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-  return dict(spec, error=f"exit {proc.returncode}: {tail}")
+  result = bench_common.run_row_process(cmd, _ROW_PREFIX)
+  if result["row"] is not None:
+    return result["row"]
+  return dict(spec, error=f"exit {result['returncode']}: "
+              f"{bench_common.error_tail(result)}")
 
 
 def _specs():
