@@ -39,7 +39,7 @@ CI_FLAGFILES = (
     "flags/cifar10/pyramidnet110_a48.flags",             # CIFAR basic add
     "flags/cifar100/pyramidnet110_mul_a4.75.flags",      # CIFAR basic mul
     "flags/cifar10/pyramidnet164_a48_bottleneck.flags",  # CIFAR bottleneck
-    "flags/cifar100/pyramidnet200_a240_bottleneck.flags",
+    # CutMix; its network is flags/cifar100/pyramidnet200_a240_bottleneck's.
     "flags/recipes/cifar100_pyramidnet200_a240_cutmix.flags",
     "flags/recipes/cifar100_pyramidnet110_a270_shakedrop.flags",  # pixel
     "flags/recipes/cifar10_pyramidnet272_a200_shakedrop.flags",  # sample
