@@ -185,7 +185,9 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
   cli.check_image_size("image_size", image_size,
                        config["model"].get("dataset", "cifar10"),
                        "the training run's size")
-  checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
+  # The state file's latest, else the newest on disk; one line naming a
+  # missing --checkpoint and listing the directory's checkpoints.
+  checkpoint = model_io.find_checkpoint(model_dir, checkpoint)
   try:
     model, metadata = model_io.load_model(model_dir, checkpoint)
   except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:

@@ -3,6 +3,7 @@ directory written like import_torch's (model_io.save_model, no metadata)."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from pyramidnet_tf import augment
+from pyramidnet_tf import export
 from pyramidnet_tf import model as model_lib
 from pyramidnet_tf import model_io
 from tests import train_fixtures as fx
@@ -119,3 +121,28 @@ def test_errors_name_the_problem(trained, tmp_path):
   proc = fx.run_cli("pyramidnet_tf.export", [f"--model_dir={tmp_path}",
                                              f"--export_dir={tmp_path}/o"])
   assert proc.returncode != 0 and "model_config.json" in proc.stderr
+
+
+def test_export_finds_checkpoints_on_disk_and_names_a_missing_one(
+    trained, tmp_path):
+  model_dir, _, _ = trained
+  copy = str(tmp_path / "model")
+  shutil.copytree(model_dir, copy)
+  os.remove(os.path.join(copy, "checkpoint"))   # the state file
+  newest = model_io.checkpoints_on_disk(copy)[0]
+  proc = fx.run_cli("pyramidnet_tf.export", [f"--model_dir={copy}",
+                                             f"--export_dir={tmp_path}/o"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert os.path.exists(os.path.join(tmp_path, "o", "saved_model.pb"))
+  with open(os.path.join(tmp_path, "o", export.EXPORT_INFO)) as f:
+    assert json.load(f)["checkpoint"] == newest   # what was exported
+  proc = fx.run_cli("pyramidnet_tf.export", [
+      f"--model_dir={copy}", f"--export_dir={tmp_path}/p",
+      f"--checkpoint={copy}/ckpt-999"])
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert lines[-1].startswith("pyramidnet_tf.export: error: --checkpoint="), (
+      proc.stderr[-3000:])
+  assert "ckpt-999: no such checkpoint" in lines[-1]
+  assert os.path.basename(newest) in lines[-1]
+  assert not os.path.exists(os.path.join(tmp_path, "p"))
