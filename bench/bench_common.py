@@ -1,4 +1,4 @@
-"""What the step benchmarks share: the configs of the issues' tables, one
+"""What the step benchmarks share: the configs of the README's speed tables, one
 way to build and time the trainer's step (so their numbers compare), the
 PyTorch reference step, and the fresh-process-per-measurement runner.
 
@@ -21,7 +21,7 @@ import time
 
 from absl import app
 
-# The configs of the issues' tables (c20: a small one for quick checks; c8
+# The configs of the README's speed tables (c20: a small one for quick checks; c8
 # and i14: the smallest CIFAR / ImageNet-stem nets, for rehearsals of the
 # GPU suite on a CPU).
 CONFIGS = {
