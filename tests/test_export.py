@@ -11,7 +11,6 @@ import tensorflow as tf
 from PIL import Image
 
 from pyramidnet_tf import augment
-from pyramidnet_tf import export
 from pyramidnet_tf import model as model_lib
 from pyramidnet_tf import model_io
 from tests import train_fixtures as fx
@@ -134,7 +133,7 @@ def test_export_finds_checkpoints_on_disk_and_names_a_missing_one(
                                              f"--export_dir={tmp_path}/o"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.path.exists(os.path.join(tmp_path, "o", "saved_model.pb"))
-  with open(os.path.join(tmp_path, "o", export.EXPORT_INFO)) as f:
+  with open(os.path.join(tmp_path, "o", "pyramidnet_export.json")) as f:
     assert json.load(f)["checkpoint"] == newest   # what was exported
   proc = fx.run_cli("pyramidnet_tf.export", [
       f"--model_dir={copy}", f"--export_dir={tmp_path}/p",
