@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 
 def _rate(tf, info, pre, batch):
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   ds = input_pipeline.train_dataset(info, pre, batch, seed=1,
                                     cache=pre.kind == "cifar")
   if FLAGS.threads:
@@ -58,8 +58,8 @@ def _rate(tf, info, pre, batch):
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import autoaugment  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import autoaugment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   from tests import train_fixtures  # pylint: disable=g-import-not-at-top
   randaugment = autoaugment.parse_randaugment(FLAGS.randaugment)
   policies = [("plain", {}), ("autoaugment=cifar10",

@@ -72,7 +72,7 @@ def cache_log_env(environ) -> dict:
 def synthetic_iterator(tf, strategy, size: int, num_classes: int,
                        global_batch: int):
   """An iterator over the trainer's synthetic data, distributed."""
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   del tf  # the caller has imported TensorFlow already
   dataset = strategy.distribute_datasets_from_function(
       lambda ctx: input_pipeline.synthetic_dataset(
@@ -124,9 +124,11 @@ def build_tf_train_step(tf, strategy, cfg: dict, dtype: str, xla: bool,
   trainer's Nesterov SGD with coupled L2 1e-4 and the loss its mean cross
   entropy, as in the PyTorch reference step below.
   """
-  from pyramidnet_tf import model as model_lib, optim  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import optim
+  from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import step as step_lib
+  from pyramidnet_tf.training import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
   with strategy.scope():
     model = model_lib.PyramidNet(cfg["dataset"], cfg["depth"], cfg["alpha"],
                                  cfg["bottleneck"],

@@ -32,7 +32,7 @@ from absl import flags
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from pyramidnet_tf import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position  (defines --compile_cache_dir)
+from pyramidnet_tf.runtime import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position  (defines --compile_cache_dir)
 
 from bench.bench_common import CONFIGS, SCHEDULE_ARGS  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -55,11 +55,14 @@ FLAGS = flags.FLAGS
 def measure(config: str, path: str) -> dict:
   """One measurement in this (fresh) process."""
   start_all = time.time()
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("one_device")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import compile_units, optim  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model as model_lib, schedules, step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import compile_units  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import optim
+  from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import schedules
+  from pyramidnet_tf.training import step as step_lib
   cfg = CONFIGS[config]
   batch = FLAGS.batch or cfg["batch"]
   tf.random.set_seed(1)

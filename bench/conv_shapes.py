@@ -82,7 +82,7 @@ def conv_signature(op) -> tuple:
 
 def count_graph(tf, name: str, multiple: int) -> dict:
   """Conv counts of the traced train step of config ``name``."""
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   cfg = CONFIGS[name]
   strategy = distribute.create_strategy("one_device")
   train_step, model = bench_common.build_tf_train_step(
@@ -109,7 +109,8 @@ def count_graph(tf, name: str, multiple: int) -> dict:
 def count_from_widths(name: str, multiple: int) -> int:
   """Distinct forward (kernel, stride, in, out, input size) from the width
   schedule alone, with the channel padding the model applies."""
-  from pyramidnet_tf import channel_alignment, widths  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import widths
   cfg = CONFIGS[name]
   arch = widths.architecture(cfg["dataset"], cfg["depth"], cfg["alpha"],
                              cfg["bottleneck"])

@@ -810,10 +810,10 @@ def _child_tf(spec):
   cache_dir = spec.get("cache_dir")
   if cache_dir:
     # Before TF lists its devices, which fixes TF_XLA_FLAGS.
-    from pyramidnet_tf import compile_cache  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.runtime import compile_cache  # pylint: disable=g-import-not-at-top
     compile_cache.configure(cache_dir)
     before = compile_cache.stats(cache_dir)
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("one_device")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   row = bench_common.tf_train_row(

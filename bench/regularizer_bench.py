@@ -58,9 +58,11 @@ OPTIONS = {
 
 
 def measure(tf, name):
-  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model as model_lib, optim  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import schedules, step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import optim
+  from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import step as step_lib
   model_kwargs, reg_kwargs, ema_decay = OPTIONS[name.replace(" (again)", "")]
   strategy = tf.distribute.OneDeviceStrategy(
       "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0")

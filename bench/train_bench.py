@@ -44,7 +44,7 @@ flags.DEFINE_list("configs", ["c110", "c272", "i200"],
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
 flags.DEFINE_list("xla", ["false", "true"], "XLA settings to try.")
 flags.DEFINE_list("channel_multiples", ["1", "auto"],
-                  "Channel alignments to try (pyramidnet_tf.channel_alignment):"
+                  "Channel alignments to try (pyramidnet_tf.model.channel_alignment):"
                   " 1 = the logical widths, auto = the trainer's default for "
                   "the dtype and device, or a positive integer.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
@@ -68,7 +68,7 @@ _ROW_PREFIX = "TRAIN_BENCH_ROW "
 
 
 def _channel_multiple(value, dtype):
-  from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
   try:
     flag = channel_alignment.AUTO if value == "auto" else int(value)
     return channel_alignment.resolve(flag, dtype,
@@ -143,7 +143,7 @@ def _write_records(tf, directory, kind, count):
 
 
 def pipeline(tf, kind, data_dir):
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   info = input_pipeline.read_manifest(data_dir)
   if kind == "cifar":
     pre = input_pipeline.Preprocessing("cifar", 32, "cifar10", "pt")
@@ -181,7 +181,7 @@ def _one_row(spec):
   """--row: the one measurement of this child process (see --isolate)."""
   if spec["framework"] == "torch":
     return _one_row_here(None, None, spec)  # no TF in a PyTorch child
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("one_device")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return _one_row_here(tf, strategy, spec)
@@ -257,7 +257,7 @@ def main(argv):
     return
   if FLAGS.repeats < 1:
     raise app.UsageError(f"--repeats must be >= 1, got {FLAGS.repeats}")
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   # --noisolate: the strategy comes before any other TF op (_specs lists
   # devices to resolve the channel multiples).
   strategy = None if FLAGS.isolate else distribute.create_strategy(

@@ -14,11 +14,11 @@ import json
 from absl import app
 from absl import flags
 
-from pyramidnet_tf import cli
-from pyramidnet_tf import complexity
-from pyramidnet_tf import model_flags
-from pyramidnet_tf import train_flags
-from pyramidnet_tf import widths as widths_lib
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.model import complexity
+from pyramidnet_tf.cli import model_flags
+from pyramidnet_tf.cli import train_flags
+from pyramidnet_tf.model import widths as widths_lib
 
 # --image_size (input resolution for FLOPs and feature-map sizes; 0 = 32 for
 # CIFAR, 224 for ImageNet) is the trainer's flag, from common_flags.

@@ -16,8 +16,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from pyramidnet_tf import cli
-from pyramidnet_tf import common_flags  # pylint: disable=unused-import
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
                     "or test, whichever the manifest has.")
@@ -38,18 +38,18 @@ def evaluate() -> dict:
   if not FLAGS.data_dir:
     raise ValueError("--data_dir is required: a directory written by "
                      "data_prep (manifest.json + TFRecords)")
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
                                         FLAGS.slurm_port_base)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import channel_alignment  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   info = input_pipeline.read_manifest(FLAGS.data_dir)
   split = FLAGS.split or info.eval_split

@@ -31,7 +31,7 @@ import uuid
 from absl import app
 from absl import flags
 
-from pyramidnet_tf import cli
+from pyramidnet_tf.cli import errors as cli
 
 flags.DEFINE_string("model_dir", None,
                     "Model directory (pyramidnet_tf.train or import_torch).")
@@ -63,7 +63,7 @@ cli.register_number_validator("top_k", 1, integer=True)
 def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
   """A tf.Module whose tf.functions are the export's signatures."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import augment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import augment  # pylint: disable=g-import-not-at-top
 
   k = min(top_k, model.num_classes)
   size = preprocessing.image_size
@@ -175,10 +175,10 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
            use_ema: str = "auto"):
   """Writes the SavedModel of ``model_dir`` to ``export_dir``; returns it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
 
   cli.check_number("top_k", top_k, 1, integer=True)
   config = model_io.read_config(model_dir)

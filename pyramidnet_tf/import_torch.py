@@ -34,9 +34,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from pyramidnet_tf import cli
-from pyramidnet_tf import model_flags
-from pyramidnet_tf import units
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import model_flags
+from pyramidnet_tf.model import units
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model")
 _PREFIXES = ("module.", "model.")
@@ -239,8 +239,8 @@ def detect_format(path: str) -> str:
     raise FileNotFoundError(f"--checkpoint: {path} does not exist")
   with open(path, "rb") as f:
     head = f.read(16)
-  from pyramidnet_tf import caffe_reader  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import torch7_reader  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.convert import caffe_reader  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.convert import torch7_reader  # pylint: disable=g-import-not-at-top
   if head.startswith(b"PK\x03\x04"):
     return "npz" if path.endswith(".npz") else "pytorch"  # zip archives
   if head[:1] == b"\x80":  # pickle protocol 2+ (legacy torch.save)
@@ -259,7 +259,7 @@ def detect_format(path: str) -> str:
 def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
   """What the file's authors fed the network: pixels p in 0..255, in
   ``color`` channel order, become (p * scale - mean[c]) / std[c]."""
-  from pyramidnet_tf import import_weights  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.convert import import_weights  # pylint: disable=g-import-not-at-top
   if file_format == "torch7":
     if dataset == "imagenet":
       return dict(import_weights.TORCH7_INPUT_CONVENTION)
@@ -281,8 +281,8 @@ def import_checkpoint(path: str, output_dir: str, trust: bool = False,
     file_format: one of ``FORMATS``; "auto" detects it from the file.
     **model_kwargs: ``PyramidNet`` arguments (the file's architecture).
   """
-  from pyramidnet_tf import model as model_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
 
   if file_format not in FORMATS:
     raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got "
@@ -301,7 +301,7 @@ def import_checkpoint(path: str, output_dir: str, trust: bool = False,
       if isinstance(value, (int, float, str)):
         metadata[key] = value
   else:
-    from pyramidnet_tf import import_weights  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.convert import import_weights  # pylint: disable=g-import-not-at-top
     model = model_lib.PyramidNet(**model_kwargs)
     loader = (import_weights.load_torch7 if file_format == "torch7" else
               import_weights.load_caffe)

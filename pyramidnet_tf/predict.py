@@ -34,7 +34,7 @@ from typing import Iterator, List, Optional, Tuple
 from absl import app
 from absl import flags
 
-from pyramidnet_tf import cli
+from pyramidnet_tf.cli import errors as cli
 
 flags.DEFINE_string("saved_model", None,
                     "Directory written by pyramidnet_tf.export.")
@@ -190,7 +190,7 @@ def load_export(saved_model: str):
                         "directory written by pyramidnet_tf.export")
   if not any(os.path.exists(os.path.join(saved_model, name))
              for name in ("saved_model.pb", "saved_model.pbtxt")):
-    from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
     if (os.path.exists(os.path.join(saved_model, model_io.CONFIG_FILE)) or
         os.path.exists(os.path.join(saved_model, "checkpoint"))):
       raise cli.UserError(

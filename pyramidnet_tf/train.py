@@ -20,12 +20,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from pyramidnet_tf import train_flags  # pylint: disable=unused-import
-from pyramidnet_tf import channel_alignment
-from pyramidnet_tf import cli
-from pyramidnet_tf import compile_cache
-from pyramidnet_tf import compile_units
-from pyramidnet_tf import model_flags
+from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import
+from pyramidnet_tf.model import channel_alignment
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.runtime import compile_cache
+from pyramidnet_tf.runtime import compile_units
+from pyramidnet_tf.cli import model_flags
 
 FLAGS = flags.FLAGS
 
@@ -47,7 +47,7 @@ def _int_list(name, values):
 
 def _augment_policy():
   """(--autoaugment, parsed --randaugment); TrainError naming the flag."""
-  from pyramidnet_tf import autoaugment  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import autoaugment  # pylint: disable=g-import-not-at-top
   try:
     randaugment = autoaugment.parse_randaugment(FLAGS.randaugment)
     autoaugment.make_policy(FLAGS.autoaugment, randaugment)
@@ -124,15 +124,15 @@ def _validate_flags():
 
 def _flag_values():
   names = set(model_flags.MODEL_FLAG_NAMES)
-  for module in ("pyramidnet_tf.train_flags", "pyramidnet_tf.common_flags",
-                 "pyramidnet_tf.compile_cache", "pyramidnet_tf.compile_units"):
+  for module in ("pyramidnet_tf.cli.train_flags", "pyramidnet_tf.cli.common_flags",
+                 "pyramidnet_tf.runtime.compile_cache", "pyramidnet_tf.runtime.compile_units"):
     names.update(f.name for f in FLAGS.get_flags_for_module(module))
   return {name: FLAGS[name].value for name in sorted(names)}
 
 
 def _check_checkpoint_flags():
   """Checkpoint flags and --model_dir, before TensorFlow builds anything."""
-  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
   if FLAGS.keep_checkpoints < 1:
     raise TrainError(f"--keep_checkpoints must be >= 1 (the newest N are "
                      f"kept); got {FLAGS.keep_checkpoints}")
@@ -158,24 +158,24 @@ def train():
   profile, decay_epochs, augment_policy = _validate_flags()
   _check_checkpoint_flags()
 
-  from pyramidnet_tf import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
                                         FLAGS.slurm_port_base)
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import checkpointing  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import loop  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_io  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import optim  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import schedules  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import summaries as summaries_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import optim  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import summaries as summaries_lib  # pylint: disable=g-import-not-at-top
 
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -461,7 +461,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   std_logging.getLogger().setLevel(std_logging.INFO)
-  from pyramidnet_tf import checkpointing, loop, model_dir  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import loop
+  from pyramidnet_tf.model_dir import access as model_dir
   try:
     train()
   except (TrainError, checkpointing.ConfigMismatchError) as e:

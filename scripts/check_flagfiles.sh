@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every flagfile under flags/ builds its exact network, trains one step and
 # evaluates on CPU through `python -m pyramidnet_tf.train` (tests/flagfile_check.py;
-# CI runs one flagfile of each kind, tests/test_flagfile_networks.py).
+# CI runs one flagfile of each kind, tests/cli/test_flagfile_networks.py).
 #   bash scripts/check_flagfiles.sh [--jobs=N] [flagfiles...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."

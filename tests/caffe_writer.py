@@ -3,7 +3,7 @@
 The protobuf wire format is encoded by hand here (varints, tags = field
 number << 3 | wire type, length-delimited sub-messages, little-endian
 floats), from the field numbers of BVLC caffe.proto, independently of the
-message definitions in ``pyramidnet_tf.caffe_reader``: a wrong field number
+message definitions in ``pyramidnet_tf.convert.caffe_reader``: a wrong field number
 on either side makes the tests fail.
 
 ``pyramidnet_caffe(net)`` lays out a ``tests.torch_pyramidnet.TorchPyramidNet``

@@ -33,7 +33,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One flagfile of each kind of network the flagfiles build, the cheapest of
-# its kind (tests/test_flagfile_networks.py checks that every flagfile's
+# its kind (tests/cli/test_flagfile_networks.py checks that every flagfile's
 # kind is represented here).
 CI_FLAGFILES = (
     "flags/cifar10/pyramidnet110_a48.flags",             # CIFAR basic add
@@ -129,9 +129,9 @@ def network_of(flagfile: str) -> dict:
   """The network the flagfile asks for, as ``describe`` reads it: the
   trainer's model flags parsed from the file (no TensorFlow needed)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import model_flags  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import train_flags  # pylint: disable=g-import-not-at-top,unused-import
-  from pyramidnet_tf import widths  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.cli import model_flags  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.cli import train_flags  # pylint: disable=g-import-not-at-top,unused-import
+  from pyramidnet_tf.model import widths  # pylint: disable=g-import-not-at-top
   with _FLAGS_LOCK:
     return _parse_network(flags.FLAGS, flagfile, model_flags, widths)
 

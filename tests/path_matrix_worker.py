@@ -24,7 +24,7 @@ cases, "abort_in" (a case name) aborts the process when that case starts.
 Each case prints ``CASE <name> START`` before it runs and ``CASE <name> OK``
 or ``CASE <name> FAIL <reason>`` after, flushed, so that a caller sees which
 case a process abort (a C++ CHECK failure, a segfault) happened in;
-``tests/test_path_matrix.py`` runs this module in subprocesses for that
+``tests/model/test_path_matrix.py`` runs this module in subprocesses for that
 reason.
 """
 
@@ -154,7 +154,7 @@ class Runner:
 
   def __init__(self, group: dict):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from pyramidnet_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
     self.tf = tf
     self.group = group
     self.sync_bn = bool(group.get("sync_bn"))
@@ -232,7 +232,7 @@ class Runner:
   def _infer_graph(self, model, strategy, dtype):
     """The evaluator's loop; its loss sum is compared with the eager
     logits' (``_loss_sum``)."""
-    from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
     evaluator = step_lib.EvalStep(strategy, model, dtype)
     totals = evaluator.loop(self._dataset(strategy),
                             self.tf.constant(1)).numpy()
@@ -240,7 +240,7 @@ class Runner:
 
   def _train_eager(self, model, strategy, dtype):
     tf = self.tf
-    from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
     seed = tf.constant([5, 9], tf.int32)
 
     def forward_backward(images, labels):
@@ -267,9 +267,9 @@ class Runner:
 
   def _train_graph(self, model, strategy, dtype):
     tf = self.tf
-    from pyramidnet_tf import optim  # pylint: disable=g-import-not-at-top
-    from pyramidnet_tf import schedules  # pylint: disable=g-import-not-at-top
-    from pyramidnet_tf import step as step_lib  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.training import optim  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
+    from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
     with strategy.scope():
       global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
       optimizer = optim.NesterovSGD(model.trainable_variables, 0.9, True,
@@ -317,7 +317,7 @@ class Runner:
       return "the train step reported a non-finite loss"
     if (multiple, dtype) == (1, "float32") and not self.sync_bn:
       # The unpadded float32 network is the reference of the others (its
-      # parity with the authors' PyTorch is tests/test_import_torch.py's).
+      # parity with the authors' PyTorch is tests/cli/test_import_torch.py's).
       self.references.setdefault((kind, dtype), got)
     if kind == "train_graph" and not self.group.get("shakedrop"):
       # Same weights, batch and loss as the tape (ShakeDrop draws differ:

@@ -8,8 +8,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROGRAM = r"""
 import sys
-from pyramidnet_tf import import_torch, model_io
-from pyramidnet_tf.model import PyramidNet
+from pyramidnet_tf import import_torch
+from pyramidnet_tf.model_dir import store as model_io
+from pyramidnet_tf.model.network import PyramidNet
 import tensorflow as tf
 
 model = PyramidNet("cifar10", 20, 12, False)

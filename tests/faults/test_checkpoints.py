@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from pyramidnet_tf import checkpointing
+from pyramidnet_tf.training import checkpointing
 from tests import train_fixtures as fx
 
 TRAIN = "pyramidnet_tf.train"

@@ -419,7 +419,7 @@ def test_import_torch_corrupt_npz_is_one_line(tmp_path, faults):
 
 def test_cli_guard_reports_expected_failures_and_keeps_bug_tracebacks(
     faults, capsys):
-  from pyramidnet_tf import cli  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.cli import errors as cli  # pylint: disable=g-import-not-at-top
 
   def failing(error):
     def main(argv):

@@ -1,0 +1,75 @@
+"""absl flags shared by the trainer and the evaluator, defined once.
+
+Why a module of its own: train.py and evaluate.py both need --data_dir,
+--model_dir, --distribution, ...; absl refuses a flag defined twice, and tests
+import both CLIs into one process.
+
+The numeric flags carry absl validators, so an out-of-range or non-finite
+value is a one-line flag error while flags are parsed, before any
+TensorFlow work, in every CLI that defines them.
+"""
+
+from absl import flags
+
+from pyramidnet_tf.data import augment
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.training import step
+
+flags.DEFINE_string("data_dir", None,
+                    "Directory written by data_prep (manifest.json + "
+                    "TFRecord shards).")
+flags.DEFINE_string("model_dir", None,
+                    "Checkpoints, model_config.json and TensorBoard events.")
+flags.DEFINE_enum("distribution", "auto", list(distribute.DISTRIBUTIONS),
+                  "auto: multi_worker with a multi-task TF_CONFIG, mirrored "
+                  "with several GPUs (or --cpu_devices > 1), else "
+                  "one_device.")
+flags.DEFINE_enum("cluster_resolver", "tf_config",
+                  list(distribute.CLUSTER_RESOLVERS),
+                  "Where a multi-worker cluster comes from: tf_config = the "
+                  "TF_CONFIG variable (by hand, launch_local, Kubeflow TFJob);"
+                  " slurm = TF's SlurmClusterResolver from the SLURM_* "
+                  "variables of an srun job step (implies multi_worker).")
+flags.DEFINE_integer("slurm_port_base", 8888,
+                     "With --cluster_resolver=slurm: the port of the first "
+                     "worker on each node (the next ones use +1, +2, ...).")
+flags.DEFINE_integer("cpu_devices", 1,
+                     "Split the CPU into this many logical devices (replicas) "
+                     "when there is no GPU: CPU tests of multi-replica "
+                     "training.")
+flags.DEFINE_float("collective_timeout", 600.0,
+                   "Seconds a multi-worker collective may wait for its peers "
+                   "before failing (0 = forever): a dead worker becomes an "
+                   "error, not a hang.")
+flags.DEFINE_enum("dtype", "float32", list(step.DTYPES),
+                  "Compute dtype; variables stay float32. float16 uses "
+                  "dynamic loss scaling.")
+flags.DEFINE_integer("channel_multiple", 0,
+                     "Carry activations with their channels zero-padded to a "
+                     "multiple of this (same weights, same results; oneDNN's "
+                     "CPU kernels are fast only on aligned channel counts). "
+                     "0 = auto: on CPU 8 for float32 and 16 for bfloat16/"
+                     "float16, on GPU 1; 1 = no padding.")
+flags.DEFINE_integer("image_size", 0,
+                     "Training/eval image size; 0 = 32 for CIFAR data and "
+                     "CIFAR-architecture folder data, 224 for ImageNet.")
+flags.DEFINE_enum("cifar_convention", "pt", list(augment.CIFAR_CONVENTIONS),
+                  "CIFAR normalisation: pt = CIFAR-10 stats for both datasets,"
+                  " black pad before normalising (PyramidNet-PyTorch, "
+                  "CutMix); fb = per-dataset stats, pad after normalising "
+                  "(fb.resnet.torch, the paper's code).")
+flags.DEFINE_integer("eval_batch_size", 0,
+                     "Global eval batch; 0 = --batch_size when training, 100 "
+                     "in pyramidnet_tf.evaluate.")
+
+cli.register_number_validator("slurm_port_base", 1, 65535, integer=True)
+cli.register_number_validator("cpu_devices", 1, integer=True)
+cli.register_number_validator("collective_timeout", 0,
+                              note="seconds; 0 = wait forever")
+cli.register_number_validator("channel_multiple", 0, integer=True,
+                              note="0 = auto, 1 = no padding")
+cli.register_number_validator("image_size", 0, integer=True,
+                              note="0 = the dataset's default size")
+cli.register_number_validator("eval_batch_size", 0, integer=True,
+                              note="0 = the default")

@@ -1,0 +1,110 @@
+"""The model's absl flags, defined once for every CLI (train, describe, ...).
+
+Importing this module defines the flags; ``model_kwargs()`` turns their values
+into ``PyramidNet`` arguments and ``build_model()`` builds the network, turning
+a bad combination into an ``app.UsageError`` that names the flag.
+"""
+
+from absl import app
+from absl import flags
+
+from pyramidnet_tf.model import widths
+
+# shakedrop.py imports TensorFlow; describe must stay TF-free, so its
+# constants are repeated here (tests check they agree).
+SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
+
+flags.DEFINE_enum("dataset", "cifar10", list(widths.DATASETS) + ["synthetic"],
+                  "Architecture family and default class count: CIFAR stem "
+                  "(32x32 input, 3 stages) or ImageNet stem (224x224, 4 "
+                  "stages). synthetic (trainer only): generated data for "
+                  "benchmarks, shaped and modelled as --synthetic_like.")
+flags.DEFINE_integer("depth", 110,
+                     "Depth as the paper counts it. CIFAR: 6n+2 (basic units) "
+                     "or 9n+2 (bottleneck); ImageNet: 18, 34, 50, 101, 152, "
+                     "200, or 8n+2 / 12n+2.")
+flags.DEFINE_float("alpha", 48.0,
+                   "Widening factor: total width increase (--mode=add) or "
+                   "final/initial width ratio (--mode=mul).")
+flags.DEFINE_bool("bottleneck", None,
+                  "Bottleneck units (--bottleneck) or basic units "
+                  "(--nobottleneck). Unset: the paper's choice for the depth "
+                  "(CIFAR 110 basic; 164/200/236/272 bottleneck; ImageNet by "
+                  "its table), or the only unit type the depth fits.")
+flags.DEFINE_enum("mode", "add", list(widths.MODES),
+                  "Additive or multiplicative PyramidNet.")
+flags.DEFINE_integer("num_classes", None,
+                     "Classifier size; default: 10, 100 or 1000 by --dataset.")
+flags.DEFINE_float("drop_rate", 0.0,
+                   "Dropout rate before the classifier (the ImageNet a=450 "
+                   "model uses 0.5).")
+flags.DEFINE_enum("rounding", "py3", list(widths.ROUNDINGS),
+                  "Width rounding: py3 = round half to even (authors' PyTorch "
+                  "code, default), half_up = floor(x + 0.5) (Torch7 code).")
+
+flags.DEFINE_bool("shakedrop", False,
+                  "ShakeDrop (Yamada et al.) on every residual branch: "
+                  "forward factor b + a - ab, backward b + c - bc, eval p_l. "
+                  "No parameters (checkpoints unchanged), but part of the "
+                  "model config since it scales eval outputs by p_l.")
+flags.DEFINE_float("shakedrop_pl", 0.5,
+                   "ShakeDrop p_L in [0, 1]: keep probability of the LAST "
+                   "unit; unit l of L keeps with 1 - (l/L)(1 - p_L) (linear "
+                   "decay over all stages). 0.5 in every published recipe.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_enum("shakedrop_level", "batch", list(SHAKEDROP_LEVELS),
+                  "ShakeDrop randomness granularity: batch = one gate b per "
+                  "(per-replica) mini-batch, a and c per sample (PyTorch "
+                  "ports, fast-autoaugment); sample = b, a, c per sample "
+                  "(AutoAugment's TF code); pixel = one gate per mini-batch, "
+                  "a and c per element (the authors' Torch7 code).")
+
+FLAGS = flags.FLAGS
+
+MODEL_FLAG_NAMES = ("dataset", "depth", "alpha", "bottleneck", "mode",
+                    "num_classes", "drop_rate", "rounding", "shakedrop",
+                    "shakedrop_pl", "shakedrop_level")
+
+
+def model_kwargs() -> dict:
+  """PyramidNet keyword arguments from the parsed flags."""
+  return {
+      "dataset": FLAGS.dataset,
+      "depth": FLAGS.depth,
+      "alpha": FLAGS.alpha,
+      "bottleneck": FLAGS.bottleneck,
+      "mode": FLAGS.mode,
+      "num_classes": FLAGS.num_classes,
+      "drop_rate": FLAGS.drop_rate,
+      "rounding": FLAGS.rounding,
+      "shakedrop": FLAGS.shakedrop,
+      "shakedrop_pl": FLAGS.shakedrop_pl,
+      "shakedrop_level": FLAGS.shakedrop_level,
+  }
+
+
+def architecture(dataset=None):
+  """The validated architecture (no variables); errors name the flag.
+
+  ``dataset`` overrides --dataset (e.g. the shape of --dataset=synthetic).
+  """
+  kwargs = model_kwargs()
+  if dataset is not None:
+    kwargs["dataset"] = dataset
+  try:
+    return widths.architecture(kwargs["dataset"], kwargs["depth"],
+                               kwargs["alpha"], kwargs["bottleneck"],
+                               kwargs["mode"], kwargs["rounding"])
+  except ValueError as e:
+    raise app.UsageError(f"invalid model flags: {e}") from None
+
+
+def build_model(**overrides):
+  """PyramidNet from the flags (keyword arguments override flag values)."""
+  from pyramidnet_tf.model import network as model_lib  # imports TensorFlow
+
+  kwargs = dict(model_kwargs(), **overrides)
+  try:
+    return model_lib.PyramidNet(**kwargs)
+  except ValueError as e:
+    raise app.UsageError(f"invalid model flags: {e}") from None

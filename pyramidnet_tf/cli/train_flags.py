@@ -1,0 +1,165 @@
+"""The trainer's absl flags (model flags come from model_flags, shared ones
+from common_flags). Defaults are the paper's CIFAR recipe (spec 4.1/4.3)."""
+
+from typing import Optional
+
+from absl import flags
+
+from pyramidnet_tf.data import autoaugment
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import
+from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.cli import model_flags  # pylint: disable=unused-import
+from pyramidnet_tf.training import schedules
+from pyramidnet_tf.model import widths
+
+flags.DEFINE_enum("augment", "auto", list(input_pipeline.AUGMENTATIONS),
+                  "Training augmentation. auto: CIFAR pad-and-crop + flip for "
+                  "data_prep.cifar data, ImageNet-style distorted crop + "
+                  "jitter + lighting + flip for ImageNet and image folders. "
+                  "cifar on an image folder: resize to --image_size, then "
+                  "pad-and-crop + flip (small images such as digits).")
+flags.DEFINE_enum("synthetic_like", "cifar10", list(widths.DATASETS),
+                  "With --dataset=synthetic: the architecture and data shape "
+                  "(32x32 CIFAR or 224x224 ImageNet) to benchmark.")
+flags.DEFINE_integer("batch_size", 128,
+                     "Global batch size (split evenly over all replicas).")
+flags.DEFINE_float("epochs", 300, "Training length in epochs (of the train "
+                   "split, steps per epoch = examples // batch size).")
+flags.DEFINE_integer("train_steps", None, "Training length in steps; "
+                     "overrides --epochs.")
+flags.DEFINE_float("lr", 0.1, "Peak learning rate for --batch_size.")
+flags.DEFINE_enum("lr_schedule", "step", list(schedules.SCHEDULES),
+                  "step: x --lr_decay_factor at each of --lr_decay_epochs "
+                  "(0-based epochs, as PyTorch); cosine: per-step cosine to "
+                  "0.")
+flags.DEFINE_list("lr_decay_epochs", ["150", "225"],
+                  "Epochs at which --lr_schedule=step decays.")
+flags.DEFINE_float("lr_decay_factor", 0.1, "Step-schedule decay factor.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear LR warmup length in epochs.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_bool("nesterov", True, "Nesterov momentum (PyTorch form).")
+flags.DEFINE_float("weight_decay", 1e-4,
+                   "Coupled L2 (added to the gradient before momentum) on all "
+                   "trainable variables, as the authors' code.")
+flags.DEFINE_bool("decay_bn_and_bias", True,
+                  "Apply --weight_decay to BN gamma/beta and the classifier "
+                  "bias too (authors' recipe). --nodecay_bn_and_bias "
+                  "excludes them.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
+flags.DEFINE_float("cutmix_prob", 0.0,
+                   "CutMix (clovaai/CutMix-PyTorch; spec 4.4) probability per "
+                   "replica mini-batch; 0 = off (0.5 in the CutMix "
+                   "PyramidNet recipe). With --mixup_alpha > 0 too, each "
+                   "batch gets CutMix with this probability, else Mixup "
+                   "(timm's switch). Train top-1/top-5 count the unmixed "
+                   "labels.")
+flags.DEFINE_float("cutmix_beta", 1.0,
+                   "CutMix lambda ~ Beta(beta, beta); must be > 0.")
+flags.DEFINE_float("mixup_alpha", 0.0,
+                   "Mixup lambda ~ Beta(alpha, alpha) on every replica "
+                   "mini-batch (unless --cutmix_prob picks CutMix); 0 = off. "
+                   "Train top-1/top-5 count the unmixed labels.")
+flags.DEFINE_integer("cutout_size", 0,
+                     "Cutout (DeVries & Taylor): zero one square of this side "
+                     "(centre anywhere, clipped at the border) per training "
+                     "image after normalisation, before CutMix/Mixup; 0 = "
+                     "off (16 in the Fast AutoAugment recipe).")
+flags.DEFINE_float("clip_grad_norm", 0.0,
+                   "Clip the all-reduced gradient by global norm (as "
+                   "tf.clip_by_global_norm / torch clip_grad_norm_; float16:"
+                   " after unscaling; before weight decay); 0 = off (5 in "
+                   "the AutoAugment/ShakeDrop recipes).")
+flags.DEFINE_float("ema_decay", 0.0,
+                   "Exponential moving average of all weights (BN statistics "
+                   "included), ema = decay * ema + (1 - decay) * w after "
+                   "each step, in [0, 1); 0 = off. Kept in the checkpoints; "
+                   "evaluation during training, pyramidnet_tf.evaluate and "
+                   "pyramidnet_tf.export then use the averaged weights.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
+flags.DEFINE_integer("steps_per_loop", 100,
+                     "Train steps per host call (one tf.function, tf.range "
+                     "loop); capped by the log/checkpoint/eval cadence.")
+flags.DEFINE_bool("sync_bn", False,
+                  "Batch-norm moments over all replicas (one all-reduce of "
+                  "sums, squared sums and counts per BN).")
+flags.DEFINE_integer("checkpoint_every_steps", 0,
+                     "Checkpoint cadence in steps, >= 0; 0 = once per epoch. "
+                     "A checkpoint is always written at the end.")
+flags.DEFINE_integer("keep_checkpoints", 5,
+                     "Checkpoints kept in --model_dir, >= 1 (the newest; "
+                     "older ones are deleted as new ones are written).")
+flags.DEFINE_float("eval_every_epochs", 1.0,
+                   "Evaluation cadence in epochs (0 = only at the end).")
+flags.DEFINE_integer("log_every_steps", 100,
+                     "Train-metric summaries and log lines cadence.")
+flags.DEFINE_integer("histogram_every_steps", 0,
+                     "Weight and BN histograms cadence; 0 = with each "
+                     "checkpoint.")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and "
+                     "augmentation.")
+flags.DEFINE_list("profile_steps", [],
+                  "START,STOP: profiler trace over these global steps into "
+                  "--model_dir/profile (view with tensorboard-plugin-profile).")
+flags.DEFINE_bool("deterministic", False,
+                  "Deterministic ops and input order (slower): repeated runs "
+                  "and resumed runs give identical weights.")
+flags.DEFINE_bool("cache_data", None,
+                  "Cache the encoded records in memory; default: on for "
+                  "CIFAR, off otherwise.")
+flags.DEFINE_integer("shuffle_buffer", 0,
+                     "Record shuffle buffer; 0 = 50000 for CIFAR, 10000 "
+                     "otherwise.")
+flags.DEFINE_bool("eval_at_end", True, "Evaluate after the last step.")
+flags.DEFINE_enum("autoaugment", "none",
+                  list(autoaugment.AUTOAUGMENT_POLICIES),
+                  "AutoAugment policy added to training augmentation, "
+                  "before normalisation (after pad-crop-flip with "
+                  "--cifar_convention=pt or distorted crop-flip; before the "
+                  "pad-crop-flip with fb): cifar10 = the paper's 25 CIFAR-10 "
+                  "sub-policies (used with PyramidNet-272 + ShakeDrop, spec "
+                  "4.5/6), imagenet = its ImageNet policy.")
+flags.DEFINE_list("randaugment", [],
+                  "N,M: RandAugment instead, N operations per image drawn "
+                  "from its 14, each at magnitude M (0..30 on AutoAugment's "
+                  "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
+                  "off. Not with --autoaugment.")
+
+# The range of each numeric trainer and model flag that its absl type leaves
+# open: "nan" and "inf" parse as floats, absl's bounds let nan through, and a
+# negative count or rate means nothing. Keyword arguments of
+# cli.number_problem; train._validate_flags checks them all before any
+# TensorFlow work, describe checks MODEL_NUMBER_FLAGS. --epochs is checked
+# there too (it only needs to be > 0 without --train_steps).
+NUMBER_RANGES = {
+    "lr": dict(low=0, low_open=True),
+    "lr_decay_factor": dict(low=0, high=1, low_open=True),
+    "warmup_epochs": dict(low=0, note="0 = no warmup"),
+    "momentum": dict(low=0, high=1, high_open=True),
+    "weight_decay": dict(low=0, note="0 = off"),
+    "cutmix_beta": dict(low=0, low_open=True),
+    "mixup_alpha": dict(low=0, note="0 = off"),
+    "clip_grad_norm": dict(low=0, note="0 = off"),
+    "eval_every_epochs": dict(low=0, note="0 = only at the end"),
+    "log_every_steps": dict(low=0, integer=True, note="0 = only at the end"),
+    "histogram_every_steps": dict(low=0, integer=True,
+                                  note="0 = with each checkpoint"),
+    "seed": dict(low=0, high=2**31 - 1, integer=True),
+    "shuffle_buffer": dict(low=0, integer=True, note="0 = the default"),
+    "drop_rate": dict(low=0, high=1, high_open=True),
+    "shakedrop_pl": dict(low=0, high=1),
+    "num_classes": dict(low=0, integer=True,
+                        note="0 or unset = the dataset's"),
+}
+MODEL_NUMBER_FLAGS = ("drop_rate", "shakedrop_pl", "num_classes")
+
+
+def number_problem(names=None) -> Optional[str]:
+  """Why the first of ``names`` (default: every flag of NUMBER_RANGES) is out
+  of its range, or None when all are fine."""
+  for name in names or NUMBER_RANGES:
+    problem = cli.number_problem(name, flags.FLAGS[name].value,
+                                 **NUMBER_RANGES[name])
+    if problem:
+      return problem
+  return None

@@ -1,0 +1,241 @@
+"""Per-image decoding, augmentation and normalisation (CIFAR and ImageNet).
+
+Why stateless random ops: every image gets its own seed (derived from the run
+seed, its epoch and its index), so augmentation is reproducible whatever the
+parallelism of ``tf.data.Dataset.map``, and a resumed run sees the same
+images it would have seen without the interruption.
+
+CIFAR has two conventions (spec 4.2/4.3, pitfall 8):
+* ``fb`` (fb.resnet.torch, the paper's code): per-dataset statistics;
+  normalise, flip, zero-pad 4 after normalising (pads with the mean colour),
+  random 32x32 crop.
+* ``pt`` (PyramidNet-PyTorch, CutMix): CIFAR-10 statistics for both datasets;
+  black pad 4 before normalising, random crop, flip, normalise.
+
+ImageNet-style training (ImageNet and image folders): a distorted crop with
+area in [0.08, 1] and aspect in [3/4, 4/3] (fused ``decode_and_crop_jpeg``
+for JPEGs), bicubic resize, flip, colour jitter 0.4 (brightness, contrast,
+saturation in random order) and PCA lighting 0.1 as fb.resnet.torch, ImageNet
+normalisation. Eval: resize the short side to size*256/224, centre crop.
+
+An optional AutoAugment/RandAugment policy (pyramidnet_tf.data.autoaugment) runs
+on the 0-255 image after the crop and flip and before colour jitter and
+normalisation, with its own seed folded from the image's seed.
+"""
+
+import tensorflow as tf
+
+CIFAR_CONVENTIONS = ("pt", "fb")
+
+# fb.resnet.torch, 0-255 units.
+CIFAR_STATS = {
+    "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
+    "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+}
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
+
+
+def cifar_stats(dataset: str, convention: str):
+  """(mean, std) in 0-255 units for a CIFAR dataset under a convention."""
+  if convention not in CIFAR_CONVENTIONS:
+    raise ValueError(f"--cifar_convention must be one of "
+                     f"{', '.join(CIFAR_CONVENTIONS)}; got {convention!r}")
+  if convention == "pt" or dataset not in CIFAR_STATS:
+    return CIFAR_STATS["cifar10"]
+  return CIFAR_STATS[dataset]
+
+
+def normalize(image, mean, std, bgr: bool = False):
+  """(image - mean) / std with image in 0-255 units, float32.
+
+  ``bgr``: the network expects BGR channels (Caffe models); ``mean`` and
+  ``std`` are then in BGR order too.
+  """
+  image = tf.cast(image, tf.float32)
+  if bgr:
+    image = image[..., ::-1]
+  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def decode(encoded, image_format, height, width):
+  """uint8 HWC RGB from a record: raw bytes (``format == 'raw'``) or any
+  encoded image TensorFlow decodes (JPEG, PNG, BMP, GIF first frame)."""
+  def raw():
+    return tf.reshape(tf.io.decode_raw(encoded, tf.uint8),
+                      tf.stack([height, width, 3]))
+
+  def encoded_image():
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+  return tf.cond(tf.equal(tf.strings.lower(image_format), "raw"), raw,
+                 encoded_image)
+
+
+# Folded into an image's seed to give its policy seed ("AA" in hex).
+_POLICY_STREAM = 0xAA
+
+
+def _seeds(seed, n):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def policy_seed(seed):
+  """The per-image seed of an AutoAugment/RandAugment policy: folded from
+  the image's seed, so the crop and flip seeds (and thus every run without
+  a policy) are unchanged."""
+  return tf.random.experimental.stateless_fold_in(seed, _POLICY_STREAM)
+
+
+def cifar_train(image, seed, dataset: str, convention: str, size: int = 32,
+                pad: int = 4, stats=None, bgr: bool = False, policy=None):
+  """Random translation by ``pad`` pixels and horizontal flip.
+
+  ``stats`` (mean, std in 0-255 units) overrides the CIFAR statistics.
+  ``policy(image, seed)`` (autoaugment.make_policy) runs on the 0-255 image.
+  ``pt``: after pad-crop-flip, before normalising (fast-autoaugment's
+  order). ``fb``, which normalises before padding so that padding is the
+  mean colour: first, then normalise, flip, pad, crop -- the order of
+  tensorflow/models research/autoaugment (policy on the normalised-data
+  image, then zero-pad-and-crop, flip).
+  """
+  mean, std = stats or cifar_stats(dataset, convention)
+  crop_seed, flip_seed = _seeds(seed, 2)
+  image = tf.image.resize_with_crop_or_pad(image, size, size)
+  if convention == "fb":
+    if policy is not None:
+      image = policy(image, policy_seed(seed))
+    image = normalize(image, mean, std, bgr)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
+  image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+  image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if policy is not None:
+    image = policy(image, policy_seed(seed))
+  return normalize(image, mean, std, bgr)
+
+
+def cifar_eval(image, dataset: str, convention: str, size: int = 32,
+               stats=None, bgr: bool = False):
+  mean, std = stats or cifar_stats(dataset, convention)
+  return normalize(tf.image.resize_with_crop_or_pad(image, size, size),
+                   mean, std, bgr)
+
+
+def _distorted_box(shape, seed):
+  begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=0.0, aspect_ratio_range=(3.0 / 4.0, 4.0 / 3.0),
+      area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  offset_y, offset_x, _ = tf.unstack(begin)
+  target_h, target_w, _ = tf.unstack(box_size)
+  return offset_y, offset_x, target_h, target_w
+
+
+def _grayscale(image):
+  return tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), axis=-1,
+                       keepdims=True)
+
+
+def _blend(image, other, alpha):
+  return image * alpha + other * (1.0 - alpha)
+
+
+def color_jitter(image, seed, strength: float = 0.4):
+  """fb.resnet.torch ColorJitter on [0, 1] RGB: brightness, contrast and
+  saturation factors 1 + U(-s, s), applied in a random order."""
+  order_seed, b_seed, c_seed, s_seed = _seeds(seed, 4)
+  alphas = [1.0 + tf.random.stateless_uniform([], s, -strength, strength)
+            for s in (b_seed, c_seed, s_seed)]
+
+  def brightness(x):
+    return _blend(x, tf.zeros_like(x), alphas[0])
+
+  def contrast(x):
+    return _blend(x, tf.reduce_mean(_grayscale(x)), alphas[1])
+
+  def saturation(x):
+    return _blend(x, _grayscale(x), alphas[2])
+  ops = (brightness, contrast, saturation)
+  orders = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+  index = tf.random.stateless_uniform([], order_seed, 0, len(orders),
+                                      dtype=tf.int32)
+
+  def apply(order):
+    def fn():
+      x = image
+      for i in order:
+        x = ops[i](x)
+      return x
+    return fn
+  return tf.switch_case(index, [apply(o) for o in orders])
+
+
+def pca_lighting(image, seed, alpha_std: float = 0.1):
+  """AlexNet-style PCA lighting noise on [0, 1] RGB (fb.resnet.torch)."""
+  alpha = tf.random.stateless_normal([3], seed, 0.0, alpha_std)
+  eigvec = tf.constant(PCA_EIGVEC, tf.float32)
+  rgb = tf.reduce_sum(eigvec * (alpha * tf.constant(PCA_EIGVAL))[None, :],
+                      axis=1)
+  return image + rgb
+
+
+def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
+                   jitter: float = 0.4, lighting: float = 0.1, stats=None,
+                   bgr: bool = False, policy=None):
+  """Distorted crop + resize + flip + [policy] + colour jitter + lighting +
+  normalise. ``policy(image, seed)`` sees the flipped 0-255 float image, as
+  in AutoAugment (the flip commutes with the colour ops after it)."""
+  box_seed, jitter_seed, light_seed, flip_seed = _seeds(seed, 4)
+
+  def from_jpeg():
+    shape = tf.image.extract_jpeg_shape(encoded)
+    y, x, h, w = _distorted_box(shape, box_seed)
+    return tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]),
+                                         channels=3)
+
+  def from_other():
+    image = decode(encoded, image_format, height, width)
+    y, x, h, w = _distorted_box(tf.shape(image), box_seed)
+    return tf.slice(image, tf.stack([y, x, 0]), tf.stack([h, w, 3]))
+  image = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+  image.set_shape([None, None, 3])
+  image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [size, size],
+                          method="bicubic")
+  image = tf.clip_by_value(image, 0.0, 1.0)
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if policy is not None:
+    image = policy(image * 255.0, policy_seed(seed)) / 255.0
+  if jitter > 0:
+    image = color_jitter(image, jitter_seed, jitter)
+  if lighting > 0:
+    image = pca_lighting(image, light_seed, lighting)
+  mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
+  return normalize(image * 255.0, mean, std, bgr)
+
+
+def resize_short_and_crop(image, size: int):
+  """Short side to round(size * 256 / 224), then the central size x size."""
+  short = int(round(size * 256 / 224))
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = short / tf.reduce_min(shape)
+  new_hw = tf.cast(tf.round(shape * scale), tf.int32)
+  new_hw = tf.maximum(new_hw, size)
+  image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bicubic")
+  top = (new_hw[0] - size) // 2
+  left = (new_hw[1] - size) // 2
+  image = tf.slice(image, tf.stack([top, left, 0]), [size, size, 3])
+  return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def imagenet_eval(image, size: int = 224, stats=None, bgr: bool = False):
+  mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
+  return normalize(resize_short_and_crop(image, size), mean, std, bgr)

@@ -1,0 +1,1 @@
+"""The network: PyramidNet, its units and layers, widths, ShakeDrop, channel alignment, cost."""

@@ -1,0 +1,188 @@
+"""PyramidNet's residual units (spec section 1.2).
+
+Both units differ from pre-activation ResNet units in two ways the paper
+insists on: no ReLU before the first convolution and a BN after the last one;
+and there is no ReLU after the addition. The shortcut has no parameters: a 2x2
+average pool when the unit strides, then zero channels appended at the end.
+
+Each unit also lists its variables under the authors' PyTorch state_dict names
+(``torch_variables``), in PyTorch's registration order, so that checkpoint
+import is driven by structure rather than by variable creation order.
+
+A unit may carry a ``shakedrop.ShakeDrop`` (section 1.7), applied to the
+branch output after its last BN and before the addition; it has no
+variables, so the state_dict names above do not change.
+
+Units take and return tensors of ``physical_in`` / ``physical_out``
+channels (``channel_alignment``): the logical channels first, then zeros.
+The zero-padded shortcut stays exact, because the input's padding channels
+are already zero.
+"""
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from pyramidnet_tf.model import layers
+from pyramidnet_tf.model import shakedrop as shakedrop_lib
+
+# (PyTorch key suffix, variable or None, layout) triples; layout is "conv",
+# "dense", "vector" or "counter" (num_batches_tracked: no TF variable).
+TorchEntry = Tuple[str, Optional[tf.Variable], str]
+
+
+def torch_shape(variable: tf.Variable, layout: str) -> Tuple[int, ...]:
+  """The PyTorch shape of a TF variable with the given layout."""
+  shape = tuple(variable.shape.as_list())
+  if layout == "conv":  # TF [kh, kw, in, out] <- torch [out, in, kh, kw]
+    return (shape[3], shape[2], shape[0], shape[1])
+  if layout == "dense":  # TF [in, out] <- torch [out, in]
+    return (shape[1], shape[0])
+  return shape
+
+
+def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
+  """A PyTorch-layout array in the TF layout of ``layout``."""
+  if layout == "conv":
+    return np.transpose(array, (2, 3, 1, 0))
+  if layout == "dense":
+    return np.transpose(array)
+  return array
+
+
+def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:
+  return [
+      (f"{prefix}.weight", bn.gamma, "vector"),
+      (f"{prefix}.bias", bn.beta, "vector"),
+      (f"{prefix}.running_mean", bn.moving_mean, "vector"),
+      (f"{prefix}.running_var", bn.moving_variance, "vector"),
+      (f"{prefix}.num_batches_tracked", None, "counter"),
+  ]
+
+
+def conv_torch_variables(prefix: str, conv: layers.Conv2D) -> List[TorchEntry]:
+  return [(f"{prefix}.weight", conv.kernel, "conv")]
+
+
+class _Unit(tf.Module):
+  """Shared shortcut logic; subclasses define the residual branch."""
+
+  expansion = 1
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    super().__init__(name=name)
+    self.shakedrop = shakedrop
+    self.in_channels = in_channels
+    self.planes = planes
+    self.stride = stride
+    self.out_channels = planes * self.expansion
+    if self.out_channels < in_channels:
+      raise ValueError(
+          f"unit output channels ({self.out_channels}) must be >= its input "
+          f"channels ({in_channels}): the zero-padded shortcut cannot drop "
+          "channels")
+    self.physical_in = in_channels
+    self.physical_out = self.out_channels
+
+  def set_physical_channels(self, align) -> None:
+    """Pads every tensor of the unit to ``align(channels)`` channels."""
+    self.physical_in = align(self.in_channels)
+    self.physical_out = align(self.out_channels)
+    for conv in self.convs():
+      conv.set_physical_channels(align(conv.in_channels),
+                                 align(conv.out_channels))
+    for bn in self.batch_norms():
+      bn.set_physical_channels(align(bn.channels))
+
+  def batch_norms(self) -> List[layers.BatchNorm]:
+    return [m for m in self.submodules if isinstance(m, layers.BatchNorm)]
+
+  def shortcut(self, x: tf.Tensor) -> tf.Tensor:
+    if self.stride != 1:
+      x = layers.avg_pool_2x2_s2(x)
+    return layers.append_zero_channels(x, self.physical_out - self.physical_in)
+
+  def __call__(self, x: tf.Tensor, training: bool,
+               seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """``seed``: the model's [2] stateless seed (used only by ShakeDrop)."""
+    # ``residual`` is the branch each subclass defines.
+    branch = self.residual(x, training)
+    if self.shakedrop is not None:
+      branch = self.shakedrop(branch, training, seed,
+                              channels=self.out_channels)
+    return branch + self.shortcut(x)
+
+
+class BasicUnit(_Unit):
+  """BN -> conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, + shortcut."""
+
+  expansion = 1
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    super().__init__(in_channels, planes, stride, name=name,
+                     shakedrop=shakedrop)
+    with self.name_scope:
+      self.bn1 = layers.BatchNorm(in_channels, name="bn1")
+      self.conv1 = layers.Conv2D(in_channels, planes, 3, stride, 1,
+                                 name="conv1")
+      self.bn2 = layers.BatchNorm(planes, name="bn2")
+      self.conv2 = layers.Conv2D(planes, planes, 3, 1, 1, name="conv2")
+      self.bn3 = layers.BatchNorm(planes, name="bn3")
+
+  def residual(self, x, training):
+    out = self.conv1(self.bn1(x, training))
+    out = tf.nn.relu(self.bn2(out, training))
+    return self.bn3(self.conv2(out), training)
+
+  def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
+            conv_torch_variables(f"{prefix}.conv1", self.conv1) +
+            bn_torch_variables(f"{prefix}.bn2", self.bn2) +
+            conv_torch_variables(f"{prefix}.conv2", self.conv2) +
+            bn_torch_variables(f"{prefix}.bn3", self.bn3))
+
+  def convs(self):
+    return [self.conv1, self.conv2]
+
+
+class BottleneckUnit(_Unit):
+  """BN -> 1x1 -> BN -> ReLU -> 3x3(stride) -> BN -> ReLU -> 1x1 (x4) -> BN."""
+
+  expansion = 4
+
+  def __init__(self, in_channels: int, planes: int, stride: int,
+               name: Optional[str] = None,
+               shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    super().__init__(in_channels, planes, stride, name=name,
+                     shakedrop=shakedrop)
+    with self.name_scope:
+      self.bn1 = layers.BatchNorm(in_channels, name="bn1")
+      self.conv1 = layers.Conv2D(in_channels, planes, 1, name="conv1")
+      self.bn2 = layers.BatchNorm(planes, name="bn2")
+      self.conv2 = layers.Conv2D(planes, planes, 3, stride, 1, name="conv2")
+      self.bn3 = layers.BatchNorm(planes, name="bn3")
+      self.conv3 = layers.Conv2D(planes, planes * 4, 1, name="conv3")
+      self.bn4 = layers.BatchNorm(planes * 4, name="bn4")
+
+  def residual(self, x, training):
+    out = self.conv1(self.bn1(x, training))
+    out = tf.nn.relu(self.bn2(out, training))
+    out = tf.nn.relu(self.bn3(self.conv2(out), training))
+    return self.bn4(self.conv3(out), training)
+
+  def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
+            conv_torch_variables(f"{prefix}.conv1", self.conv1) +
+            bn_torch_variables(f"{prefix}.bn2", self.bn2) +
+            conv_torch_variables(f"{prefix}.conv2", self.conv2) +
+            bn_torch_variables(f"{prefix}.bn3", self.bn3) +
+            conv_torch_variables(f"{prefix}.conv3", self.conv3) +
+            bn_torch_variables(f"{prefix}.bn4", self.bn4))
+
+  def convs(self):
+    return [self.conv1, self.conv2, self.conv3]

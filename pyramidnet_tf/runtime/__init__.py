@@ -1,0 +1,1 @@
+"""Where and how the step runs: tf.distribute strategies, XLA compile units and caches."""

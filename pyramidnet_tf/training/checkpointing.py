@@ -1,0 +1,539 @@
+"""Training checkpoints: resume, model-config checks, multi-worker saves.
+
+Why: the checkpoint holds ``model`` (the key ``model_io.load_model`` reads),
+``optimizer`` (momentum slots), ``global_step`` (a scalar int64 variable: the
+schedule and input positions are functions of it) and, for float16, the loss
+scale. Saving reads ON_READ BN statistics, which all-reduces across workers,
+so every worker saves: the chief into ``model_dir``, the others into a
+temporary ``workertemp_*`` directory that is deleted right after.
+
+Reliability rules:
+
+* Every float variable of the checkpoint (weights, BN moving statistics,
+  optimizer slots, EMA averages with their BN statistics, the loss scale) is
+  checked for NaN/Inf after each host call of the loop and before each save;
+  non-finite values stop training and are never written.
+* Resuming scans the ``ckpt-N`` files on disk, newest first, and takes the
+  newest intact one (index readable, every tensor passing its checksum, all
+  floats finite). The ``checkpoint`` state file is only a hint: a missing,
+  empty or stale one hides nothing, and it is rewritten to list the on-disk
+  checkpoints up to the one resumed from, so rotation never deletes the
+  checkpoint resumed from or one that is newer.
+* A directory that once held a checkpoint (its ``model_config.json``, written
+  after the first checkpoint, or its state file, or a checkpoint whose index
+  opens) but holds no intact one is refused rather than restarted at step 0.
+  A directory with only the leftovers of an interrupted first save starts at
+  step 0: nothing was lost.
+* Leftovers of saves killed midway (``ckpt-N_temp/``, state-file temporaries)
+  are removed at start; a save that fails (disk full) removes its partial
+  files and leaves the previous checkpoint in place.
+"""
+
+import dataclasses
+import logging
+import os
+import re
+import signal
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.model import network as model_lib
+from pyramidnet_tf.model_dir import store as model_io
+
+# Test hook, not a user feature: see InjectedFaults.
+FAULTS_ENV = "PYRAMIDNET_TF_TEST_FAULTS"
+
+# What TensorFlow leaves when a save of ``ckpt-N`` is killed: its temporary
+# shard directory, and the state file's atomic-write temporary.
+_SAVE_TEMP_DIR = re.compile(r"^ckpt-\d+_temp$")
+_STATE_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]{32}$")
+_CONFIG_TEMP = model_io.CONFIG_FILE + ".tmp"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint problem the user can act on; printed as one line."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+  """Refusing to checkpoint NaN/Inf weights."""
+
+
+class NoUsableCheckpointError(CheckpointError):
+  """The model dir had checkpoints but none of them can be resumed from."""
+
+
+class CheckpointWriteError(CheckpointError):
+  """A save failed on the filesystem (e.g. a full disk)."""
+
+
+class ConfigMismatchError(ValueError):
+  """Resuming into a model_dir whose model differs from the flags."""
+
+
+def check_config(model_dir: str, model) -> None:
+  """Raises ConfigMismatchError naming each differing constructor arg."""
+  path = os.path.join(model_dir, model_io.CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return
+  # Canonical form: configs written before a constructor arg existed (e.g.
+  # ShakeDrop's) match a model built with that arg's default.
+  saved = model_lib.canonical_config(
+      model_io.read_config(model_dir).get("model", {}))
+  current = model_lib.canonical_config(model_lib.config_of(model))
+  diffs = [f"{key}: {saved.get(key)!r} in {path}, {current.get(key)!r} from "
+           "the flags" for key in sorted(set(saved) | set(current))
+           if saved.get(key) != current.get(key)]
+  if diffs:
+    raise ConfigMismatchError(
+        f"--model_dir={model_dir} holds a different model; resume with the "
+        "same model flags or use a new --model_dir. Differences: " +
+        "; ".join(diffs))
+
+
+def _first_line(error: BaseException, limit: int = 240) -> str:
+  text = str(error).strip().splitlines()
+  line = text[0] if text else type(error).__name__
+  return line if len(line) <= limit else line[:limit] + "..."
+
+
+def problem(prefix: str) -> Optional[Tuple[str, str]]:
+  """Why checkpoint ``prefix`` cannot be resumed from, or None if intact.
+
+  Returns (kind, reason): kind "index" when the index is missing or does not
+  open (what a save killed before its end leaves), "data" when the index
+  opens, so the save finished, but a tensor is missing, fails its checksum
+  (truncation, corruption) or holds NaN/Inf. Reads every tensor once.
+  """
+  if not tf.io.gfile.exists(prefix + ".index"):
+    return "index", "its .index file is missing"
+  # Any exception: the reader raises OpError, ValueError, IndexError ("Read
+  # less bytes than requested") and more, all meaning "not intact".
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    dtypes = reader.get_variable_to_dtype_map()
+  except Exception as e:  # pylint: disable=broad-except
+    return "index", f"its index does not open ({_first_line(e)})"
+  for name in sorted(dtypes):
+    try:
+      value = reader.get_tensor(name)
+    except Exception as e:  # pylint: disable=broad-except
+      return "data", f"{name} cannot be read ({_first_line(e)})"
+    if dtypes[name].is_floating and not np.all(np.isfinite(
+        np.asarray(value, np.float64))):
+      return "data", f"{name} holds NaN/Inf"
+  return None
+
+
+def last_good(model_dir: str) -> Optional[str]:
+  """The newest checkpoint of ``model_dir`` that ``problem`` passes."""
+  for prefix in model_io.checkpoints_on_disk(model_dir):
+    if problem(prefix) is None:
+      return prefix
+  return None
+
+
+def last_good_text(model_dir: str) -> str:
+  """A sentence naming the checkpoint a rerun would resume from."""
+  prefix = last_good(model_dir)
+  if prefix is None:
+    return f"{model_dir} holds no intact checkpoint yet."
+  return (f"The last good checkpoint is {prefix} (step "
+          f"{model_io.step_of(prefix)}); rerunning resumes from it.")
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectedFaults:
+  """Faults the fault-injection tests ask for; not a user feature.
+
+  Read once from $PYRAMIDNET_TF_TEST_FAULTS, comma-separated items:
+
+  * ``nonfinite@STEP:TEXT``: when the global step reaches STEP (the loop
+    ends a host call there), set to +Inf every float variable of the
+    checkpoint whose name contains TEXT.
+  * ``kill_in_save@STEP:SECONDS``: SIGKILL this process SECONDS after the
+    save at global step STEP starts.
+  """
+  nonfinite_step: Optional[int] = None
+  nonfinite_text: str = ""
+  kill_step: Optional[int] = None
+  kill_delay: float = 0.0
+
+  @classmethod
+  def from_env(cls) -> "InjectedFaults":
+    spec = os.environ.get(FAULTS_ENV, "").strip()
+    values = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+      try:
+        kind, rest = item.split("@", 1)
+        step, arg = rest.split(":", 1)
+        if kind == "nonfinite":
+          values.update(nonfinite_step=int(step), nonfinite_text=arg)
+        elif kind == "kill_in_save":
+          values.update(kill_step=int(step), kill_delay=float(arg))
+        else:
+          raise ValueError(kind)
+      except ValueError:
+        raise ValueError(f"{FAULTS_ENV}: cannot parse {item!r} (test hook: "
+                         "nonfinite@STEP:TEXT or kill_in_save@STEP:SECONDS)"
+                         ) from None
+    return cls(**values)
+
+
+def checkpoint_variables(checkpoint: tf.train.Checkpoint) -> List[tf.Variable]:
+  """Every float variable the checkpoint saves, each once."""
+  seen, found = set(), []
+  for obj in tf.train.TrackableView(checkpoint).descendants():
+    if isinstance(obj, tf.Variable) and obj.dtype.is_floating and (
+        id(obj) not in seen):
+      seen.add(id(obj))
+      found.append(obj)
+  return found
+
+
+def shape_mismatches(checkpoint: tf.train.Checkpoint, path: str
+                     ) -> List[str]:
+  """``name: shape in path, shape from the flags`` for every variable of
+  ``checkpoint`` whose saved counterpart (same object-graph path) has
+  another shape.
+
+  Why before restoring: a restore that fails halfway leaves TensorFlow
+  warning about unrestored values at exit, after the error, and its own
+  message names one variable without saying what to do.
+  """
+  reader = tf.train.load_checkpoint(path)
+  shapes = reader.get_variable_to_shape_map()
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  view = tf.train.TrackableView(checkpoint)
+  found = []
+  pending = [(checkpoint, 0, "")]
+  while pending:
+    obj, node_id, name = pending.pop()
+    node = graph.nodes[node_id]
+    if isinstance(obj, tf.Variable):
+      keys = [a.checkpoint_key for a in node.attributes
+              if a.name == "VARIABLE_VALUE"]
+      if keys and keys[0] in shapes and (
+          list(shapes[keys[0]]) != obj.shape.as_list()):
+        found.append(f"{name}: {tuple(shapes[keys[0]])} saved, "
+                     f"{tuple(obj.shape.as_list())} from the flags")
+      continue
+    saved = {child.local_name: child.node_id for child in node.children}
+    for child_name, child in view.children(obj).items():
+      if child_name in saved:
+        pending.append((child, saved[child_name],
+                        f"{name}/{child_name}" if name else child_name))
+  return sorted(found)
+
+
+class Checkpointer:
+  """Restores the newest intact chief checkpoint; saves from every worker."""
+
+  def __init__(self, model_dir: str, strategy: tf.distribute.Strategy,
+               checkpoint: tf.train.Checkpoint, global_step: tf.Variable,
+               keep: int = 5, guarded_variables: Sequence[tf.Variable] = (),
+               optional=()):
+    """``guarded_variables``: checked for NaN/Inf besides every float
+    variable of ``checkpoint``. ``optional``: names of ``checkpoint``'s
+    objects that older checkpoints may lack (e.g. ``ema`` when resuming with
+    a new --ema_decay); they keep their values and ``restored_all`` turns
+    False."""
+    if keep < 1:
+      raise ValueError(f"--keep_checkpoints must be >= 1; got {keep}")
+    self.model_dir = model_dir
+    self.optional = tuple(optional)
+    self.restored_all = True
+    self.strategy = strategy
+    self.checkpoint = checkpoint
+    self.global_step = global_step
+    self.keep = keep
+    self.chief = distribute.is_chief(strategy)
+    self.faults = InjectedFaults.from_env()
+    self._manager = None
+    self._after_first_save = None
+    self._guarded = checkpoint_variables(checkpoint)
+    known = {id(v) for v in self._guarded}
+    self._guarded += [v for v in guarded_variables if id(v) not in known]
+    self._finite = tf.function(lambda: tf.stack(
+        [tf.reduce_all(tf.math.is_finite(v)) for v in self._guarded]))
+    self._injected = False
+
+  def latest(self) -> Optional[str]:
+    return model_io.latest_checkpoint(self.model_dir)
+
+  # Resume.
+
+  def _remove_leftovers(self) -> None:
+    """Deletes what saves killed midway left (only TF's own temp names)."""
+    if not self.chief:
+      # This worker's own temporary directory, left by a killed save.
+      distribute.remove_temp_dir(
+          distribute.write_dir(self.model_dir, self.strategy), self.model_dir)
+      return
+    if not tf.io.gfile.isdir(self.model_dir):
+      return
+    for name in tf.io.gfile.listdir(self.model_dir):
+      name = name.rstrip("/")
+      path = os.path.join(self.model_dir, name)
+      if _SAVE_TEMP_DIR.match(name) and tf.io.gfile.isdir(path):
+        logging.warning("removing %s: left by a save that did not finish",
+                        path)
+        tf.io.gfile.rmtree(path)
+      elif (_STATE_TEMP.match(name) or name == _CONFIG_TEMP) and (
+          not tf.io.gfile.isdir(path)):
+        logging.warning("removing %s: left by a write that did not finish",
+                        path)
+        tf.io.gfile.remove(path)
+
+  def _state_path(self) -> str:
+    return os.path.join(self.model_dir, model_io.STATE_FILE)
+
+  def _state_problem(self, chosen: Optional[str]) -> Optional[str]:
+    """What is wrong with the state file given the checkpoint resumed."""
+    if not tf.io.gfile.exists(self._state_path()):
+      return f"{self._state_path()} is missing"
+    try:
+      named = tf.train.get_checkpoint_state(self.model_dir)
+    except (ValueError, tf.errors.OpError):
+      named = None
+    if named is None or not named.model_checkpoint_path:
+      return f"{self._state_path()} is empty or unreadable"
+    named_name = os.path.basename(named.model_checkpoint_path)
+    if chosen is None or named_name != os.path.basename(chosen):
+      return (f"{self._state_path()} names {named_name}, which is gone or "
+              "damaged")
+    return None
+
+  def _write_state(self, resumed: str) -> None:
+    """Rewrites the state file: ``resumed`` latest, listing the on-disk
+    checkpoints up to it (oldest first, as CheckpointManager rotates)."""
+    step = model_io.step_of(resumed)
+    kept = [p for p in reversed(model_io.checkpoints_on_disk(self.model_dir))
+            if model_io.step_of(p) <= step and tf.io.gfile.exists(
+                p + ".index")]
+    lines = [f'model_checkpoint_path: "{os.path.basename(resumed)}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"'
+              for p in kept]
+    # Timestamps after last_preserved_timestamp (0) make the manager rotate
+    # the listed checkpoints; without them it would keep them forever.
+    lines += ["all_model_checkpoint_timestamps: "
+              f"{tf.io.gfile.stat(p + '.index').mtime_nsec / 1e9:.3f}"
+              for p in kept]
+    temp = self._state_path() + ".tmp" + os.urandom(16).hex()
+    with tf.io.gfile.GFile(temp, "w") as f:
+      f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(temp, self._state_path(), overwrite=True)
+
+  def _find_resumable(self) -> Optional[str]:
+    """The newest intact checkpoint; raises NoUsableCheckpointError if the
+    directory shows it had one but none is intact."""
+    skipped = []
+    chosen = None
+    for prefix in model_io.checkpoints_on_disk(self.model_dir):
+      found = problem(prefix)
+      if found is None:
+        chosen = prefix
+        break
+      skipped.append((prefix, found))
+    for prefix, (_, reason) in skipped:
+      logging.warning("skipping checkpoint %s: %s", prefix, reason)
+    state_problem = self._state_problem(chosen)
+    if chosen is not None:
+      if skipped or state_problem:
+        why = [f"{os.path.basename(p)}: {r}" for p, (_, r) in skipped]
+        if state_problem:
+          why.append(state_problem)
+        logging.warning("resuming from %s, the newest intact checkpoint%s",
+                        chosen, f" ({'; '.join(why)})" if why else "")
+      return chosen
+    config = os.path.join(self.model_dir, model_io.CONFIG_FILE)
+    evidence = [f"{config} exists"] if tf.io.gfile.exists(config) else []
+    if tf.io.gfile.exists(self._state_path()):
+      evidence.append(f"{self._state_path()} exists")
+    if evidence or any(kind == "data" for _, (kind, _) in skipped):
+      found = [f"{os.path.basename(p)}: {reason}"
+               for p, (_, reason) in skipped] or ["no ckpt-N files"]
+      raise NoUsableCheckpointError(
+          f"--model_dir={self.model_dir} held checkpoints but has no intact "
+          f"one ({'; '.join(evidence + found)}); refusing to restart it from "
+          "step 0. To resume, put an intact ckpt-N.index/.data pair back; "
+          "to start over, delete the directory or pass a new --model_dir")
+    if skipped:
+      logging.warning("%s holds only an interrupted first save; starting "
+                      "from step 0", self.model_dir)
+    return None
+
+  def restore(self) -> Optional[str]:
+    """Restores the newest intact checkpoint, if any; returns its path.
+
+    Raises NoUsableCheckpointError (see the module docstring) and
+    ConfigMismatchError when the checkpoint does not fit the model (e.g. a
+    model_dir whose model_config.json was deleted, resumed with other
+    flags).
+    """
+    self._remove_leftovers()
+    path = self._find_resumable()
+    if path is not None and self.chief:
+      self._write_state(path)
+    if self.chief:
+      self._open_manager()
+    if path is None:
+      return None
+    names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+    missing = {name: getattr(self.checkpoint, name) for name in self.optional
+               if name not in names and hasattr(self.checkpoint, name)}
+    self.restored_all = not missing
+    for name in missing:
+      delattr(self.checkpoint, name)   # untracked while restoring
+    try:
+      mismatches = shape_mismatches(self.checkpoint, path)
+      if mismatches:
+        raise ConfigMismatchError(self._mismatch_text(
+            path, "; ".join(mismatches[:3]) + (
+                f"; and {len(mismatches) - 3} more" if len(mismatches) > 3
+                else "")))
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+      if isinstance(e, ConfigMismatchError):
+        raise
+      raise ConfigMismatchError(
+          self._mismatch_text(path, _first_line(e, 160))) from None
+    finally:
+      for name, value in missing.items():
+        setattr(self.checkpoint, name, value)
+    return path
+
+  def _mismatch_text(self, path: str, details: str) -> str:
+    config = os.path.join(self.model_dir, model_io.CONFIG_FILE)
+    hint = ("resume with the model flags it was trained with" if
+            tf.io.gfile.exists(config) else
+            f"it has no {model_io.CONFIG_FILE} to say which model flags made"
+            " it: resume with those")
+    return (f"--model_dir={self.model_dir}: checkpoint {path} does not fit "
+            f"the model the flags build ({details}); {hint}, or use a new "
+            "--model_dir")
+
+  def _open_manager(self):
+    if self._manager is None:
+      self._manager = tf.train.CheckpointManager(
+          self.checkpoint, self.model_dir, max_to_keep=self.keep)
+    return self._manager
+
+  def after_first_save(self, callback) -> None:
+    """Calls ``callback`` once, after the next save succeeds (chief)."""
+    self._after_first_save = callback
+
+  # NaN/Inf guard.
+
+  def injection_step(self, step: int) -> Optional[int]:
+    """A test-hook step the loop must stop at, if one is ahead of ``step``."""
+    target = self.faults.nonfinite_step
+    if target is not None and not self._injected and target > step:
+      return target
+    return None
+
+  def inject_due(self, step: int) -> None:
+    """Test hook: poisons the chosen variables once ``step`` is reached."""
+    target = self.faults.nonfinite_step
+    if target is None or self._injected or step < target:
+      return
+    self._injected = True
+    hit = [v for v in self._guarded if self.faults.nonfinite_text in v.name]
+    for v in hit:
+      v.assign(tf.fill(tf.shape(v), tf.constant(np.inf, v.dtype)))
+    logging.warning("test hook %s: set %d variable(s) matching %r to +Inf at "
+                    "step %d", FAULTS_ENV, len(hit),
+                    self.faults.nonfinite_text, step)
+
+  def check_finite(self, step: int, since: Optional[int] = None) -> None:
+    """Raises NonFiniteWeightsError naming the variables and the last good
+    checkpoint when any checked variable holds NaN/Inf.
+
+    Every worker must call it at the same step (ON_READ reads all-reduce).
+    ``since``: the step of the previous check, for the message.
+    """
+    if not self._guarded:
+      return
+    finite = self._finite().numpy()
+    if finite.all():
+      return
+    bad = [v.name.split(":")[0] for v, ok in zip(self._guarded, finite)
+           if not ok]
+    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more"
+                                  if len(bad) > 3 else "")
+    when = (f" (appeared in the steps after {since}; checked after every "
+            "host call)" if since is not None and step - since > 1 else "")
+    raise NonFiniteWeightsError(
+        f"NaN/Inf at global step {step} in {names}{when}; stopped "
+        f"without checkpointing them. {last_good_text(self.model_dir)} Try "
+        "a lower --lr or --dtype=float32.")
+
+  # Save.
+
+  def save(self) -> Optional[str]:
+    """Saves at the current global step; returns the chief's path.
+
+    Raises NonFiniteWeightsError instead of writing NaN/Inf values (a
+    finite loss at step s-1 does not prove the update to step s was), and
+    CheckpointWriteError, after removing the partial files, when the
+    filesystem refuses the write.
+    """
+    step = int(self.global_step.numpy())
+    self.check_finite(step)
+    if self.faults.kill_step == step:
+      timer = threading.Timer(self.faults.kill_delay, os.kill,
+                              (os.getpid(), signal.SIGKILL))
+      timer.daemon = True
+      timer.start()
+    if self.chief:
+      manager = self._open_manager()
+      try:
+        path = manager.save(checkpoint_number=step)
+      except (tf.errors.OpError, OSError) as e:
+        reason = _write_failure(e)
+        if reason is None:
+          raise
+        self._remove_partial(step)
+        raise CheckpointWriteError(
+            f"--model_dir={self.model_dir}: {reason} while writing "
+            f"checkpoint ckpt-{step}; removed its partial files. "
+            f"{last_good_text(self.model_dir)} Free space (or fix the "
+            "directory) and rerun the same command.") from None
+      if self._after_first_save is not None:
+        callback, self._after_first_save = self._after_first_save, None
+        callback()
+      return path
+    temp = distribute.write_dir(self.model_dir, self.strategy)
+    manager = tf.train.CheckpointManager(self.checkpoint, temp, max_to_keep=1)
+    try:
+      manager.save(checkpoint_number=step)
+    finally:
+      distribute.remove_temp_dir(temp, self.model_dir)
+    return None
+
+  def _remove_partial(self, step: int) -> None:
+    """Deletes what a failed save of ``step`` left, unless it is intact."""
+    prefix = os.path.join(self.model_dir, f"{model_io.CHECKPOINT_PREFIX}-"
+                          f"{step}")
+    temp = prefix + "_temp"
+    if tf.io.gfile.isdir(temp):
+      tf.io.gfile.rmtree(temp)
+    if problem(prefix) is None:
+      return
+    for path in tf.io.gfile.glob(prefix + ".*"):
+      tf.io.gfile.remove(path)
+
+
+def _write_failure(error: BaseException) -> Optional[str]:
+  """A short reason when ``error`` is the filesystem refusing a write."""
+  problem = cli.storage_problem(error)
+  if problem is None:
+    return None
+  _, reason, no_space = problem
+  return f"the disk is full ({reason})" if no_space else reason

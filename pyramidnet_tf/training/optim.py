@@ -1,0 +1,124 @@
+"""Momentum SGD in PyTorch's form, with coupled L2 weight decay.
+
+Why our own optimizer: Keras is off limits, Sonnet's optimizers refuse
+MultiWorkerMirroredStrategy, and the PyramidNet recipes need exactly what
+``torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay=1e-4)`` does
+(spec 4.3, pitfall 6):
+
+    g <- g + wd * p                    (coupled L2, before momentum)
+    v <- mu * v + g
+    p <- p - lr * (g + mu * v)         (Nesterov)   or   p - lr * v   (plain)
+
+Gradients arrive already summed over replicas (the train step all-reduces
+them explicitly), so every replica applies the identical update to its copy of
+each variable inside ``strategy.extended.update``.
+"""
+
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+
+
+def default_decay_filter(variable: tf.Variable) -> bool:
+  """Coupled L2 on every trainable variable, as the authors' code does."""
+  del variable
+  return True
+
+
+def no_bn_no_bias_filter(variable: tf.Variable) -> bool:
+  """Decay only convolution and classifier kernels (not BN gamma/beta, bias).
+
+  Relies on the variable names of ``pyramidnet_tf.model.layers``: BN variables are
+  ``gamma``/``beta`` and the classifier's bias is ``bias``.
+  """
+  leaf = variable.name.split("/")[-1].split(":")[0]
+  return leaf not in ("gamma", "beta", "bias")
+
+
+class NesterovSGD(tf.Module):
+  """SGD with (Nesterov) momentum and coupled L2, one momentum slot per var.
+
+  Slots are created eagerly in ``__init__`` (under the strategy's scope when
+  one is active), named after their variable so checkpoints are readable.
+  """
+
+  def __init__(self, variables: Sequence[tf.Variable], momentum: float = 0.9,
+               nesterov: bool = True, weight_decay: float = 1e-4,
+               decay_filter: Callable[[tf.Variable], bool] = default_decay_filter,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+    if nesterov and momentum == 0.0:
+      raise ValueError("Nesterov momentum needs momentum > 0 (PyTorch rule)")
+    if weight_decay < 0:
+      raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+    self.momentum = float(momentum)
+    self.nesterov = bool(nesterov)
+    self.weight_decay = float(weight_decay)
+    self._variables = list(variables)
+    self._decays = [decay_filter(v) for v in self._variables]
+    self.slots = []
+    with self.name_scope:
+      for v in self._variables:
+        with tf.init_scope():
+          strategy = tf.distribute.get_strategy()
+          with strategy.extended.colocate_vars_with(v):
+            self.slots.append(
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                            name=v.name.split(":")[0].replace("/", "_") +
+                            "_momentum"))
+
+  @property
+  def decayed_variable_names(self):
+    return [v.name for v, d in zip(self._variables, self._decays) if d]
+
+  def _update_one(self, var, slot, grad, lr, decays, apply_mask):
+    grad = tf.cast(grad, var.dtype)
+    if decays and self.weight_decay:
+      grad = grad + self.weight_decay * var
+    if apply_mask is None:
+      # TF's fused kernel computes exactly the update above: v <- mu v + g;
+      # p <- p - lr g - lr mu v (Nesterov) or p - lr v. One op per variable
+      # instead of about eight (c110 has 439 variables).
+      return tf.raw_ops.ResourceApplyMomentum(
+          var=var.handle, accum=slot.handle, lr=tf.cast(lr, var.dtype),
+          grad=grad, momentum=tf.constant(self.momentum, var.dtype),
+          use_locking=False, use_nesterov=self.nesterov)
+    velocity = self.momentum * slot + grad
+    step = grad + self.momentum * velocity if self.nesterov else velocity
+    # fp16 overflow: keep the old values when the step is skipped.
+    return tf.group(
+        slot.assign(tf.where(apply_mask, velocity, slot)),
+        var.assign_sub(tf.where(apply_mask, lr * step, tf.zeros_like(step))))
+
+  def apply(self, grads, lr, apply_mask=None):
+    """Applies summed gradients (one per variable, in construction order).
+
+    Must be called in a replica context (inside ``strategy.run``) or with no
+    strategy. ``apply_mask``: optional scalar bool; False skips the update.
+    """
+    if len(grads) != len(self._variables):
+      raise ValueError(f"{len(grads)} gradients for {len(self._variables)} "
+                       "variables")
+    context = tf.distribute.get_replica_context()
+    if context is None:
+      raise RuntimeError("NesterovSGD.apply must run in a replica context")
+    return context.merge_call(self._apply_cross_replica,
+                              args=(grads, lr, apply_mask))
+
+  def _apply_cross_replica(self, strategy, grads, lr, apply_mask):
+    updates = []
+    for var, slot, grad, decays in zip(self._variables, self.slots, grads,
+                                       self._decays):
+      if grad is None:
+        raise ValueError(f"no gradient for {var.name}")
+      updates.append(strategy.extended.update(
+          var, self._update_fn(decays), args=(slot, grad, lr, apply_mask),
+          group=True))
+    return tf.group(updates)
+
+  def _update_fn(self, decays):
+    def fn(var, slot, grad, lr, apply_mask):
+      return self._update_one(var, slot, grad, lr, decays, apply_mask)
+    return fn

@@ -1,0 +1,61 @@
+"""pyramidnet_tf.evaluate prints exact JSON metrics for any model dir."""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from pyramidnet_tf.data import augment
+from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.model import network as model_lib
+from pyramidnet_tf.model_dir import store as model_io
+from tests import train_fixtures as fx
+
+
+def _reference(model, info):
+  """Top-1 error computed by hand over every test record."""
+  wrong = total = 0
+  for shard in info.shards("test"):
+    for record in tf.data.TFRecordDataset(shard.path):
+      example = tf.train.Example.FromString(record.numpy())
+      feature = example.features.feature
+      image = np.frombuffer(feature["image/encoded"].bytes_list.value[0],
+                            np.uint8).reshape(16, 16, 3)
+      label = feature["image/class/label"].int64_list.value[0]
+      x = augment.cifar_eval(tf.constant(image), "cifar10", "pt", 32)
+      wrong += int(np.argmax(model(x[None]).numpy()) != label)
+      total += 1
+  return 100.0 * wrong / total, total
+
+
+def test_evaluate_an_imported_style_model_dir(tmp_path):
+  data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=10,
+                              train_per_class=1, eval_per_class=7, size=16,
+                              shards=2)
+  tf.random.set_seed(4)
+  model = model_lib.PyramidNet("cifar10", 8, 4, False)
+  model_dir = str(tmp_path / "model")
+  model_io.save_model(model, model_dir, {"source": "torch"}, step=7)
+  for extra in ([], ["--cpu_devices=2", "--eval_batch_size=16"]):
+    proc = fx.run_cli("pyramidnet_tf.evaluate", [
+        f"--model_dir={model_dir}", f"--data_dir={data_dir}"] + extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    expected_error, total = _reference(model, input_pipeline.read_manifest(
+        data_dir))
+    assert result["examples"] == total == 70
+    assert abs(result["top1_error"] - expected_error) < 1e-6, extra
+    assert result["split"] == "test"
+    assert result["checkpoint"].endswith("ckpt-7")
+
+
+def test_class_count_mismatch_is_an_error(tmp_path):
+  data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=3,
+                              train_per_class=1, eval_per_class=1, size=16)
+  model_dir = str(tmp_path / "model")
+  model_io.save_model(model_lib.PyramidNet("cifar10", 8, 4, False),
+                      model_dir)
+  proc = fx.run_cli("pyramidnet_tf.evaluate", [f"--model_dir={model_dir}",
+                                               f"--data_dir={data_dir}"])
+  assert proc.returncode != 0
+  assert "has 10 classes" in proc.stderr and "lists 3" in proc.stderr

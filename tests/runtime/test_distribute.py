@@ -1,0 +1,52 @@
+"""Strategy choice, chief rules and per-worker directories."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from pyramidnet_tf.runtime import distribute
+
+
+def test_errors_name_the_flag_and_choices():
+  with pytest.raises(ValueError, match="--distribution must be one of auto, "
+                     "one_device, mirrored, multi_worker"):
+    distribute.create_strategy("tpu")
+  with pytest.raises(ValueError, match="--cpu_devices must be >= 1"):
+    distribute.create_strategy("auto", cpu_devices=0)
+
+
+def test_multi_worker_without_tf_config_says_what_to_set(monkeypatch):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(ValueError, match="TF_CONFIG"):
+    distribute.create_strategy("multi_worker")
+
+
+def test_tf_config_parsing(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", json.dumps(
+      {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+       "task": {"type": "worker", "index": 0}}))
+  assert distribute.cluster_size() == 3
+  monkeypatch.setenv("TF_CONFIG", "{not json")
+  with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+    distribute.tf_config()
+
+
+def test_single_host_strategies(monkeypatch):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  one = distribute.create_strategy("one_device")
+  assert isinstance(one, tf.distribute.OneDeviceStrategy)
+  assert distribute.is_chief(one)
+  assert distribute.num_workers(one) == 1
+  assert distribute.write_dir("/m", one) == "/m"
+
+
+def test_temp_dir_removal_never_touches_the_model_dir(tmp_path):
+  model_dir = tmp_path / "m"
+  temp = model_dir / "workertemp_worker_1"
+  temp.mkdir(parents=True)
+  distribute.remove_temp_dir(str(model_dir), str(model_dir))
+  assert model_dir.exists()
+  distribute.remove_temp_dir(str(temp), str(model_dir))
+  assert not temp.exists() and model_dir.exists()
