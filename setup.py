@@ -5,7 +5,7 @@ the same `tensorflow` package and must never be installed side by side:
 
     pip install -e '.[cpu]'        # tensorflow-cpu==2.21.0 (CI, laptops)
     pip install -e '.[gpu]'        # tensorflow[and-cuda]==2.21.0 (GPU hosts)
-    pip install -e '.[cpu,test]'   # + pytest, torch==2.13.0 (CPU), scikit-learn for the tests
+    pip install -e '.[cpu,test]'   # + pytest, torch==2.13.0 (CPU), scikit-learn, ruff for the tests
 """
 
 import setuptools
@@ -19,7 +19,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["pyramidnet_tf", "pyramidnet_tf.*", "data_prep", "data_prep.*"]),
+    packages=setuptools.find_packages(
+        include=["pyramidnet_tf", "pyramidnet_tf.*", "data_prep", "data_prep.*"]),
     install_requires=[
         "absl-py>=2.1,<3",
         "numpy>=1.26,<3",
@@ -35,7 +36,7 @@ setuptools.setup(
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0",
-                 "pyyaml==6.0.4"],
+                 "pyyaml==6.0.4", "ruff==0.17.6"],
         "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },
     entry_points={

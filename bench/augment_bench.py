@@ -59,7 +59,8 @@ def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import autoaugment  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
   from tests import train_fixtures  # pylint: disable=g-import-not-at-top
   randaugment = autoaugment.parse_randaugment(FLAGS.randaugment)
   policies = [("plain", {}), ("autoaugment=cifar10",
@@ -81,16 +82,16 @@ def main(argv):
           train_per_class=40, eval_per_class=1, size=320, encoding="jpeg",
           shards=2)))
     for kind, data_dir in sets:
-      info = input_pipeline.read_manifest(data_dir)
+      info = manifest_lib.read_manifest(data_dir)
       for name, policy in policies:
         if kind == "cifar":
-          pre = input_pipeline.Preprocessing("cifar", 32, "cifar10", "pt",
+          pre = preprocessing_lib.Preprocessing("cifar", 32, "cifar10", "pt",
                                              **policy)
           batch = 128
         else:
           if policy.get("autoaugment"):
             name, policy = "autoaugment=imagenet", {"autoaugment": "imagenet"}
-          pre = input_pipeline.Preprocessing("imagenet", 224, **policy)
+          pre = preprocessing_lib.Preprocessing("imagenet", 224, **policy)
           batch = 64
         rate = _rate(tf, info, pre, batch)
         row = {"pipeline": kind, "policy": name, "batch": batch,

@@ -138,8 +138,10 @@ def build_tf_train_step(tf, strategy, cfg: dict, dtype: str, xla: bool,
     scaler = (loss_scale_lib.DynamicLossScale() if dtype == "float16"
               else None)
   schedule = schedules.Schedule(*SCHEDULE_ARGS)
-  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
-                                  batch, dtype, jit_compile=xla,
+  train_step = step_lib.TrainStep(strategy=strategy, model=model, optimizer=opt,
+                                  schedule=schedule, global_step=global_step,
+                                  global_batch=batch, dtype=dtype,
+                                  jit_compile=xla,
                                   loss_scale=scaler)
   return train_step, model
 

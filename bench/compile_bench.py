@@ -1,4 +1,4 @@
-"""XLA compile-time benchmark: scopes x persistent cache (issue 8; a table).
+"""XLA compile-time benchmark: compile scopes x persistent cache (a table).
 
     python bench/compile_bench.py --configs=c110 --batch=32 --steps=3
     python bench/compile_bench.py --configs=c272,i200      # on a GPU
@@ -32,7 +32,8 @@ from absl import flags
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-from pyramidnet_tf.runtime import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position  (defines --compile_cache_dir)
+from pyramidnet_tf.cli import compile_cache_flags  # pylint: disable=g-import-not-at-top,wrong-import-position  (defines --compile_cache_dir)
+from pyramidnet_tf.runtime import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from bench.bench_common import CONFIGS, SCHEDULE_ARGS  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -74,8 +75,9 @@ def measure(config: str, path: str) -> dict:
   if path == "unit":
     compile_units.jit_units(model)
   schedule = schedules.Schedule(*SCHEDULE_ARGS)
-  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
-                                  batch, FLAGS.dtype,
+  train_step = step_lib.TrainStep(strategy=strategy, model=model, optimizer=opt,
+                                  schedule=schedule, global_step=global_step,
+                                  global_batch=batch, dtype=FLAGS.dtype,
                                   jit_compile=(path == "step"))
   iterator = bench_common.synthetic_iterator(tf, strategy, cfg["size"],
                                              model.num_classes, batch)
@@ -163,4 +165,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=compile_cache.parse_flags_and_configure)
+  app.run(main, flags_parser=compile_cache_flags.parse_flags_and_configure)

@@ -149,7 +149,7 @@ def main(argv):
   del argv
   bench_common.check_choices("configs", FLAGS.configs, list(CONFIGS))
   multiples = [int(m) for m in FLAGS.multiples]
-  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (hides Keras)
+  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (hides Keras) # noqa: F401
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   print("| config | multiple | conv ops in the step | convs (forward) | "
         "distinct forward shapes | distinct Conv2D / BackpropInput / "

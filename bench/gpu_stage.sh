@@ -50,7 +50,8 @@ fi
 # files (and a shared/ folder inside the checkout, if any).
 tree_bytes=$(cd "$repo" && { git ls-files -co --exclude-standard -z 2>/dev/null;
                              if [ -d shared ]; then find shared -type f -print0; fi; } |
-             xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+             { xargs -0 -r stat -c %s 2>/dev/null || true; } |  # deleted files: skipped
+             awk '{s += $1} END {print s + 0}')
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 tools_bytes=$(du -cb "$stage/unpack.sh" "$stage/zstd" "$stage/SHA256SUMS" | tail -1 | cut -f1)
 mapfile -t part_list < <(cd "$stage" && ls part.*)

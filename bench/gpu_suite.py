@@ -761,7 +761,7 @@ def _progress(first_step_s, hang):
 def _child_env_check():
   """TF version, devices, and a conv forward/backward with and without XLA
   on the first device, against the CPU in float64."""
-  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (hides Keras)
+  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (hides Keras) # noqa: F401
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   out = {"tf_ok": True, "tf_version": tf.__version__}

@@ -1,4 +1,4 @@
-"""Train-step cost of each issue-6 option against plain training.
+"""Train-step cost of each regulariser and of the EMA against plain training.
 
     python bench/regularizer_bench.py                     # c110, batch 64
     python bench/regularizer_bench.py --batch=128 --steps=10 --xla
@@ -75,7 +75,8 @@ def measure(tf, name):
                 if ema_decay else None)
   schedule = schedules.Schedule(*SCHEDULE_ARGS)
   train_step = step_lib.TrainStep(
-      strategy, model, opt, schedule, global_step, FLAGS.batch, FLAGS.dtype,
+      strategy=strategy, model=model, optimizer=opt, schedule=schedule,
+      global_step=global_step, global_batch=FLAGS.batch, dtype=FLAGS.dtype,
       jit_compile=FLAGS.xla,
       regularization=step_lib.Regularization(**reg_kwargs), ema=averages)
   iterator = bench_common.synthetic_iterator(tf, strategy, 32,
@@ -89,7 +90,7 @@ def measure(tf, name):
 
 def main(argv):
   del argv
-  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import
+  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   names = list(OPTIONS) + ["plain (again)"]
   rows = []

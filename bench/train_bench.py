@@ -143,12 +143,14 @@ def _write_records(tf, directory, kind, count):
 
 
 def pipeline(tf, kind, data_dir):
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-  info = input_pipeline.read_manifest(data_dir)
+  from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
+  info = manifest_lib.read_manifest(data_dir)
   if kind == "cifar":
-    pre = input_pipeline.Preprocessing("cifar", 32, "cifar10", "pt")
+    pre = preprocessing_lib.Preprocessing("cifar", 32, "cifar10", "pt")
   else:
-    pre = input_pipeline.Preprocessing("imagenet", 224)
+    pre = preprocessing_lib.Preprocessing("imagenet", 224)
   batch = 128 if kind == "cifar" else 64
   ds = input_pipeline.train_dataset(info, pre, batch, seed=1,
                                     cache=(kind == "cifar"))

@@ -9,7 +9,7 @@ Command-line tools (each also a console script, see the README):
 
 Every converter writes `DIR/<split>-<iiiii>-of-<nnnnn>.tfrecord` and `DIR/manifest.json`; the
 manifest schema, the tf.train.Example features and the decode rule for each image encoding are
-documented in `data_prep.shards`.
+documented in docs/data-format.md.
 """
 
 # Bumped whenever the bytes a converter writes for the same input would change.

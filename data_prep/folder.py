@@ -30,7 +30,10 @@ from absl import logging
 
 from data_prep import DataPrepError
 from data_prep import cli
+from data_prep import manifest as manifest_lib
+from data_prep import planning
 from data_prep import shards
+from data_prep import summary as summary_lib
 
 FLAGS = flags.FLAGS
 SHARD_TARGET_BYTES = 128 << 20
@@ -79,15 +82,15 @@ def plan(source: str, val_fraction: float = 0.1, seed: int = 0,
   if not 0.0 <= val_fraction < 1.0:
     raise DataPrepError(f"--val_fraction={val_fraction}: must be at least 0 and below 1")
   classes = list_classes(source)
-  splits: Dict[str, List[shards.Item]] = {"train": []}
+  splits: Dict[str, List[planning.Item]] = {"train": []}
   if val_fraction > 0:
     splits["validation"] = []
   for label, (name, paths) in enumerate(classes.items()):
     items = []
     for path in paths:
       rel = os.path.relpath(path, source).replace(os.sep, "/")
-      items.append(shards.Item(rel, rel, label, os.path.getsize(path), ("file", path)))
-    items.sort(key=lambda item: shards.order_key(seed, "split:" + item.key))
+      items.append(planning.Item(rel, rel, label, os.path.getsize(path), ("file", path)))
+    items.sort(key=lambda item: planning.order_key(seed, "split:" + item.key))
     n_val = int(math.floor(len(items) * val_fraction + 0.5)) if val_fraction > 0 else 0
     if n_val:
       splits["validation"].extend(items[:n_val])
@@ -99,19 +102,19 @@ def plan(source: str, val_fraction: float = 0.1, seed: int = 0,
   if not splits["train"]:
     raise DataPrepError(f"--val_fraction={val_fraction} leaves no training images")
   name = dataset_name or os.path.basename(os.path.normpath(os.path.abspath(source)))
-  info = shards.DatasetInfo(
+  info = manifest_lib.DatasetInfo(
       converter="data_prep.folder", dataset=name, class_names=list(classes),
-      image=dict(shards.JPEG_IMAGE), source_format="image folder")
+      image=dict(manifest_lib.JPEG_IMAGE), source_format="image folder")
   return info, splits
 
 
-def auto_shards(items: List[shards.Item]) -> int:
+def auto_shards(items: List[planning.Item]) -> int:
   return max(1, min(len(items), math.ceil(sum(i.size for i in items) / SHARD_TARGET_BYTES)))
 
 
 def convert(source: str, output_dir: str, val_fraction: float = 0.1, train_shards: int = 0,
             val_shards: int = 0, workers: int = 1, max_rejected: int = 0, seed: int = 0,
-            dataset_name: str = "") -> shards.Summary:
+            dataset_name: str = "") -> summary_lib.Summary:
   info, splits = plan(source, val_fraction, seed, dataset_name)
   counts = {"train": (train_shards or auto_shards(splits["train"]), "--train_shards")}
   if "validation" in splits:

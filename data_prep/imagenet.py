@@ -36,7 +36,10 @@ from data_prep import DataPrepError
 from data_prep import archives
 from data_prep import cli
 from data_prep import imagenet_labels
+from data_prep import manifest as manifest_lib
+from data_prep import planning
 from data_prep import shards
+from data_prep import summary as summary_lib
 
 FLAGS = flags.FLAGS
 SYNSET_RE = imagenet_labels.SYNSET_RE
@@ -261,15 +264,15 @@ def plan(train: str = "", val: str = "", val_labels: str = "", meta_mat: str = "
     raise DataPrepError(f"validation labels use {len(unknown)} synsets that are not among "
                         f"{source} ({len(classes)}): {_describe(unknown)}")
 
-  splits: Dict[str, List[shards.Item]] = {}
+  splits: Dict[str, List[planning.Item]] = {}
   if train_entries:
     splits["train"] = [
-        shards.Item(e.key, e.filename, index[synset] + label_offset, e.size, e.source,
+        planning.Item(e.key, e.filename, index[synset] + label_offset, e.size, e.source,
                     synset=synset)
         for synset in classes for e in train_entries[synset]]
   if val_entries:
     splits["validation"] = [
-        shards.Item(e.key, e.filename, index[s] + label_offset, e.size, e.source, synset=s)
+        planning.Item(e.key, e.filename, index[s] + label_offset, e.size, e.source, synset=s)
         for e, s in zip(val_entries, val_synsets)]
   descriptions = None
   if labels is not None and labels.descriptions and all(
@@ -282,9 +285,9 @@ def plan(train: str = "", val: str = "", val_labels: str = "", meta_mat: str = "
     formats.append("validation " + ("tar" if os.path.isfile(val) else "folder"))
   if labels is not None:
     formats.append(f"{labels.kind} validation labels")
-  info = shards.DatasetInfo(
+  info = manifest_lib.DatasetInfo(
       converter="data_prep.imagenet", dataset="imagenet2012", class_names=list(classes),
-      image=dict(shards.JPEG_IMAGE), source_format="ILSVRC2012 " + ", ".join(formats),
+      image=dict(manifest_lib.JPEG_IMAGE), source_format="ILSVRC2012 " + ", ".join(formats),
       label_base=label_offset, synsets=list(classes), class_descriptions=descriptions)
   for split, items in splits.items():
     logging.info("%s: %d images in %d classes", split, len(items),
@@ -295,7 +298,7 @@ def plan(train: str = "", val: str = "", val_labels: str = "", meta_mat: str = "
 def convert(output_dir: str, train: str = "", val: str = "", val_labels: str = "",
             meta_mat: str = "", label_offset: int = 0,
             train_shards: int = DEFAULT_TRAIN_SHARDS, val_shards: int = DEFAULT_VAL_SHARDS,
-            workers: int = 1, max_rejected: int = 0, seed: int = 0) -> shards.Summary:
+            workers: int = 1, max_rejected: int = 0, seed: int = 0) -> summary_lib.Summary:
   info, splits = plan(train, val, val_labels, meta_mat, label_offset)
   return shards.convert(info, splits,
                         {"train": (train_shards, "--train_shards"),

@@ -15,7 +15,6 @@ Prints one line per problem, naming the shard file (and the record's index and i
 then a summary; exit code 0 when everything checks out, 1 otherwise.
 """
 
-import json
 import multiprocessing
 import os
 import re
@@ -28,8 +27,11 @@ from absl import flags
 from data_prep import DataPrepError
 from data_prep import cli
 from data_prep import images
+from data_prep import manifest as manifest_lib
+from data_prep import planning
 from data_prep import progress as progress_lib
-from data_prep import shards
+from data_prep import tf_import
+from data_prep import writer
 
 FLAGS = flags.FLAGS
 _REQUIRED = {
@@ -43,18 +45,17 @@ _REQUIRED = {
 
 
 def load_manifest(data_dir: str) -> dict:
-  path = os.path.join(data_dir, shards.MANIFEST)
+  path = os.path.join(data_dir, manifest_lib.MANIFEST)
   if not os.path.isdir(data_dir):
     raise DataPrepError(f"--data_dir={data_dir}: no such folder")
   if not os.path.isfile(path):
-    state = os.path.join(data_dir, shards.STATE_DIR)
+    state = os.path.join(data_dir, writer.STATE_DIR)
     hint = (" (a conversion into it did not finish or had too many rejected inputs: rerun "
             "it)" if os.path.isdir(state) else "")
     raise DataPrepError(f"{path} not found: --data_dir must be a folder written by "
                         f"data_prep.cifar, data_prep.imagenet or data_prep.folder{hint}")
   try:
-    with open(path, encoding="utf-8") as f:
-      manifest = json.load(f)
+    manifest = manifest_lib.load(path)
   except (OSError, ValueError) as e:
     raise DataPrepError(f"{path}: not readable JSON ({e})") from None
   missing = [k for k in ("num_classes", "label_base", "class_names", "image", "splits",
@@ -148,13 +149,13 @@ def _optional(manifest: dict) -> dict:
 def verify_shard(data_dir: str, manifest: dict, shard: dict,
                  on_record=lambda: None) -> Tuple[List[str], int]:
   """(problem lines, records read) for one shard entry of the manifest."""
-  tf = shards._tf()  # pylint: disable=protected-access
+  tf = tf_import.tensorflow()
   name = shard["file"]
   path = os.path.join(data_dir, name)
   if not os.path.isfile(path):
-    return [f"{name}: missing (listed in {shards.MANIFEST})"], 0
+    return [f"{name}: missing (listed in {manifest_lib.MANIFEST})"], 0
   problems = []
-  digest = shards.sha256_file(path)
+  digest = writer.sha256_file(path)
   if digest != shard["sha256"]:
     problems.append(f"{name}: SHA-256 {digest} differs from the manifest's {shard['sha256']}")
   count = 0
@@ -194,21 +195,21 @@ def verify(data_dir: str, workers: int = 1, out=None) -> int:
     for shard in entry["shards"]:
       listed.add(shard["file"])
       total += shard["num_examples"]
-      match = shards.SHARD_RE.match(shard["file"])
+      match = planning.SHARD_RE.match(shard["file"])
       if not match or match.group("split") != split:
         problems.append(f"{shard['file']}: listed under split {split!r}, which its name "
                         "does not match")
       tasks.append(shard)
     if total != entry["num_examples"]:
-      problems.append(f"{shards.MANIFEST}: split {split!r} says {entry['num_examples']} "
+      problems.append(f"{manifest_lib.MANIFEST}: split {split!r} says {entry['num_examples']} "
                       f"examples but its shards add up to {total}")
     if {"seen", "written", "repaired", "rejected"} <= set(entry) and (
         entry["seen"] != entry["written"] + entry["repaired"] + entry["rejected"]):
-      problems.append(f"{shards.MANIFEST}: split {split!r}: seen != written + repaired + "
+      problems.append(f"{manifest_lib.MANIFEST}: split {split!r}: seen != written + repaired + "
                       "rejected")
   for name in sorted(os.listdir(data_dir)):
-    if shards.SHARD_RE.match(name) and name not in listed:
-      problems.append(f"{name}: a shard file that {shards.MANIFEST} does not list")
+    if planning.SHARD_RE.match(name) and name not in listed:
+      problems.append(f"{name}: a shard file that {manifest_lib.MANIFEST} does not list")
   expected = sum(s["num_examples"] for s in tasks)
   progress = progress_lib.Progress(expected, f"verifying {len(tasks)} shards")
   records = 0

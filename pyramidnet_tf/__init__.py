@@ -24,7 +24,7 @@ def _import_tensorflow_without_keras():
   for name in hidden:
     _sys.modules[name] = None  # makes `import name` raise ImportError
   try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   finally:
     for name in hidden:
       if name in _sys.modules and _sys.modules[name] is None:

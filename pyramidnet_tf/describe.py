@@ -36,7 +36,17 @@ def _format_planes(planes):
 
 def describe(arch: widths_lib.Architecture, num_classes: int,
              image_size: int, show_widths: bool = True) -> str:
-  """The human-readable report."""
+  """The human-readable report.
+
+  Args:
+    arch: the network's shape (``widths.architecture``).
+    num_classes: classifier outputs.
+    image_size: input side in pixels, for feature-map sizes and MACs.
+    show_widths: append every unit's planes, stage by stage.
+
+  Returns:
+    The report as one string (a header, the per-part table, totals).
+  """
   parts = complexity.report(arch, num_classes, image_size)
   total = complexity.total_params(parts)
   macs = complexity.total_macs(parts)
@@ -77,6 +87,17 @@ def describe(arch: widths_lib.Architecture, num_classes: int,
 
 def as_json(arch: widths_lib.Architecture, num_classes: int,
             image_size: int) -> dict:
+  """The report as a JSON-serialisable dict (what ``--json`` prints).
+
+  Args:
+    arch: the network's shape (``widths.architecture``).
+    num_classes: classifier outputs.
+    image_size: input side in pixels, for feature-map sizes and MACs.
+
+  Returns:
+    The configuration, totals (parameters, MACs, FLOPs = 2 x MACs) and one
+    entry per part under "stages" (stem, stages and head).
+  """
   parts = complexity.report(arch, num_classes, image_size)
   return {
       "dataset": arch.dataset, "depth": arch.depth, "alpha": arch.alpha,
@@ -98,6 +119,14 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
 
 
 def main(argv):
+  """Prints the report for the model flags.
+
+  Args:
+    argv: absl's remaining arguments; only the program name is allowed.
+
+  Raises:
+    cli.UserError: for extra arguments or invalid model flags.
+  """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   dataset = None
@@ -130,6 +159,7 @@ def main(argv):
 
 
 def run():
+  """The console entry point: parses flags and runs ``main`` guarded."""
   app.run(cli.guard(PROG, main))
 
 

@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import
+from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
                     "or test, whichever the manifest has.")
@@ -32,6 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def evaluate() -> dict:
+  """Evaluates --model_dir on --data_dir's split; returns the JSON record."""
   if not FLAGS.model_dir:
     raise ValueError("--model_dir is required (written by pyramidnet_tf.train "
                      "or pyramidnet_tf.import_torch)")
@@ -44,18 +45,18 @@ def evaluate() -> dict:
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
                                         FLAGS.slurm_port_base)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import records as records_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
 
-  info = input_pipeline.read_manifest(FLAGS.data_dir)
+  info = manifest_lib.read_manifest(FLAGS.data_dir)
   split = FLAGS.split or info.eval_split
   # Counted from the shards: the padding to equal steps on every replica
   # follows from the counts, and a wrong manifest would drop records.
-  info, mismatches = input_pipeline.recount(info, [split])
+  info, mismatches = records_lib.recount(info, [split])
   if split in mismatches:
     logging.warning("%s; evaluating all %d of them", mismatches[split],
                     info.num_examples(split))
@@ -77,24 +78,12 @@ def evaluate() -> dict:
   preprocessing = model_dir_lib.preprocessing_of(
       metadata, config["model"], FLAGS.image_size, FLAGS.cifar_convention,
       info)
-  replicas = strategy.num_replicas_in_sync
-  batch = FLAGS.eval_batch_size or 100
-  batch = -(-batch // replicas) * replicas
-  workers = distribute.num_workers(strategy)
-  steps = input_pipeline.eval_steps(info, split, batch // replicas, workers,
-                                    replicas // workers)
-
-  def eval_input(context):
-    return input_pipeline.eval_dataset(
-        info, preprocessing, context.get_per_replica_batch_size(batch), steps,
-        split, context.num_input_pipelines, context.input_pipeline_id,
-        context.num_replicas_in_sync // context.num_input_pipelines)
-  evaluator = step_lib.EvalStep(strategy, model, FLAGS.dtype)
-  iterator = iter(strategy.distribute_datasets_from_function(eval_input))
-  with input_pipeline.named_read_errors(info, [split]):
-    totals = evaluator.loop(iterator, tf.constant(steps))
-  metrics = step_lib.metrics_from_totals(totals.numpy())
-  input_pipeline.check_evaluated(info, split, totals.numpy()[3])
+  evaluator = evaluator_lib.Evaluator(
+      strategy=strategy, model=model, info=info, preprocessing=preprocessing,
+      split=split, dtype=FLAGS.dtype,
+      global_batch=evaluator_lib.batch_for_replicas(
+          FLAGS.eval_batch_size, strategy.num_replicas_in_sync))
+  metrics = evaluator.run()
   return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
           "split": split, "checkpoint": checkpoint, "ema": use_ema,
           **metrics}

@@ -61,7 +61,21 @@ cli.register_number_validator("top_k", 1, integer=True)
 
 
 def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
-  """A tf.Module whose tf.functions are the export's signatures."""
+  """A tf.Module whose tf.functions are the export's signatures.
+
+  Args:
+    model: the ``PyramidNet`` with the weights to export.
+    class_names: one name per class, in class-index order.
+    preprocessing: the ``Preprocessing`` whose ``eval_image`` and
+      ``image_size`` the classify signature uses.
+    top_k: classes the classify signature returns (at most
+      ``model.num_classes``).
+
+  Returns:
+    A module with ``classify`` (encoded image bytes) and ``logits``
+    (preprocessed float NHWC) tf.functions; it tracks ``model``'s
+    variables and the class names.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import augment  # pylint: disable=g-import-not-at-top
 
@@ -79,6 +93,15 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def classify(self, images):
+      """Top-k classes of a batch of encoded images.
+
+      Args:
+        images: [N] string tensor of encoded image files.
+
+      Returns:
+        ``classes`` (int32 [N, k]), ``class_names`` (string [N, k]) and
+        ``probabilities`` (float32 [N, k]), most probable first.
+      """
       def one(encoded):
         image = augment.decode(encoded, tf.constant(""), 0, 0)
         return preprocessing.eval_image(image)
@@ -93,6 +116,15 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.float32)])
     def logits(self, images):
+      """Logits of preprocessed images.
+
+      Args:
+        images: float32 [N, H, W, 3], normalised as the classify signature
+          would.
+
+      Returns:
+        ``logits``: float32 [N, num_classes].
+      """
       return {"logits": self.model(images, training=False)}
   return Serving()
 
@@ -125,6 +157,15 @@ def write_atomically(export_dir: str, write) -> None:
   atomic on POSIX). On any failure it is removed and ``export_dir`` is left
   as it was; a full disk or a refused write becomes a UserError naming
   ``export_dir``. A previous export at ``export_dir`` is replaced.
+
+  Args:
+    export_dir: --export_dir; must be absent, empty or a previous export.
+    write: called with the temporary directory's path; writes the export
+      into it.
+
+  Raises:
+    cli.UserError: if ``export_dir`` is a file or holds something other
+      than an export, or the filesystem refuses the write.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   export_dir = export_dir.rstrip("/") or export_dir
@@ -173,10 +214,34 @@ def write_atomically(export_dir: str, write) -> None:
 def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
            image_size: int = 0, convention: str = "pt", top_k: int = 5,
            use_ema: str = "auto"):
-  """Writes the SavedModel of ``model_dir`` to ``export_dir``; returns it."""
+  """Writes the SavedModel of ``model_dir`` to ``export_dir``; returns it.
+
+  Args:
+    model_dir: a model directory written by the trainer or import_torch.
+    export_dir: where the SavedModel goes (see ``write_atomically``).
+    data_dir: a data directory whose manifest supplies class names (and
+      the data kind for preprocessing) when the model dir records none;
+      None for none.
+    checkpoint: a checkpoint prefix to export; None for the latest.
+    image_size: serving image side in pixels; 0 = the training run's.
+    convention: CIFAR normalisation, "pt" or "fb", for model dirs that do
+      not record their preprocessing.
+    top_k: classes the classify signature returns, >= 1.
+    use_ema: "auto", "yes" or "no": export the EMA of the weights
+      (``ema.should_use``).
+
+  Raises:
+    cli.UserError: for a bad ``top_k`` or ``image_size``, an unreadable
+      checkpoint, or an export directory that cannot be written.
+    FileNotFoundError: if ``model_dir`` has no config or the checkpoint is
+      missing.
+    ValueError: for a bad ``use_ema``, or ``use_ema="yes"`` on a
+      checkpoint without EMA weights.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
 
@@ -199,11 +264,11 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
   averaged = ema_lib.should_use(use_ema, metadata)
   if averaged:
     ema_lib.load_averages(model, checkpoint)
-  info = input_pipeline.read_manifest(data_dir) if data_dir else None
+  info = manifest_lib.read_manifest(data_dir) if data_dir else None
   preprocessing = model_dir_lib.preprocessing_of(
       metadata, config["model"], image_size, convention, info)
   if image_size:
-    preprocessing = input_pipeline.Preprocessing.from_json(
+    preprocessing = preprocessing_lib.Preprocessing.from_json(
         dict(preprocessing.to_json(), image_size=image_size))
   class_names = model_dir_lib.class_names_of(metadata, model.num_classes,
                                              info)
@@ -228,6 +293,15 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
 
 
 def main(argv):
+  """Exports --model_dir to --export_dir and prints where it went.
+
+  Args:
+    argv: absl's remaining arguments; only the program name is allowed.
+
+  Raises:
+    cli.UserError: for extra arguments, missing flags, or any expected
+      failure of ``export``.
+  """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir or not FLAGS.export_dir:
@@ -243,6 +317,7 @@ def main(argv):
 
 
 def run():
+  """The console entry point: parses flags and runs ``main`` guarded."""
   app.run(cli.guard(PROG, main))
 
 

@@ -29,7 +29,15 @@ GRACE_S = 30.0  # how long terminated workers get before SIGKILL
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
-  """n distinct ports that were free a moment ago (all held while picking)."""
+  """n distinct ports that were free a moment ago (all held while picking).
+
+  They are released before returning, so another process may take one
+  before a worker binds it.
+
+  Args:
+    n: how many ports.
+    host: the address to bind while picking.
+  """
   sockets = []
   try:
     for _ in range(n):
@@ -43,6 +51,15 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
 
 
 def tf_configs(ports: Sequence[int], host: str = "127.0.0.1") -> List[str]:
+  """One TF_CONFIG JSON string per worker of a one-host cluster.
+
+  Args:
+    ports: one port per worker; worker ``i`` listens on ``host:ports[i]``.
+    host: the workers' address.
+
+  Returns:
+    Worker ``i``'s TF_CONFIG at index ``i`` (worker 0 is the chief).
+  """
   cluster = {"worker": [f"{host}:{p}" for p in ports]}
   return [json.dumps({"cluster": cluster,
                       "task": {"type": "worker", "index": i}})
@@ -97,7 +114,20 @@ def _terminate(procs, sig=signal.SIGTERM) -> None:
 
 def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
            env: Optional[dict] = None) -> int:
-  """Runs the workers to completion; returns the launcher's exit code."""
+  """Runs the workers to completion; returns the launcher's exit code.
+
+  Args:
+    workers: number of worker processes, >= 1.
+    train_args: command-line arguments passed to every worker.
+    module: the Python module each worker runs with ``python -m``.
+    env: the workers' base environment (TF_CONFIG is replaced); None =
+      this process's.
+
+  Returns:
+    0 when every worker exited 0; 1 when any failed (the others are then
+    terminated); 130 when a SIGINT was forwarded and every worker still
+    exited 0.
+  """
   base_env = dict(os.environ if env is None else env)
   base_env.pop("TF_CONFIG", None)
   base_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -165,6 +195,12 @@ def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
+  """Parses the launcher's flags and runs ``launch``; returns its exit code.
+
+  Args:
+    argv: the arguments after the program name; None = ``sys.argv[1:]``.
+      Arguments after ``--`` go to every worker.
+  """
   args, train_args = _parse(sys.argv[1:] if argv is None else argv)
   return launch(args.workers, train_args, args.module)
 

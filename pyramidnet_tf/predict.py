@@ -107,7 +107,15 @@ def _looks_like_text(data: bytes) -> bool:
 
 def what_is(data: bytes) -> Tuple[str, bool]:
   """(what the bytes are, whether that is an image format) for a file that
-  is not one of the accepted formats."""
+  is not one of the accepted formats.
+
+  Args:
+    data: the file's contents (the first 1024 bytes are enough).
+
+  Returns:
+    A short description for messages, e.g. "AVIF image" or "PDF document",
+    and True when it names an image format predict does not read.
+  """
   if not data:
     return "empty file", False
   for test, name in _OTHER_IMAGES:
@@ -132,6 +140,14 @@ def what_is(data: bytes) -> Tuple[str, bool]:
 
 def read_image(path: str) -> Tuple[bytes, str]:
   """(bytes for the classify signature, detected format) of one file.
+
+  Args:
+    path: a local file path.
+
+  Returns:
+    The file's own bytes for the natively decoded formats, or a JPEG
+    re-encoding for TIFF; and the format's name from ``NATIVE_FORMATS`` or
+    ``HOST_FORMATS``.
 
   Raises:
     BadFile: naming why the file cannot be classified.
@@ -178,8 +194,17 @@ def _op_error_reason(error) -> str:
 
 
 def load_export(saved_model: str):
-  """The loaded export (its ``classify`` signature checked); UserError
-  saying what to do when ``saved_model`` is not one."""
+  """The loaded export (its ``classify`` signature checked).
+
+  Args:
+    saved_model: --saved_model, a directory written by
+      ``pyramidnet_tf.export``.
+
+  Raises:
+    cli.UserError: saying what to do when ``saved_model`` is missing, a
+      file, a model directory, not a SavedModel, unloadable, or lacks the
+      ``classify`` signature.
+  """
   export_hint = ("python -m pyramidnet_tf.export --model_dir=MODEL_DIR "
                  "--export_dir=EXPORT_DIR")
   if not os.path.exists(saved_model):
@@ -220,7 +245,14 @@ def load_export(saved_model: str):
 @dataclasses.dataclass
 class Prediction:
   """One file's outcome: ``top`` [(class_name, class_index, probability)]
-  when classified, else ``error`` says why not."""
+  when classified, else ``error`` says why not.
+
+  Attributes:
+    path: the file as given on the command line.
+    top: the export's top classes, most probable first; None on error.
+    error: why the file was not classified (no file name in it); None on
+      success.
+  """
 
   path: str
   top: Optional[List[Tuple[str, int, float]]] = None
@@ -229,7 +261,18 @@ class Prediction:
 
 def predict(saved_model: str, paths) -> Iterator[Prediction]:
   """Classifies each of ``paths`` in order; a bad file yields an error and
-  the next file is still classified."""
+  the next file is still classified.
+
+  Args:
+    saved_model: the export directory (see ``load_export``).
+    paths: image file paths.
+
+  Yields:
+    One ``Prediction`` per path, in order.
+
+  Raises:
+    cli.UserError: from ``load_export``, before the first prediction.
+  """
   loaded = load_export(saved_model)  # owns the signature's variables
   classify = loaded.signatures["classify"]
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -268,6 +311,17 @@ def _print(prediction: Prediction, as_json: bool) -> None:
 
 
 def main(argv):
+  """Classifies the files named after the flags and prints the results.
+
+  Args:
+    argv: absl's remaining arguments: the program name, then image paths.
+
+  Raises:
+    cli.UserError: without --saved_model or image paths, or when the
+      export cannot be used.
+    SystemExit: with status 1 after all files, if any could not be
+      classified.
+  """
   paths = argv[1:]
   if not FLAGS.saved_model:
     raise cli.UserError("--saved_model is required (an export_dir written by"
@@ -288,6 +342,7 @@ def main(argv):
 
 
 def run():
+  """The console entry point: parses flags and runs ``main`` guarded."""
   app.run(cli.guard(PROG, main))
 
 

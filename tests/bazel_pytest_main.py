@@ -61,7 +61,8 @@ def main(argv: list) -> int:
 
     code = int(pytest.main(options + ["-v"] + argv))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
-        print("bazel_pytest_main: pytest collected no tests from %r; failing." % (argv,), file=sys.stderr)
+        print("bazel_pytest_main: pytest collected no tests from %r; failing." % (argv,),
+              file=sys.stderr)
         return 1
     return code
 

@@ -130,7 +130,7 @@ def network_of(flagfile: str) -> dict:
   trainer's model flags parsed from the file (no TensorFlow needed)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.cli import model_flags  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.cli import train_flags  # pylint: disable=g-import-not-at-top,unused-import
+  from pyramidnet_tf.cli import train_flags  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   from pyramidnet_tf.model import widths  # pylint: disable=g-import-not-at-top
   with _FLAGS_LOCK:
     return _parse_network(flags.FLAGS, flagfile, model_flags, widths)

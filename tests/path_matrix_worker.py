@@ -233,7 +233,7 @@ class Runner:
     """The evaluator's loop; its loss sum is compared with the eager
     logits' (``_loss_sum``)."""
     from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
-    evaluator = step_lib.EvalStep(strategy, model, dtype)
+    evaluator = step_lib.EvalStep(strategy=strategy, model=model, dtype=dtype)
     totals = evaluator.loop(self._dataset(strategy),
                             self.tf.constant(1)).numpy()
     return {"loss_sum": totals[:1], "examples": totals[3:]}
@@ -276,7 +276,9 @@ class Runner:
                                     1e-4)
     schedule = schedules.Schedule("step", 0.1, 10, 100, ())
     train_step = step_lib.TrainStep(
-        strategy, model, optimizer, schedule, global_step, BATCH, dtype,
+        strategy=strategy, model=model, optimizer=optimizer,
+        schedule=schedule, global_step=global_step, global_batch=BATCH,
+        dtype=dtype,
         regularization=step_lib.Regularization(seed=11))
     totals, bad_step = train_step.loop(self._dataset(strategy),
                                        tf.constant(1))
@@ -317,7 +319,7 @@ class Runner:
       return "the train step reported a non-finite loss"
     if (multiple, dtype) == (1, "float32") and not self.sync_bn:
       # The unpadded float32 network is the reference of the others (its
-      # parity with the authors' PyTorch is tests/cli/test_import_torch.py's).
+      # parity with the authors' PyTorch is tests/convert/test_pytorch.py's).
       self.references.setdefault((kind, dtype), got)
     if kind == "train_graph" and not self.group.get("shakedrop"):
       # Same weights, batch and loss as the tape (ShakeDrop draws differ:
@@ -337,7 +339,7 @@ def main(argv):
   group = json.loads(argv[1])
   skip = set(argv[2:])
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (TF without Keras)
+  import pyramidnet_tf  # pylint: disable=g-import-not-at-top,unused-import  (TF without Keras) # noqa: F401
   runner = Runner(group)
   for name in case_names(group):
     if name in skip:

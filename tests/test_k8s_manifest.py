@@ -44,7 +44,7 @@ def test_tfjob_manifest():
     assert args[name].startswith(mount + "/"), (name, args[name])
   # Every flag is one the trainer defines; the operator sets TF_CONFIG.
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top,unused-import
+  from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   for name in set(args) - {"flagfile"}:  # absl handles --flagfile itself
     assert name in flags.FLAGS, f"--{name} is not a trainer flag"
   assert "TF_CONFIG" not in str(container.get("env", ""))

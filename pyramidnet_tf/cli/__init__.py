@@ -1,1 +1,2 @@
-"""The command-line layer: absl flag definitions and how CLIs report bad input and failures."""
+"""The command-line layer: absl flag definitions and how CLIs report bad input
+and failures."""

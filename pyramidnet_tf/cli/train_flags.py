@@ -7,13 +7,15 @@ from absl import flags
 
 from pyramidnet_tf.data import autoaugment
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import
-from pyramidnet_tf.data import pipeline as input_pipeline
-from pyramidnet_tf.cli import model_flags  # pylint: disable=unused-import
+from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
+from pyramidnet_tf.cli import compile_cache_flags  # pylint: disable=unused-import # noqa: F401
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
+from pyramidnet_tf.cli import model_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.training import schedules
 from pyramidnet_tf.model import widths
+from pyramidnet_tf.runtime import compile_units
 
-flags.DEFINE_enum("augment", "auto", list(input_pipeline.AUGMENTATIONS),
+flags.DEFINE_enum("augment", "auto", list(preprocessing_lib.AUGMENTATIONS),
                   "Training augmentation. auto: CIFAR pad-and-crop + flip for "
                   "data_prep.cifar data, ImageNet-style distorted crop + "
                   "jitter + lighting + flip for ImageNet and image folders. "
@@ -77,6 +79,12 @@ flags.DEFINE_float("ema_decay", 0.0,
                    "evaluation during training, pyramidnet_tf.evaluate and "
                    "pyramidnet_tf.export then use the averaged weights.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
+flags.DEFINE_enum(
+    "jit_scope", "step", list(compile_units.JIT_SCOPES),
+    "With --jit_compile, what one XLA program covers. step: the whole "
+    "forward/backward (fastest steady state); unit: each residual unit's "
+    "forward and backward separately (stem, head, loss and update stay "
+    "TensorFlow ops).")
 flags.DEFINE_integer("steps_per_loop", 100,
                      "Train steps per host call (one tf.function, tf.range "
                      "loop); capped by the log/checkpoint/eval cadence.")

@@ -170,7 +170,18 @@ class CaffeFormatError(ValueError):
 
 
 def blob_array(blob, where: str) -> np.ndarray:
-  """A BlobProto's values as float32, shaped by ``shape`` (or N/C/H/W)."""
+  """A BlobProto's values as float32, shaped by ``shape`` (or N/C/H/W).
+
+  Reads packed float or double data, and unpacked repeated values; a blob
+  with neither shape nor N/C/H/W comes back one-dimensional.
+
+  Args:
+    blob: a parsed ``BlobProto``.
+    where: what the blob is (layer and index), for error messages.
+
+  Raises:
+    CaffeFormatError: if the number of values does not match the shape.
+  """
   if blob.HasField("shape"):
     shape = [int(d) for d in blob.shape.dim]
   elif any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
@@ -207,7 +218,19 @@ def blob_array(blob, where: str) -> np.ndarray:
 
 
 def parse_net(data: bytes, path: str = "<bytes>"):
-  """Parses ``data`` as a NetParameter; errors name ``path``."""
+  """Parses ``data`` as a NetParameter; errors name ``path``.
+
+  Args:
+    data: the whole contents of a ``.caffemodel``.
+    path: the file's name, for error messages.
+
+  Returns:
+    The parsed ``NetParameter`` (with at least one ``layer``).
+
+  Raises:
+    CaffeFormatError: if ``data`` does not parse, uses the old V1 ``layers``
+      format, or holds no layers.
+  """
   net = NetParameter()
   try:
     net.ParseFromString(data)
@@ -227,6 +250,15 @@ def parse_net(data: bytes, path: str = "<bytes>"):
 
 
 def load(path: str):
+  """Reads and parses the ``.caffemodel`` at ``path`` (see ``parse_net``).
+
+  Args:
+    path: a local file path.
+
+  Raises:
+    CaffeFormatError: as ``parse_net``.
+    OSError: if the file cannot be read.
+  """
   with open(path, "rb") as f:
     return parse_net(f.read(), path)
 
@@ -236,6 +268,9 @@ def looks_like_caffemodel(head: bytes) -> bool:
 
   A .caffemodel starts with field 1 (name, tag 0x0a), field 2 (V1 layers,
   0x12), field 3/4/8 (inputs) or field 100 (layer: tag bytes 0xa2 0x06).
+
+  Args:
+    head: the file's first bytes (two suffice).
   """
   if not head:
     return False
@@ -243,5 +278,13 @@ def looks_like_caffemodel(head: bytes) -> bool:
 
 
 def layer_blobs(layer) -> List[np.ndarray]:
+  """Every blob of a ``LayerParameter`` as a float32 array, in file order.
+
+  Args:
+    layer: a parsed ``LayerParameter``.
+
+  Raises:
+    CaffeFormatError: as ``blob_array``.
+  """
   return [blob_array(b, f"layer '{layer.name}' blob {i}")
           for i, b in enumerate(layer.blobs)]

@@ -58,17 +58,34 @@ class Torch7FormatError(ValueError):
 class TorchObject:
   """An instance of a Lua Torch class other than a tensor or storage.
 
+  Supports ``obj[key]``, ``key in obj`` and ``obj.get(key)`` on its
+  fields, so module trees can be walked like the tables they were.
+
   Attributes:
     typename: the class, e.g. ``"cudnn.SpatialConvolution"``.
+    version: the class version of the file's ``"V <n>"`` string (0 in very
+      old files that have none).
     fields: the object's fields (``weight``, ``modules``, ``kW`` ...).
   """
 
   def __init__(self, typename: str, version: int):
+    """An object with no fields yet (the reader fills them in).
+
+    Args:
+      typename: the Lua class name.
+      version: the class version from the file.
+    """
     self.typename = typename
     self.version = version
     self.fields: Dict[Any, Any] = {}
 
   def get(self, key, default=None):
+    """The field ``key``, or ``default`` if the object has none.
+
+    Args:
+      key: a field name (Lua table keys may also be numbers).
+      default: what to return for a missing field.
+    """
     return self.fields.get(key, default)
 
   def __getitem__(self, key):
@@ -83,15 +100,36 @@ class TorchObject:
 
 
 class LuaFunction:
-  """A serialized Lua function: kept as bytecode, never run."""
+  """A serialized Lua function: kept as bytecode, never run.
+
+  Attributes:
+    bytecode: the function's Lua bytecode.
+    upvalues: the table of its upvalues, as decoded (usually a dict).
+  """
 
   def __init__(self, bytecode: bytes, upvalues: Any):
+    """Wraps a function read from the file.
+
+    Args:
+      bytecode: the function's Lua bytecode.
+      upvalues: its decoded upvalues (None until read, for recursive ones).
+    """
     self.bytecode = bytecode
     self.upvalues = upvalues
 
 
 def lua_list(table: Any) -> List[Any]:
-  """The array part (keys 1..n) of a Lua table read as a dict."""
+  """The array part (keys 1..n) of a Lua table read as a dict.
+
+  Args:
+    table: a decoded Lua table (dict), or None (an empty list).
+
+  Returns:
+    The values of keys 1, 2, ... up to the first missing key.
+
+  Raises:
+    Torch7FormatError: if ``table`` is neither a dict nor None.
+  """
   if table is None:
     return []
   if not isinstance(table, dict):
@@ -258,7 +296,20 @@ class _Reader:
 
 
 def loads(data: bytes, path: str = "<bytes>") -> Any:
-  """Decodes the object serialized in ``data``."""
+  """Decodes the object serialized in ``data``.
+
+  Args:
+    data: the whole contents of a binary-mode ``torch.save`` file, written
+      with 8-byte longs.
+    path: the file's name, for error messages.
+
+  Returns:
+    The root object as plain Python values (see the module docstring).
+
+  Raises:
+    Torch7FormatError: if ``data`` is truncated, corrupt, has bytes after
+      the object, or uses an unsupported type.
+  """
   reader = _Reader(data, path)
   obj = reader.read_object()
   if reader.pos != len(data):
@@ -269,7 +320,15 @@ def loads(data: bytes, path: str = "<bytes>") -> Any:
 
 
 def load(path: str) -> Any:
-  """Reads a file written by Torch7's ``torch.save`` (binary mode)."""
+  """Reads a file written by Torch7's ``torch.save`` (binary mode).
+
+  Args:
+    path: a local file path.
+
+  Raises:
+    Torch7FormatError: as ``loads``.
+    OSError: if the file cannot be read.
+  """
   with open(path, "rb") as f:
     return loads(f.read(), path)
 
@@ -279,6 +338,9 @@ def looks_like_torch7(head: bytes) -> bool:
 
   A model file starts with type tag 4 (a Torch object) or 3 (a table), a
   reference index of 1, then (for an object) the length of ``"V 1"``.
+
+  Args:
+    head: the file's first bytes (at least 8 are needed).
   """
   if len(head) < 8:
     return False

@@ -1,1 +1,2 @@
-"""Input: manifest and TFRecord shards to batched tf.data pipelines, per-image augmentation."""
+"""Input: a data directory's manifest and shards to batched tf.data pipelines,
+and per-image preprocessing and augmentation."""

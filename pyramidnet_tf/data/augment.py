@@ -5,7 +5,7 @@ seed, its epoch and its index), so augmentation is reproducible whatever the
 parallelism of ``tf.data.Dataset.map``, and a resumed run sees the same
 images it would have seen without the interruption.
 
-CIFAR has two conventions (spec 4.2/4.3, pitfall 8):
+CIFAR has two conventions:
 * ``fb`` (fb.resnet.torch, the paper's code): per-dataset statistics;
   normalise, flip, zero-pad 4 after normalising (pads with the mean colour),
   random 32x32 crop.
@@ -32,8 +32,12 @@ CIFAR_STATS = {
     "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
     "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
 }
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# ImageNet channel statistics of pixels scaled to [0, 1] (torchvision's and
+# fb.resnet.torch's), and the same in 0-255 units.
+IMAGENET_MEAN_UNIT = (0.485, 0.456, 0.406)
+IMAGENET_STD_UNIT = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = tuple(m * 255 for m in IMAGENET_MEAN_UNIT)
+IMAGENET_STD = tuple(s * 255 for s in IMAGENET_STD_UNIT)
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5808, -0.0045, -0.8140),
@@ -41,7 +45,19 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 
 
 def cifar_stats(dataset: str, convention: str):
-  """(mean, std) in 0-255 units for a CIFAR dataset under a convention."""
+  """(mean, std) in 0-255 units for a CIFAR dataset under a convention.
+
+  Args:
+    dataset: "cifar10" or "cifar100"; any other name gets CIFAR-10's.
+    convention: "pt" (CIFAR-10's statistics for both) or "fb" (each
+      dataset's own).
+
+  Returns:
+    Two RGB triples, (mean, std).
+
+  Raises:
+    ValueError: for an unknown ``convention``.
+  """
   if convention not in CIFAR_CONVENTIONS:
     raise ValueError(f"--cifar_convention must be one of "
                      f"{', '.join(CIFAR_CONVENTIONS)}; got {convention!r}")
@@ -53,8 +69,12 @@ def cifar_stats(dataset: str, convention: str):
 def normalize(image, mean, std, bgr: bool = False):
   """(image - mean) / std with image in 0-255 units, float32.
 
-  ``bgr``: the network expects BGR channels (Caffe models); ``mean`` and
-  ``std`` are then in BGR order too.
+  Args:
+    image: HWC (or NHWC) RGB image in 0-255 units, any numeric dtype.
+    mean: per-channel means, 0-255 units.
+    std: per-channel standard deviations, 0-255 units.
+    bgr: the network expects BGR channels (Caffe models): the channels are
+      reversed first, and ``mean`` and ``std`` are then in BGR order too.
   """
   image = tf.cast(image, tf.float32)
   if bgr:
@@ -64,7 +84,15 @@ def normalize(image, mean, std, bgr: bool = False):
 
 def decode(encoded, image_format, height, width):
   """uint8 HWC RGB from a record: raw bytes (``format == 'raw'``) or any
-  encoded image TensorFlow decodes (JPEG, PNG, BMP, GIF first frame)."""
+  encoded image TensorFlow decodes (JPEG, PNG, BMP, GIF first frame).
+
+  Args:
+    encoded: scalar string tensor, the record's image bytes.
+    image_format: scalar string tensor, the record's format ("raw" in any
+      case, or the name of an encoded format; only "raw" is tested for).
+    height: image height in pixels (used for raw bytes only).
+    width: image width in pixels (used for raw bytes only).
+  """
   def raw():
     return tf.reshape(tf.io.decode_raw(encoded, tf.uint8),
                       tf.stack([height, width, 3]))
@@ -88,7 +116,11 @@ def _seeds(seed, n):
 def policy_seed(seed):
   """The per-image seed of an AutoAugment/RandAugment policy: folded from
   the image's seed, so the crop and flip seeds (and thus every run without
-  a policy) are unchanged."""
+  a policy) are unchanged.
+
+  Args:
+    seed: the image's int32/int64 [2] stateless seed.
+  """
   return tf.random.experimental.stateless_fold_in(seed, _POLICY_STREAM)
 
 
@@ -96,13 +128,31 @@ def cifar_train(image, seed, dataset: str, convention: str, size: int = 32,
                 pad: int = 4, stats=None, bgr: bool = False, policy=None):
   """Random translation by ``pad`` pixels and horizontal flip.
 
-  ``stats`` (mean, std in 0-255 units) overrides the CIFAR statistics.
   ``policy(image, seed)`` (autoaugment.make_policy) runs on the 0-255 image.
   ``pt``: after pad-crop-flip, before normalising (fast-autoaugment's
   order). ``fb``, which normalises before padding so that padding is the
   mean colour: first, then normalise, flip, pad, crop -- the order of
   tensorflow/models research/autoaugment (policy on the normalised-data
   image, then zero-pad-and-crop, flip).
+
+  Args:
+    image: uint8 (or 0-255 float) HWC RGB image; first cropped or padded
+      to ``size`` x ``size``.
+    seed: the image's int32/int64 [2] stateless seed.
+    dataset: "cifar10" or "cifar100" (picks the statistics).
+    convention: "pt" or "fb" (module docstring).
+    size: output side in pixels.
+    pad: padding on each side before the random crop, in pixels.
+    stats: (mean, std) in 0-255 units overriding the CIFAR statistics
+      (e.g. an imported release's), or None.
+    bgr: output BGR channels (Caffe models).
+    policy: an AutoAugment/RandAugment callable, or None.
+
+  Returns:
+    The normalised float32 ``[size, size, 3]`` image.
+
+  Raises:
+    ValueError: for an unknown ``convention`` (unless ``stats`` is given).
   """
   mean, std = stats or cifar_stats(dataset, convention)
   crop_seed, flip_seed = _seeds(seed, 2)
@@ -124,6 +174,23 @@ def cifar_train(image, seed, dataset: str, convention: str, size: int = 32,
 
 def cifar_eval(image, dataset: str, convention: str, size: int = 32,
                stats=None, bgr: bool = False):
+  """The evaluation view of a CIFAR image: centre crop or pad, normalise.
+
+  Args:
+    image: uint8 (or 0-255 float) HWC RGB image.
+    dataset: "cifar10" or "cifar100" (picks the statistics).
+    convention: "pt" or "fb" (module docstring).
+    size: output side in pixels.
+    stats: (mean, std) in 0-255 units overriding the CIFAR statistics, or
+      None.
+    bgr: output BGR channels (Caffe models).
+
+  Returns:
+    The normalised float32 ``[size, size, 3]`` image.
+
+  Raises:
+    ValueError: for an unknown ``convention`` (unless ``stats`` is given).
+  """
   mean, std = stats or cifar_stats(dataset, convention)
   return normalize(tf.image.resize_with_crop_or_pad(image, size, size),
                    mean, std, bgr)
@@ -151,7 +218,13 @@ def _blend(image, other, alpha):
 
 def color_jitter(image, seed, strength: float = 0.4):
   """fb.resnet.torch ColorJitter on [0, 1] RGB: brightness, contrast and
-  saturation factors 1 + U(-s, s), applied in a random order."""
+  saturation factors 1 + U(-s, s), applied in a random order.
+
+  Args:
+    image: float32 HWC RGB in [0, 1]; the result is not clipped.
+    seed: int32/int64 [2] stateless seed (order and the three factors).
+    strength: s, in [0, 1).
+  """
   order_seed, b_seed, c_seed, s_seed = _seeds(seed, 4)
   alphas = [1.0 + tf.random.stateless_uniform([], s, -strength, strength)
             for s in (b_seed, c_seed, s_seed)]
@@ -180,7 +253,16 @@ def color_jitter(image, seed, strength: float = 0.4):
 
 
 def pca_lighting(image, seed, alpha_std: float = 0.1):
-  """AlexNet-style PCA lighting noise on [0, 1] RGB (fb.resnet.torch)."""
+  """AlexNet-style PCA lighting noise on [0, 1] RGB (fb.resnet.torch).
+
+  Args:
+    image: float32 HWC RGB in [0, 1]; the result is not clipped.
+    seed: int32/int64 [2] stateless seed.
+    alpha_std: standard deviation of the three PCA coefficients.
+
+  Returns:
+    ``image`` plus one RGB offset (the same for every pixel).
+  """
   alpha = tf.random.stateless_normal([3], seed, 0.0, alpha_std)
   eigvec = tf.constant(PCA_EIGVEC, tf.float32)
   rgb = tf.reduce_sum(eigvec * (alpha * tf.constant(PCA_EIGVAL))[None, :],
@@ -193,7 +275,25 @@ def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
                    bgr: bool = False, policy=None):
   """Distorted crop + resize + flip + [policy] + colour jitter + lighting +
   normalise. ``policy(image, seed)`` sees the flipped 0-255 float image, as
-  in AutoAugment (the flip commutes with the colour ops after it)."""
+  in AutoAugment (the flip commutes with the colour ops after it).
+
+  Args:
+    encoded: scalar string tensor, the record's image bytes; JPEGs are
+      cropped while decoding.
+    image_format: the record's format string (see ``decode``).
+    height: image height in pixels (raw records only).
+    width: image width in pixels (raw records only).
+    seed: the image's int32/int64 [2] stateless seed.
+    size: output side in pixels.
+    jitter: colour jitter strength (``color_jitter``); 0 = off.
+    lighting: PCA lighting standard deviation (``pca_lighting``); 0 = off.
+    stats: (mean, std) in 0-255 units overriding ImageNet's, or None.
+    bgr: output BGR channels (Caffe models).
+    policy: an AutoAugment/RandAugment callable, or None.
+
+  Returns:
+    The normalised float32 ``[size, size, 3]`` image.
+  """
   box_seed, jitter_seed, light_seed, flip_seed = _seeds(seed, 4)
 
   def from_jpeg():
@@ -223,7 +323,15 @@ def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
 
 
 def resize_short_and_crop(image, size: int):
-  """Short side to round(size * 256 / 224), then the central size x size."""
+  """Short side to round(size * 256 / 224), then the central size x size.
+
+  Args:
+    image: HWC RGB image in 0-255 units, any numeric dtype.
+    size: output side in pixels.
+
+  Returns:
+    float32 ``[size, size, 3]`` in [0, 255] (bicubic, then clipped).
+  """
   short = int(round(size * 256 / 224))
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = short / tf.reduce_min(shape)
@@ -237,5 +345,16 @@ def resize_short_and_crop(image, size: int):
 
 
 def imagenet_eval(image, size: int = 224, stats=None, bgr: bool = False):
+  """The evaluation view of an ImageNet-style image, normalised.
+
+  Args:
+    image: decoded HWC RGB image in 0-255 units.
+    size: output side in pixels (``resize_short_and_crop``).
+    stats: (mean, std) in 0-255 units overriding ImageNet's, or None.
+    bgr: output BGR channels (Caffe models).
+
+  Returns:
+    The normalised float32 ``[size, size, 3]`` image.
+  """
   mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
   return normalize(resize_short_and_crop(image, size), mean, std, bgr)

@@ -172,29 +172,56 @@ def _size(image):
 
 
 def identity(image, _=None):
+  """Returns ``image`` unchanged (RandAugment's Identity).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    _: ignored (no magnitude).
+  """
   return image
 
 
 def invert(image, _=None):
+  """255 - every value.
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    _: ignored (no magnitude).
+  """
   return _restore(255.0 - _float(image), image.dtype)
 
 
 def solarize(image, threshold):
-  """Inverts every value >= ``threshold`` (256: none, 0: all)."""
+  """Inverts every value >= ``threshold`` (256: none, 0: all).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    threshold: scalar, in 0-255 units.
+  """
   x = _float(image)
   return _restore(tf.where(x >= tf.cast(threshold, tf.float32), 255.0 - x, x),
                   image.dtype)
 
 
 def posterize(image, bits):
-  """Keeps the ``bits`` most significant bits of each value (8: unchanged)."""
+  """Keeps the ``bits`` most significant bits of each value (8: unchanged).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    bits: scalar in 0..8 (0 makes the image black).
+  """
   step = tf.pow(2.0, 8.0 - tf.cast(bits, tf.float32))
   return _restore(tf.floor(_float(image) / step) * step, image.dtype)
 
 
 def autocontrast(image, _=None):
   """Per channel, maps [min, max] linearly onto [0, 255]; a flat channel is
-  left alone (PIL ImageOps.autocontrast without cutoff)."""
+  left alone (PIL ImageOps.autocontrast without cutoff).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    _: ignored (no magnitude).
+  """
   x = _float(image)
   lo = tf.reduce_min(x, axis=[0, 1])
   hi = tf.reduce_max(x, axis=[0, 1])
@@ -206,7 +233,13 @@ def equalize(image, _=None):
   """Per-channel histogram equalisation with PIL's ImageOps.equalize rule:
   step = (pixels - count of the brightest level) // 255 and
   lut[v] = (pixels below v + step // 2) // step; step 0 leaves the channel
-  unchanged (e.g. a constant image). Float inputs are binned by floor."""
+  unchanged (e.g. a constant image). Float inputs are binned by floor.
+
+  Args:
+    image: HWC image with exactly 3 channels, uint8 or float32 in
+      [0, 255].
+    _: ignored (no magnitude).
+  """
   x = _float(image)
   levels = tf.cast(tf.clip_by_value(tf.floor(x), 0.0, 255.0), tf.int32)
   index = tf.reshape(levels, [-1, 3]) + tf.constant([0, 256, 512])
@@ -225,25 +258,46 @@ def equalize(image, _=None):
 
 
 def color(image, factor):
-  """Saturation: blend with the grey image (0: grey, 1: unchanged)."""
+  """Saturation: blend with the grey image (0: grey, 1: unchanged).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    factor: scalar blend factor; above 1 extrapolates.
+  """
   x = _float(image)
   return _blend(image, _grey(x), factor)
 
 
 def contrast(image, factor):
-  """Blend with the mean grey level (0: flat grey, 1: unchanged)."""
+  """Blend with the mean grey level (0: flat grey, 1: unchanged).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    factor: scalar blend factor; above 1 extrapolates.
+  """
   x = _float(image)
   return _blend(image, tf.reduce_mean(_grey(x)), factor)
 
 
 def brightness(image, factor):
-  """Blend with black (0: black, 1: unchanged)."""
+  """Blend with black (0: black, 1: unchanged).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    factor: scalar blend factor; above 1 extrapolates.
+  """
   return _blend(image, tf.zeros([], tf.float32), factor)
 
 
 def sharpness(image, factor):
   """Blend with PIL's SMOOTH filter (3x3, centre 5, others 1, /13) applied
-  to the interior; the one-pixel border is not filtered, as in PIL."""
+  to the interior; the one-pixel border is not filtered, as in PIL.
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255], at least 3x3 pixels.
+    factor: scalar blend factor (0: smoothed, 1: unchanged, above 1
+      sharpens).
+  """
   x = _float(image)
   # Nine shifted slices: ~2x faster than a depthwise conv at 32x32 in tf.data.
   rows = (x[:-2], x[1:-1], x[2:])
@@ -255,7 +309,12 @@ def sharpness(image, factor):
 
 
 def rotate(image, degrees):
-  """Counter-clockwise (as seen) rotation about the image centre."""
+  """Counter-clockwise (as seen) rotation about the image centre.
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    degrees: scalar angle in degrees; negative rotates clockwise.
+  """
   h, w = _size(image)
   theta = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
   cos, sin = tf.cos(theta), tf.sin(theta)
@@ -265,24 +324,47 @@ def rotate(image, degrees):
 
 
 def shear_x(image, k):
-  """Output (x, y) takes input (x + k y, y), as PIL's affine (1, k, 0, ...)."""
+  """Output (x, y) takes input (x + k y, y), as PIL's affine (1, k, 0, ...).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    k: scalar shear coefficient.
+  """
   k = tf.cast(k, tf.float32)
   return _transform(image, [1.0, k, 0.0, 0.0, 1.0, 0.0])
 
 
 def shear_y(image, k):
+  """Output (x, y) takes input (x, y + k x), as PIL's affine (1, 0, 0, k, ...).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    k: scalar shear coefficient.
+  """
   k = tf.cast(k, tf.float32)
   return _transform(image, [1.0, 0.0, 0.0, k, 1.0, 0.0])
 
 
 def translate_x(image, pixels):
-  """Moves the content right by ``pixels`` (left if negative)."""
+  """Moves the content right by ``pixels`` (left if negative).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    pixels: scalar shift in pixels (fractions are sampled by nearest
+      neighbour).
+  """
   dx = tf.cast(pixels, tf.float32)
   return _transform(image, [1.0, 0.0, -dx, 0.0, 1.0, 0.0])
 
 
 def translate_y(image, pixels):
-  """Moves the content down by ``pixels`` (up if negative)."""
+  """Moves the content down by ``pixels`` (up if negative).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    pixels: scalar shift in pixels (fractions are sampled by nearest
+      neighbour).
+  """
   dy = tf.cast(pixels, tf.float32)
   return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -dy])
 
@@ -341,14 +423,33 @@ OP_NAMES = tuple(OPS)
 
 def op_parameter(name: str, magnitude, image, sign=1.0):
   """The parameter ``name`` gets at ``magnitude`` (times ``sign``, +-1, for
-  the signed geometric operations), a float32 scalar tensor."""
+  the signed geometric operations), a float32 scalar tensor.
+
+  Args:
+    name: a key of ``OPS``.
+    magnitude: policy magnitude (10 = AutoAugment's strongest), a number or
+      scalar tensor.
+    image: the image the operation will get (translations scale with its
+      width).
+    sign: +1 or -1; ignored by the unsigned operations.
+  """
   _, mapping, signed = OPS[name]
   value = mapping(tf.cast(magnitude, tf.float32), image)
   return value * tf.cast(sign, tf.float32) if signed else value
 
 
 def apply_op(name: str, image, magnitude, sign=1.0):
-  """Applies the named operation at a policy magnitude."""
+  """Applies the named operation at a policy magnitude.
+
+  Args:
+    name: a key of ``OPS``.
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    magnitude: policy magnitude (10 = AutoAugment's strongest).
+    sign: +1 or -1, the direction of the signed geometric operations.
+
+  Returns:
+    The transformed image, in the dtype of ``image``.
+  """
   return OPS[name][0](image, op_parameter(name, magnitude, image, sign))
 
 
@@ -374,7 +475,17 @@ def _split(seed, n):
 
 
 def policy_table(name: str):
-  """The sub-policies of --autoaugment=``name``."""
+  """The sub-policies of --autoaugment=``name``.
+
+  Args:
+    name: "cifar10" or "imagenet".
+
+  Returns:
+    ``CIFAR10_POLICY`` or ``IMAGENET_POLICY``.
+
+  Raises:
+    ValueError: for any other name ("none" included).
+  """
   tables = {"cifar10": CIFAR10_POLICY, "imagenet": IMAGENET_POLICY}
   if name not in tables:
     raise ValueError(f"--autoaugment must be one of "
@@ -385,7 +496,12 @@ def policy_table(name: str):
 def autoaugment_choices(seed, num_subpolicies: int):
   """(sub-policy index, two uniform draws, two signs) for a stateless
   seed: operation i of the chosen sub-policy runs iff draw i < its
-  probability."""
+  probability.
+
+  Args:
+    seed: the image's int32/int64 [2] stateless policy seed.
+    num_subpolicies: size of the policy table.
+  """
   choice_seed, draw_seed, sign_seed = _split(seed, 3)
   index = tf.random.stateless_uniform([], choice_seed, 0, num_subpolicies,
                                       dtype=tf.int32)
@@ -395,7 +511,16 @@ def autoaugment_choices(seed, num_subpolicies: int):
 
 def autoaugment(image, seed, policy: str = "cifar10"):
   """One sub-policy chosen uniformly, each of its two operations applied
-  with its probability (AutoAugment's sampling)."""
+  with its probability (AutoAugment's sampling).
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    seed: the image's int32/int64 [2] stateless policy seed.
+    policy: "cifar10" or "imagenet" (``policy_table``).
+
+  Raises:
+    ValueError: for an unknown ``policy``.
+  """
   table = policy_table(policy)
   index, draws, signs = autoaugment_choices(seed, len(table))
   ops = tf.constant([[OP_NAMES.index(n) for n, _, _ in s] for s in table])
@@ -412,7 +537,12 @@ def autoaugment(image, seed, policy: str = "cifar10"):
 
 
 def randaugment_choices(seed, num_layers: int):
-  """(operation indices into RANDAUGMENT_OPS, signs), one per layer."""
+  """(operation indices into RANDAUGMENT_OPS, signs), one per layer.
+
+  Args:
+    seed: the image's int32/int64 [2] stateless policy seed.
+    num_layers: N, operations per image.
+  """
   op_seed, sign_seed = _split(seed, 2)
   ops = tf.random.stateless_uniform([num_layers], op_seed, 0,
                                     len(RANDAUGMENT_OPS), dtype=tf.int32)
@@ -421,7 +551,15 @@ def randaugment_choices(seed, num_layers: int):
 
 def randaugment(image, seed, num_layers: int, magnitude: float):
   """N operations drawn uniformly with replacement from RANDAUGMENT_OPS,
-  each applied (always) at magnitude M."""
+  each applied (always) at magnitude M.
+
+  Args:
+    image: HWC RGB, uint8 or float32 in [0, 255].
+    seed: the image's int32/int64 [2] stateless policy seed.
+    num_layers: N, operations per image (a Python int >= 1).
+    magnitude: M, a Python number in 0..``MAX_RANDAUGMENT_MAGNITUDE`` on
+      AutoAugment's scale (10 = its strongest).
+  """
   ops, signs = randaugment_choices(seed, num_layers)
   op_index = tf.gather(tf.constant([OP_NAMES.index(n)
                                     for n in RANDAUGMENT_OPS]), ops)
@@ -435,7 +573,15 @@ def randaugment(image, seed, num_layers: int, magnitude: float):
 
 
 def parse_randaugment(values: Sequence[str]) -> Optional[Tuple[int, int]]:
-  """--randaugment=N,M -> (N, M); empty -> None (off)."""
+  """--randaugment=N,M -> (N, M); empty -> None (off).
+
+  Args:
+    values: the flag's list of strings (blank items are ignored).
+
+  Raises:
+    ValueError: unless there are exactly two integers with N >= 1 and
+      0 <= M <= ``MAX_RANDAUGMENT_MAGNITUDE``.
+  """
   values = [v.strip() for v in values if v.strip()]
   if not values:
     return None
@@ -454,7 +600,16 @@ def parse_randaugment(values: Sequence[str]) -> Optional[Tuple[int, int]]:
 def make_policy(autoaugment_policy: str = "none",
                 randaugment_nm: Optional[Tuple[int, int]] = None
                 ) -> Optional[Callable]:
-  """``policy(image, seed) -> image`` for the flags, or None when off."""
+  """``policy(image, seed) -> image`` for the flags, or None when off.
+
+  Args:
+    autoaugment_policy: --autoaugment: "none", "cifar10" or "imagenet".
+    randaugment_nm: --randaugment as ``parse_randaugment`` returns it:
+      (N, M), or None.
+
+  Raises:
+    ValueError: for an unknown policy, or both AutoAugment and RandAugment.
+  """
   if autoaugment_policy not in AUTOAUGMENT_POLICIES:
     raise ValueError(f"--autoaugment must be one of "
                      f"{', '.join(AUTOAUGMENT_POLICIES)}; got "

@@ -1,1 +1,2 @@
-"""The network: PyramidNet, its units and layers, widths, ShakeDrop, channel alignment, cost."""
+"""The network: PyramidNet, its units and layers, widths, ShakeDrop, channel
+alignment, cost."""

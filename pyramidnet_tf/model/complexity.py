@@ -18,7 +18,22 @@ from pyramidnet_tf.model import widths as widths_lib
 
 @dataclasses.dataclass
 class Part:
-  """One row of the report: the stem, a stage, or the head."""
+  """One row of the report: the stem, a stage, or the head.
+
+  Attributes:
+    name: "stem", "stage1", "stage2", ... or "head".
+    units: residual units in the part (0 for stem and head).
+    stride: the stem convolution's stride (the ImageNet stem's max pool,
+      another 2, is not counted), a stage's first-unit stride, 1 for the
+      head.
+    in_channels: channels entering the part (3 for the stem).
+    out_channels: channels leaving it (the classes for the head).
+    planes: widths of the part's units (empty for stem and head).
+    output_size: spatial side of its output, in pixels (1 for the head).
+    params: trainable parameters, batch-norm gamma and beta included.
+    bn_params: the batch-norm share of ``params``.
+    macs: multiply-accumulates of one image's forward pass.
+  """
 
   name: str
   units: int
@@ -46,7 +61,17 @@ def _conv_out(size, k, stride, pad):
 
 def report(arch: widths_lib.Architecture, num_classes: int,
            image_size: int) -> List[Part]:
-  """Rows for the stem, each stage and the head, at ``image_size`` pixels."""
+  """Rows for the stem, each stage and the head, at ``image_size`` pixels.
+
+  Args:
+    arch: the network's shape (``widths.architecture``).
+    num_classes: classifier outputs.
+    image_size: side of the square input image, in pixels (32 for CIFAR,
+      224 for ImageNet as trained).
+
+  Returns:
+    ``Part`` rows in network order: stem, stage1, ..., head.
+  """
   stem = arch.stem_width
   if arch.dataset == "imagenet":
     size = _conv_out(image_size, 7, 2, 3)
@@ -90,12 +115,27 @@ def report(arch: widths_lib.Architecture, num_classes: int,
 
 
 def total_params(parts: List[Part]) -> int:
+  """Trainable parameters over ``parts``.
+
+  Args:
+    parts: rows of ``report``.
+  """
   return sum(p.params for p in parts)
 
 
 def total_bn_params(parts: List[Part]) -> int:
+  """Batch-norm gamma and beta over ``parts``.
+
+  Args:
+    parts: rows of ``report``.
+  """
   return sum(p.bn_params for p in parts)
 
 
 def total_macs(parts: List[Part]) -> int:
+  """Multiply-accumulates per image over ``parts``.
+
+  Args:
+    parts: rows of ``report``.
+  """
   return sum(p.macs for p in parts)

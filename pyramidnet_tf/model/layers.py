@@ -52,6 +52,14 @@ def append_zero_channels(x: tf.Tensor, extra: int, axis: int = -1
 
   Spatial padding of a convolution's input stays ``tf.pad``: that merge is
   what the rewrite is for, and it runs correctly there.
+
+  Args:
+    x: any tensor of known rank; other axes may have dynamic sizes.
+    extra: number of zero entries to append (>= 0; 0 returns ``x`` itself).
+    axis: the axis to extend; negative values count from the end.
+
+  Returns:
+    ``x`` concatenated with zeros of its dtype, ``extra`` longer on ``axis``.
   """
   if extra == 0:
     return x
@@ -96,6 +104,17 @@ class Conv2D(tf.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                stride: int = 1, padding: int = 0, name: Optional[str] = None):
+    """Creates the He-normal (fan_out) kernel.
+
+    Args:
+      in_channels: logical input channels.
+      out_channels: logical output channels.
+      kernel_size: side of the square kernel, in pixels.
+      stride: stride in both spatial dimensions.
+      padding: PyTorch's ``padding``: pixels of zeros added on every side
+        of the input (symmetric).
+      name: module name; the kernel variable is ``<name>/kernel``.
+    """
     super().__init__(name=name)
     self.in_channels = in_channels
     self.out_channels = out_channels
@@ -115,14 +134,29 @@ class Conv2D(tf.Module):
     self.physical_out = out_channels
 
   def set_physical_channels(self, physical_in: int, physical_out: int):
-    """Channels of the (zero-padded) input and output tensors."""
+    """Channels of the (zero-padded) input and output tensors.
+
+    Args:
+      physical_in: channels of the input tensors, ``>= in_channels``.
+      physical_out: channels of the output tensors, ``>= out_channels``.
+
+    Raises:
+      ValueError: if either is not an int or is below its logical count.
+    """
     self.physical_in = _check_physical(f"{self.name} input", self.in_channels,
                                        physical_in)
     self.physical_out = _check_physical(f"{self.name} output",
                                         self.out_channels, physical_out)
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
-    """``x``: NHWC with ``physical_in`` channels."""
+    """Convolves ``x`` in its own dtype (the kernel is cast to it).
+
+    Args:
+      x: NHWC with ``physical_in`` channels.
+
+    Returns:
+      NHWC with ``physical_out`` channels; the padding channels are zero.
+    """
     kernel = tf.cast(self.kernel, x.dtype)
     # Zero input/output channels appended; their gradients are dropped (only
     # the logical entries are variables).
@@ -142,7 +176,14 @@ class Conv2D(tf.Module):
     return tf.nn.conv2d(x, kernel, strides=self.stride, padding=padding)
 
   def output_size(self, size: int) -> int:
-    """Spatial output size for a square input of ``size`` (PyTorch rule)."""
+    """Spatial output size for a square input of ``size`` (PyTorch rule).
+
+    Args:
+      size: height (= width) of the input, in pixels.
+
+    Returns:
+      ``(size + 2 * padding - kernel_size) // stride + 1``.
+    """
     return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
 
 
@@ -179,6 +220,17 @@ class BatchNorm(tf.Module):
   def __init__(self, channels: int, eps: float = BN_EPSILON,
                momentum: float = BN_MOMENTUM, cross_replica: bool = False,
                name: Optional[str] = None):
+    """Creates gamma = 1, beta = 0 and the moving statistics (0 and 1).
+
+    Args:
+      channels: logical channels (the length of every variable).
+      eps: added to the variance before the square root.
+      momentum: PyTorch's convention: the weight of the new batch statistic
+        in the moving averages (0.1 here is TF's 0.9).
+      cross_replica: compute training moments over all replicas (sync BN);
+        may also be set later through the attribute.
+      name: module name; prefixes the variables' names.
+    """
     super().__init__(name=name)
     self.channels = channels
     self.eps = eps
@@ -200,6 +252,14 @@ class BatchNorm(tf.Module):
     self.physical_channels = channels
 
   def set_physical_channels(self, physical: int):
+    """Channels of the (zero-padded) tensors it normalises.
+
+    Args:
+      physical: channels of the input and output, ``>= channels``.
+
+    Raises:
+      ValueError: if it is not an int or is below ``channels``.
+    """
     self.physical_channels = _check_physical(self.name, self.channels,
                                              physical)
 
@@ -263,7 +323,17 @@ class BatchNorm(tf.Module):
             tf.cast(self._to_physical(shift), x.dtype))
 
   def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-    """``x``: NHWC with ``physical_channels`` channels."""
+    """Normalises ``x``; in training also updates the moving statistics.
+
+    Args:
+      x: NHWC with ``physical_channels`` channels, in the compute dtype.
+      training: normalise with the batch's moments (the global batch's when
+        ``cross_replica``) and update ``moving_mean`` / ``moving_variance``
+        if True; with the moving statistics if False.
+
+    Returns:
+      A tensor of the shape and dtype of ``x``; padding channels are zero.
+    """
     if not training:
       return self._fused_inference(x)
     context = _replica_context_for_sync() if self.cross_replica else None
@@ -281,6 +351,14 @@ class Dense(tf.Module):
 
   def __init__(self, in_features: int, out_features: int,
                name: Optional[str] = None):
+    """Creates the kernel and bias.
+
+    Args:
+      in_features: length of each input vector.
+      out_features: length of each output vector (the number of classes
+        for the classifier).
+      name: module name; prefixes the variables' names.
+    """
     super().__init__(name=name)
     self.in_features = in_features
     self.out_features = out_features
@@ -293,6 +371,14 @@ class Dense(tf.Module):
           tf.random.uniform([out_features], -bound, bound), name="bias")
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """``x @ kernel + bias`` in the dtype of ``x``.
+
+    Args:
+      x: ``[N, in_features]``.
+
+    Returns:
+      ``[N, out_features]`` in the dtype of ``x``.
+    """
     return (tf.matmul(x, tf.cast(self.kernel, x.dtype)) +
             tf.cast(self.bias, x.dtype))
 
@@ -302,6 +388,12 @@ def max_pool_3x3_s2_p1(x: tf.Tensor) -> tf.Tensor:
 
   PyTorch pads with -inf; the ImageNet stem pools a ReLU output (>= 0), where
   zero padding gives the same maximum. Symmetric, unlike TF's 'SAME'.
+
+  Args:
+    x: NHWC, all values >= 0.
+
+  Returns:
+    NHWC with spatial sizes ``(size - 1) // 2 + 1``.
   """
   x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
   return tf.nn.max_pool2d(x, ksize=3, strides=2, padding="VALID")
@@ -312,5 +404,11 @@ def avg_pool_2x2_s2(x: tf.Tensor) -> tf.Tensor:
 
   Even sizes: a plain 2x2 mean. Odd sizes: TF's 'SAME' adds the partial last
   window and averages only its valid pixels, which is what ceil_mode does.
+
+  Args:
+    x: NHWC.
+
+  Returns:
+    NHWC with spatial sizes ``ceil(size / 2)``.
   """
   return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="SAME")

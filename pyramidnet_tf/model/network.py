@@ -2,7 +2,7 @@
 
 Built to be the authors' network to the parameter: the same stems, units,
 widths, shortcut, head and initialisation as their Torch7 and PyTorch code
-(``../shared/docs/pyramidnet-spec.md``), so their PyTorch checkpoints load by
+(``docs/architecture.md``, parity rules), so their PyTorch checkpoints load by
 name (see ``torch_variables`` and ``import_torch``) and give the same logits.
 
     model = PyramidNet("cifar10", depth=110, alpha=48, bottleneck=False)
@@ -34,6 +34,9 @@ from pyramidnet_tf.model import widths as widths_lib
 class PyramidNet(tf.Module):
   """The additive or multiplicative PyramidNet for CIFAR or ImageNet.
 
+  A ``tf.Module`` rather than a Keras model so that variable names and
+  order can follow the authors' PyTorch state_dict exactly.
+
   Attributes:
     arch: the validated ``widths.Architecture`` (depth, unit counts, widths).
     widths: planes of every residual unit, in unit order.
@@ -45,7 +48,7 @@ class PyramidNet(tf.Module):
   """
 
   def __init__(self, dataset: str, depth: int, alpha: float,
-               bottleneck: Optional[bool] = None, mode: str = "add",
+               bottleneck: Optional[bool] = None, *, mode: str = "add",
                num_classes: Optional[int] = None, drop_rate: float = 0.0,
                rounding: str = "py3", shakedrop: bool = False,
                shakedrop_pl: float = shakedrop_lib.DEFAULT_KEEP_PROB,
@@ -142,7 +145,15 @@ class PyramidNet(tf.Module):
   def set_channel_multiple(self, multiple: int) -> None:
     """Carries every activation with its channels zero-padded to a multiple
     of ``multiple`` (1: no padding). Call before tracing; variables,
-    checkpoints and outputs are unchanged (``channel_alignment``)."""
+    checkpoints and outputs are unchanged (``channel_alignment``).
+
+    Args:
+      multiple: the channel alignment, a positive int (8 for float32 and
+        16 for bfloat16 on CPU; 1 on GPU by default).
+
+    Raises:
+      ValueError: if ``multiple`` is not a positive int.
+    """
     if isinstance(multiple, bool) or not isinstance(multiple, int) or (
         multiple < 1):
       raise ValueError(f"channel_multiple must be a positive integer; got "
@@ -200,7 +211,15 @@ class PyramidNet(tf.Module):
                seed: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Pooled features ``[N, num_features]`` (before dropout/classifier).
 
-    ``seed``: see ``__call__``.
+    Args:
+      images: float NHWC images, as for ``__call__``.
+      training: training mode (batch-norm batch statistics and updates,
+        random ShakeDrop factors).
+      seed: see ``__call__``.
+
+    Returns:
+      The globally averaged final activations, in the images' dtype, with
+      any channel padding removed.
     """
     seed = self._training_seed(training, seed)
     x = self.bn1(self.conv1(images), training)
@@ -228,6 +247,21 @@ class PyramidNet(tf.Module):
     ``seed`` (int32/int64 [2]) keys ShakeDrop's stateless random factors in
     training; it is ignored without ShakeDrop or in eval. With ShakeDrop, a
     training call without a seed draws one from TF's stateful RNG.
+
+    Args:
+      images: ``[N, H, W, 3]`` float images, already normalised as the
+        dataset's pipeline (or the imported release) expects; any size the
+        stem and strides accept (32 for CIFAR, 224 for ImageNet as trained).
+      training: batch statistics, BN updates, dropout and random ShakeDrop
+        factors if True; inference if False.
+      seed: int32/int64 [2] stateless seed for ShakeDrop, or None.
+
+    Returns:
+      float32 logits ``[N, num_classes]``.
+
+    Raises:
+      ValueError: with ShakeDrop in training, if ``seed`` is not an
+        int32/int64 tensor of shape [2].
     """
     x = self.features(images, training, seed)
     if training and self.drop_rate > 0:
@@ -235,13 +269,20 @@ class PyramidNet(tf.Module):
     return tf.cast(self.fc(x), tf.float32)
 
   def batch_norms(self) -> List[layers.BatchNorm]:
+    """Every batch norm of the network (stem, units and ``bn_final``)."""
     return [m for m in self.submodules if isinstance(m, layers.BatchNorm)]
 
   def convs(self) -> List[layers.Conv2D]:
+    """Every convolution of the network (stem and units)."""
     return [m for m in self.submodules if isinstance(m, layers.Conv2D)]
 
   def set_sync_batch_norm(self, enabled: bool) -> None:
-    """Makes every BN compute training moments over all replicas (or not)."""
+    """Makes every BN compute training moments over all replicas (or not).
+
+    Args:
+      enabled: True for sync BN (the global batch's moments), False for each
+        replica's own.
+    """
     for bn in self.batch_norms():
       bn.cross_replica = bool(enabled)
 
@@ -265,12 +306,23 @@ class PyramidNet(tf.Module):
 
 
 def count_params(model: tf.Module) -> int:
-  """Number of trainable scalars (what the authors' train.py prints)."""
+  """Number of trainable scalars (what the authors' train.py prints).
+
+  Args:
+    model: any ``tf.Module``; moving BN statistics are not counted.
+  """
   return int(sum(v.shape.num_elements() for v in model.trainable_variables))
 
 
 def config_of(model: PyramidNet) -> dict:
-  """The constructor arguments that rebuild ``model`` (JSON-serialisable)."""
+  """The constructor arguments that rebuild ``model`` (JSON-serialisable).
+
+  ``channel_multiple`` is left out: it is a runtime choice, not part of the
+  network.
+
+  Args:
+    model: the network to describe.
+  """
   arch = model.arch
   return {
       "dataset": arch.dataset,
@@ -299,7 +351,15 @@ _ADDED_KEY_DEFAULTS = {
 def canonical_config(config: dict) -> dict:
   """``config`` as comparable values: missing newer keys get their defaults,
   and ShakeDrop's p_L / level are reset when ShakeDrop is off (they do not
-  change that network), so equal networks compare equal."""
+  change that network), so equal networks compare equal.
+
+  Args:
+    config: a model config such as ``config_of`` returns or
+      ``model_config.json`` holds; not modified.
+
+  Returns:
+    A new dict.
+  """
   config = dict(_ADDED_KEY_DEFAULTS, **config)
   if not config["shakedrop"]:
     config["shakedrop_pl"] = _ADDED_KEY_DEFAULTS["shakedrop_pl"]

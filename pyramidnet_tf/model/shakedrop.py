@@ -1,4 +1,4 @@
-"""ShakeDrop (Yamada et al.) on a residual branch (spec section 1.7).
+"""ShakeDrop (Yamada et al.) on a residual branch.
 
 The branch output F(x) (after its last BN, before the addition) is scaled:
 
@@ -15,7 +15,7 @@ p_l follows the linear decay rule p_l = 1 - (l / L)(1 - p_L), l = 1..L counted
 over the units of all stages (``keep_prob``); p_L (``--shakedrop_pl``) is the
 keep probability of the last unit, 0.5 in every published recipe.
 
-Levels (how widely one random value is shared; section 1.7 / 4.5). They give
+Levels (how widely one random value is shared). They give
 the same expected factors and differ only in the noise, so a model trained
 with one level reproduces its recipe only with that level:
 
@@ -50,6 +50,11 @@ _GATE, _FORWARD, _BACKWARD = 0, 1, 2
 def validate(keep_prob_last: float, level: str) -> float:
   """Checks p_L and the level; returns p_L as a float.
 
+  Args:
+    keep_prob_last: p_L, the keep probability of the last unit; anything
+      ``float()`` accepts, in [0, 1].
+    level: one of ``LEVELS``.
+
   Raises:
     ValueError: naming the argument and its valid range / choices.
   """
@@ -68,7 +73,16 @@ def validate(keep_prob_last: float, level: str) -> float:
 
 
 def keep_prob(index: int, num_units: int, keep_prob_last: float) -> float:
-  """p_l = 1 - (l / L)(1 - p_L) for the 1-based unit index l of L units."""
+  """p_l = 1 - (l / L)(1 - p_L) for the 1-based unit index l of L units.
+
+  Args:
+    index: l, the unit's 1-based index over all stages, in 1..``num_units``.
+    num_units: L, the number of residual units over all stages.
+    keep_prob_last: p_L, in [0, 1].
+
+  Raises:
+    ValueError: if ``index`` is outside 1..``num_units``.
+  """
   if not 1 <= index <= num_units:
     raise ValueError(f"unit index must be in 1..{num_units}; got {index}")
   return 1.0 - (index / num_units) * (1.0 - keep_prob_last)
@@ -100,10 +114,17 @@ def factors(x: tf.Tensor, keep: float, level: str, seed: tf.Tensor,
             ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """Draws the gate b ~ Bernoulli(keep), a ~ U[-1, 1] and c ~ U[0, 1].
 
-  ``channels``: the logical channels of ``x`` when its last axis is
-  zero-padded beyond them (``channel_alignment``). Pixel-level factors are
-  drawn for the logical channels only and padded with zeros, so the draws do
-  not depend on the padding.
+  Args:
+    x: the branch output; only its shape is used.
+    keep: the gate's keep probability p_l, in [0, 1].
+    level: "batch", "sample" or "pixel": which values share one draw (see
+      the module docstring).
+    seed: int32/int64 [2] stateless seed; each quantity folds in its own
+      salt, so b, a and c are independent.
+    channels: the logical channels of ``x`` when its last axis is
+      zero-padded beyond them (``channel_alignment``); None when it is not.
+      Pixel-level factors are drawn for the logical channels only and padded
+      with zeros, so the draws do not depend on the padding.
 
   Returns:
     (forward factor b + a - b*a, backward factor b + c - b*c, b, a): float32
@@ -151,6 +172,10 @@ def shake_drop(x: tf.Tensor, keep: float, level: str, training: bool,
     training: random factors if True, the expectation ``keep`` if False.
     seed: int32/int64 [2] stateless seed (training only); None draws one.
     channels: logical channels of a zero-padded ``x`` (see ``factors``).
+
+  Returns:
+    ``x`` scaled by the forward factor (training; its gradient is scaled by
+    the backward factor) or by ``keep`` (evaluation), in the dtype of ``x``.
   """
   if not training:
     return x * tf.cast(keep, x.dtype)
@@ -164,6 +189,10 @@ def shake_drop(x: tf.Tensor, keep: float, level: str, training: bool,
 class ShakeDrop:
   """The ShakeDrop of one residual unit (a plain object: no variables).
 
+  Holds what differs between units (their index and p_l), so a unit only
+  calls it on its branch output; being variable-free, it leaves the unit's
+  checkpoint names alone.
+
   Attributes:
     index: the unit's 1-based index l over all stages; folded into the
       model's seed so every unit draws its own values.
@@ -176,11 +205,28 @@ class ShakeDrop:
   level: str
 
   def unit_seed(self, seed: tf.Tensor) -> tf.Tensor:
+    """This unit's own seed: the model's seed with ``index`` folded in.
+
+    Args:
+      seed: the model's int32/int64 [2] stateless seed.
+    """
     return tf.random.experimental.stateless_fold_in(seed, self.index)
 
   def __call__(self, branch: tf.Tensor, training: bool,
                seed: Optional[tf.Tensor] = None,
                channels: Optional[int] = None) -> tf.Tensor:
+    """``shake_drop`` of ``branch`` with this unit's p_l, level and seed.
+
+    Args:
+      branch: the unit's branch output, after its last BN.
+      training: random factors if True, the expectation p_l if False.
+      seed: the model's int32/int64 [2] stateless seed; None draws one from
+        TF's stateful RNG. Ignored when not training.
+      channels: logical channels of a zero-padded ``branch``, or None.
+
+    Returns:
+      The scaled branch, in the dtype of ``branch``.
+    """
     if training:
       seed = self.unit_seed(seed if seed is not None else random_seed())
     return shake_drop(branch, self.keep, self.level, training, seed,

@@ -1,4 +1,4 @@
-"""PyramidNet's residual units (spec section 1.2).
+"""PyramidNet's residual units.
 
 Both units differ from pre-activation ResNet units in two ways the paper
 insists on: no ReLU before the first convolution and a BN after the last one;
@@ -9,7 +9,7 @@ Each unit also lists its variables under the authors' PyTorch state_dict names
 (``torch_variables``), in PyTorch's registration order, so that checkpoint
 import is driven by structure rather than by variable creation order.
 
-A unit may carry a ``shakedrop.ShakeDrop`` (section 1.7), applied to the
+A unit may carry a ``shakedrop.ShakeDrop``, applied to the
 branch output after its last BN and before the addition; it has no
 variables, so the state_dict names above do not change.
 
@@ -33,7 +33,17 @@ TorchEntry = Tuple[str, Optional[tf.Variable], str]
 
 
 def torch_shape(variable: tf.Variable, layout: str) -> Tuple[int, ...]:
-  """The PyTorch shape of a TF variable with the given layout."""
+  """The PyTorch shape of a TF variable with the given layout.
+
+  Args:
+    variable: a TF variable in TF layout.
+    layout: "conv" (TF ``[kh, kw, in, out]``), "dense" (TF ``[in, out]``);
+      any other layout ("vector", "counter") keeps the shape as is.
+
+  Returns:
+    The shape the same tensor has in a PyTorch state_dict (``[out, in, kh,
+    kw]`` for "conv", ``[out, in]`` for "dense").
+  """
   shape = tuple(variable.shape.as_list())
   if layout == "conv":  # TF [kh, kw, in, out] <- torch [out, in, kh, kw]
     return (shape[3], shape[2], shape[0], shape[1])
@@ -43,7 +53,16 @@ def torch_shape(variable: tf.Variable, layout: str) -> Tuple[int, ...]:
 
 
 def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
-  """A PyTorch-layout array in the TF layout of ``layout``."""
+  """A PyTorch-layout array in the TF layout of ``layout``.
+
+  Args:
+    array: a state_dict tensor as a NumPy array, in PyTorch layout.
+    layout: "conv" (``[out, in, kh, kw]`` -> ``[kh, kw, in, out]``), "dense"
+      (``[out, in]`` -> ``[in, out]``); any other layout is returned as is.
+
+  Returns:
+    The array transposed (a view, not a copy) to the TF variable's layout.
+  """
   if layout == "conv":
     return np.transpose(array, (2, 3, 1, 0))
   if layout == "dense":
@@ -52,6 +71,16 @@ def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
 
 
 def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:
+  """The state_dict entries of a ``torch.nn.BatchNorm2d`` for ``bn``.
+
+  Args:
+    prefix: the module's state_dict key prefix, e.g. "layer1.0.bn1".
+    bn: the TF batch norm whose variables take those keys.
+
+  Returns:
+    Entries for weight (gamma), bias (beta), running_mean, running_var and
+    num_batches_tracked (no TF variable: None), in PyTorch's order.
+  """
   return [
       (f"{prefix}.weight", bn.gamma, "vector"),
       (f"{prefix}.bias", bn.beta, "vector"),
@@ -62,17 +91,44 @@ def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:
 
 
 def conv_torch_variables(prefix: str, conv: layers.Conv2D) -> List[TorchEntry]:
+  """The state_dict entry of a bias-free ``torch.nn.Conv2d`` for ``conv``.
+
+  Args:
+    prefix: the module's state_dict key prefix, e.g. "layer1.0.conv1".
+    conv: the TF convolution whose kernel takes ``<prefix>.weight``.
+
+  Returns:
+    One entry, ``(<prefix>.weight, conv.kernel, "conv")``.
+  """
   return [(f"{prefix}.weight", conv.kernel, "conv")]
 
 
 class _Unit(tf.Module):
-  """Shared shortcut logic; subclasses define the residual branch."""
+  """Shared shortcut logic; subclasses define the residual branch.
+
+  Subclasses define ``residual(x, training)``, ``convs()`` and
+  ``torch_variables(prefix)``, and set ``expansion`` (output channels per
+  plane).
+  """
 
   expansion = 1
 
   def __init__(self, in_channels: int, planes: int, stride: int,
                name: Optional[str] = None,
                shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    """Records the unit's channel counts and stride.
+
+    Args:
+      in_channels: logical channels of the unit's input.
+      planes: the unit's width; it outputs ``planes * expansion`` channels.
+      stride: 1, or 2 for the first unit of a downsampling stage (the branch
+        strides in a 3x3 convolution, the shortcut average-pools 2x2).
+      name: module name (``layer<s>_<i>`` in ``PyramidNet``).
+      shakedrop: this unit's ShakeDrop, or None for a plain unit.
+
+    Raises:
+      ValueError: if the unit would output fewer channels than it takes.
+    """
     super().__init__(name=name)
     self.shakedrop = shakedrop
     self.in_channels = in_channels
@@ -88,7 +144,13 @@ class _Unit(tf.Module):
     self.physical_out = self.out_channels
 
   def set_physical_channels(self, align) -> None:
-    """Pads every tensor of the unit to ``align(channels)`` channels."""
+    """Pads every tensor of the unit to ``align(channels)`` channels.
+
+    Args:
+      align: maps a logical channel count to its physical (padded) count,
+        ``>=`` the logical one; e.g. ``channel_alignment.align`` with the
+        multiple bound.
+    """
     self.physical_in = align(self.in_channels)
     self.physical_out = align(self.out_channels)
     for conv in self.convs():
@@ -98,16 +160,39 @@ class _Unit(tf.Module):
       bn.set_physical_channels(align(bn.channels))
 
   def batch_norms(self) -> List[layers.BatchNorm]:
+    """The unit's batch norms (its submodules of that type)."""
     return [m for m in self.submodules if isinstance(m, layers.BatchNorm)]
 
   def shortcut(self, x: tf.Tensor) -> tf.Tensor:
+    """The parameter-free shortcut: 2x2 average pool if strided, zeros added.
+
+    Args:
+      x: the unit's NHWC input, ``physical_in`` channels.
+
+    Returns:
+      ``x`` (pooled when the unit strides) with zero channels appended up to
+      ``physical_out``.
+    """
     if self.stride != 1:
       x = layers.avg_pool_2x2_s2(x)
     return layers.append_zero_channels(x, self.physical_out - self.physical_in)
 
   def __call__(self, x: tf.Tensor, training: bool,
                seed: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """``seed``: the model's [2] stateless seed (used only by ShakeDrop)."""
+    """Branch output plus shortcut.
+
+    Args:
+      x: NHWC input with ``physical_in`` channels, in the compute dtype.
+      training: batch statistics (and BN updates) and random ShakeDrop
+        factors if True; moving statistics and ShakeDrop's expectation if
+        False.
+      seed: the model's int32/int64 [2] stateless seed, used only by
+        ShakeDrop (which folds in its unit index); None lets ShakeDrop draw
+        one.
+
+    Returns:
+      NHWC output with ``physical_out`` channels, its padding channels zero.
+    """
     # ``residual`` is the branch each subclass defines.
     branch = self.residual(x, training)
     if self.shakedrop is not None:
@@ -117,13 +202,29 @@ class _Unit(tf.Module):
 
 
 class BasicUnit(_Unit):
-  """BN -> conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, + shortcut."""
+  """BN -> conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, + shortcut.
+
+  The basic PyramidNet unit (CIFAR 6n+2 depths, ImageNet 18 and 34); it
+  outputs ``planes`` channels.
+  """
 
   expansion = 1
 
   def __init__(self, in_channels: int, planes: int, stride: int,
                name: Optional[str] = None,
                shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    """Creates the unit's convolutions and batch norms.
+
+    Args:
+      in_channels: logical channels of the unit's input.
+      planes: width of both convolutions and of the output.
+      stride: stride of the first 3x3 convolution and the shortcut (1 or 2).
+      name: module name; prefixes its variables' names.
+      shakedrop: this unit's ShakeDrop, or None for a plain unit.
+
+    Raises:
+      ValueError: if ``planes < in_channels``.
+    """
     super().__init__(in_channels, planes, stride, name=name,
                      shakedrop=shakedrop)
     with self.name_scope:
@@ -135,11 +236,28 @@ class BasicUnit(_Unit):
       self.bn3 = layers.BatchNorm(planes, name="bn3")
 
   def residual(self, x, training):
+    """The residual branch, before ShakeDrop and the addition.
+
+    Args:
+      x: NHWC input with ``physical_in`` channels.
+      training: batch-norm mode (batch statistics if True).
+
+    Returns:
+      NHWC branch output with ``physical_out`` channels.
+    """
     out = self.conv1(self.bn1(x, training))
     out = tf.nn.relu(self.bn2(out, training))
     return self.bn3(self.conv2(out), training)
 
   def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    """The unit's state_dict entries in PyTorch's registration order.
+
+    Args:
+      prefix: the unit's state_dict key prefix, e.g. "layer1.0".
+
+    Returns:
+      Entries for bn1, conv1, bn2, conv2 and bn3.
+    """
     return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
             conv_torch_variables(f"{prefix}.conv1", self.conv1) +
             bn_torch_variables(f"{prefix}.bn2", self.bn2) +
@@ -147,17 +265,35 @@ class BasicUnit(_Unit):
             bn_torch_variables(f"{prefix}.bn3", self.bn3))
 
   def convs(self):
+    """The unit's convolutions, in branch order."""
     return [self.conv1, self.conv2]
 
 
 class BottleneckUnit(_Unit):
-  """BN -> 1x1 -> BN -> ReLU -> 3x3(stride) -> BN -> ReLU -> 1x1 (x4) -> BN."""
+  """BN -> 1x1 -> BN -> ReLU -> 3x3(stride) -> BN -> ReLU -> 1x1 (x4) -> BN.
+
+  The bottleneck PyramidNet unit (CIFAR 9n+2 depths, ImageNet 50 and
+  deeper); it outputs ``4 * planes`` channels.
+  """
 
   expansion = 4
 
   def __init__(self, in_channels: int, planes: int, stride: int,
                name: Optional[str] = None,
                shakedrop: Optional[shakedrop_lib.ShakeDrop] = None):
+    """Creates the unit's convolutions and batch norms.
+
+    Args:
+      in_channels: logical channels of the unit's input.
+      planes: width of the 1x1 and 3x3 convolutions; the last 1x1 and the
+        output have ``4 * planes`` channels.
+      stride: stride of the 3x3 convolution and the shortcut (1 or 2).
+      name: module name; prefixes its variables' names.
+      shakedrop: this unit's ShakeDrop, or None for a plain unit.
+
+    Raises:
+      ValueError: if ``4 * planes < in_channels``.
+    """
     super().__init__(in_channels, planes, stride, name=name,
                      shakedrop=shakedrop)
     with self.name_scope:
@@ -170,12 +306,29 @@ class BottleneckUnit(_Unit):
       self.bn4 = layers.BatchNorm(planes * 4, name="bn4")
 
   def residual(self, x, training):
+    """The residual branch, before ShakeDrop and the addition.
+
+    Args:
+      x: NHWC input with ``physical_in`` channels.
+      training: batch-norm mode (batch statistics if True).
+
+    Returns:
+      NHWC branch output with ``physical_out`` channels.
+    """
     out = self.conv1(self.bn1(x, training))
     out = tf.nn.relu(self.bn2(out, training))
     out = tf.nn.relu(self.bn3(self.conv2(out), training))
     return self.bn4(self.conv3(out), training)
 
   def torch_variables(self, prefix: str) -> List[TorchEntry]:
+    """The unit's state_dict entries in PyTorch's registration order.
+
+    Args:
+      prefix: the unit's state_dict key prefix, e.g. "layer1.0".
+
+    Returns:
+      Entries for bn1, conv1, bn2, conv2, bn3, conv3 and bn4.
+    """
     return (bn_torch_variables(f"{prefix}.bn1", self.bn1) +
             conv_torch_variables(f"{prefix}.conv1", self.conv1) +
             bn_torch_variables(f"{prefix}.bn2", self.bn2) +
@@ -185,4 +338,5 @@ class BottleneckUnit(_Unit):
             bn_torch_variables(f"{prefix}.bn4", self.bn4))
 
   def convs(self):
+    """The unit's convolutions, in branch order."""
     return [self.conv1, self.conv2, self.conv3]

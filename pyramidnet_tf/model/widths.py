@@ -2,7 +2,7 @@
 
 This file holds the only arithmetic that decides how wide every unit is, because
 that arithmetic is what makes a checkpoint load or not. The rules follow the
-authors' code (spec section 1.3):
+authors' code:
 
 * additive: ``w <- w + alpha / N`` before each unit, ``planes = round(w)``;
 * multiplicative: ``w <- w * alpha ** (1 / N)`` before each unit;
@@ -25,8 +25,8 @@ ROUNDINGS = ("py3", "half_up")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 STEM_WIDTH = {"cifar10": 16, "cifar100": 16, "imagenet": 64}
 
-# ImageNet depths with a fixed stage table (spec 1.1). The unit type is part of
-# the table: 18/34 use basic units, 50 and deeper bottleneck units.
+# ImageNet depths with a fixed stage table (the paper's). The unit type is
+# part of the table: 18/34 use basic units, 50 and deeper bottleneck units.
 IMAGENET_TABLE = {
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
@@ -44,7 +44,21 @@ CIFAR_PAPER_BOTTLENECK = {110: False, 164: True, 200: True, 236: True, 272: True
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-  """Everything about a PyramidNet's shape, before any variable exists."""
+  """Everything about a PyramidNet's shape, before any variable exists.
+
+  Lets the network, ``complexity`` and ``describe`` share one validated
+  description without building TensorFlow variables.
+
+  Attributes:
+    dataset: "cifar10", "cifar100" or "imagenet".
+    depth: the depth as the paper counts it.
+    alpha: the widening factor, as a float.
+    bottleneck: True for bottleneck units, False for basic ones.
+    mode: "add" or "mul".
+    rounding: "py3" or "half_up".
+    stage_units: residual units per stage (3 for CIFAR, 4 for ImageNet).
+    planes: each unit's width, grouped per stage.
+  """
 
   dataset: str
   depth: int
@@ -57,18 +71,22 @@ class Architecture:
 
   @property
   def expansion(self) -> int:
+    """Output channels per plane: 4 for bottleneck units, 1 for basic."""
     return 4 if self.bottleneck else 1
 
   @property
   def stem_width(self) -> int:
+    """Channels of the stem: 16 for CIFAR, 64 for ImageNet."""
     return STEM_WIDTH[self.dataset]
 
   @property
   def num_features(self) -> int:
+    """Channels entering the classifier (last planes x expansion)."""
     return self.planes[-1][-1] * self.expansion
 
   @property
   def flat_planes(self) -> List[int]:
+    """Every unit's planes in unit order, over all stages."""
     return [p for stage in self.planes for p in stage]
 
 
@@ -80,7 +98,19 @@ def _round(value: float, rounding: str) -> int:
 
 def width_schedule(start: int, alpha: float, num_units: int, mode: str,
                    rounding: str = "py3") -> List[int]:
-  """Planes of each unit, in unit order (see module docstring)."""
+  """Planes of each unit, in unit order (see module docstring).
+
+  Args:
+    start: the stem's width, where ``w`` starts.
+    alpha: widening factor: the total width added over all units ("add"),
+      or the ratio of the last width to ``start`` ("mul").
+    num_units: N, the residual units over all stages.
+    mode: "add" or "mul".
+    rounding: "py3" (round half to even) or "half_up".
+
+  Raises:
+    ValueError: for an unknown ``mode`` or ``rounding``.
+  """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
   if rounding not in ROUNDINGS:
@@ -221,5 +251,9 @@ def architecture(dataset: str, depth: int, alpha: float,
 
 
 def stage_strides(arch: Architecture) -> Sequence[int]:
-  """First-unit stride of each stage: 1 for the first stage, then 2."""
+  """First-unit stride of each stage: 1 for the first stage, then 2.
+
+  Args:
+    arch: the network's shape; only its number of stages is used.
+  """
   return [1] + [2] * (len(arch.stage_units) - 1)

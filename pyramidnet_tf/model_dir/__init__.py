@@ -1,1 +1,2 @@
-"""The model-directory contract: weights and model_config.json on disk, metadata, exclusive use."""
+"""The model-directory contract: weights and model_config.json on disk,
+metadata, exclusive use."""

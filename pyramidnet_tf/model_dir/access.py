@@ -27,7 +27,8 @@ import socket
 import tempfile
 from typing import List, Optional
 
-from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.data import manifest as manifest_lib
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
 
 LOCK_FILE = ".lock"
 
@@ -41,6 +42,12 @@ class ModelDirLockedError(ModelDirError):
 
 
 def is_local(path: str) -> bool:
+  """Whether ``path`` is a local path.
+
+  Args:
+    path: a local path or a URL such as ``gs://bucket/dir`` (any
+      ``scheme://`` counts as remote).
+  """
   return "://" not in path
 
 
@@ -49,6 +56,13 @@ def check_writable(path: str) -> None:
 
   Why a real probe file instead of os.access: root passes os.access on
   read-only mounts and permission bits, and only a write proves a write.
+
+  Args:
+    path: the --model_dir; remote paths are not checked.
+
+  Raises:
+    ModelDirError: if ``path`` is a file, cannot be created, or refuses a
+      write.
   """
   if not is_local(path):
     return
@@ -71,10 +85,23 @@ def check_writable(path: str) -> None:
 
 
 class ModelDirLock:
-  """An exclusive flock on ``<model_dir>/.lock``; released on process exit."""
+  """An exclusive flock on ``<model_dir>/.lock``; released on process exit.
+
+  Keeps a second trainer from writing the same directory (module
+  docstring). Where the filesystem cannot lock, it logs a warning and holds
+  nothing (``held`` is False) rather than refusing to train.
+  """
 
   def __init__(self, model_dir: str):
-    """Takes the lock or raises ModelDirLockedError naming the holder."""
+    """Takes the lock or raises ModelDirLockedError naming the holder.
+
+    Args:
+      model_dir: an existing local directory (see ``check_writable``).
+
+    Raises:
+      ModelDirLockedError: if another process holds the lock.
+      OSError: if the lock file cannot be opened.
+    """
     self.path = os.path.join(model_dir, LOCK_FILE)
     self._fd = None
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -99,9 +126,11 @@ class ModelDirLock:
 
   @property
   def held(self) -> bool:
+    """Whether this object holds the lock (False after ``release``)."""
     return self._fd is not None
 
   def release(self) -> None:
+    """Drops the lock; harmless if not held."""
     if self._fd is not None:
       os.close(self._fd)   # closing the only descriptor drops the flock
       self._fd = None
@@ -115,7 +144,14 @@ def _read_holder(fd: int) -> str:
 
 
 def lock(model_dir: str) -> Optional[ModelDirLock]:
-  """The trainer chief's lock on ``model_dir``; None for remote paths."""
+  """The trainer chief's lock on ``model_dir``; None for remote paths.
+
+  Args:
+    model_dir: the --model_dir, existing if local.
+
+  Raises:
+    ModelDirLockedError: if another trainer holds it.
+  """
   if not is_local(model_dir):
     logging.warning("--model_dir=%s is not local: no lock against a second "
                     "trainer on it", model_dir)
@@ -125,8 +161,8 @@ def lock(model_dir: str) -> Optional[ModelDirLock]:
 
 def preprocessing_of(metadata: dict, model_config: dict, image_size: int = 0,
                      convention: str = "pt",
-                     info: Optional[input_pipeline.DataInfo] = None
-                     ) -> input_pipeline.Preprocessing:
+                     info: Optional[manifest_lib.DataInfo] = None
+                     ) -> preprocessing_lib.Preprocessing:
   """The preprocessing a model directory's network expects.
 
   Trainer output records it (``metadata["preprocessing"]``). Imported
@@ -134,11 +170,23 @@ def preprocessing_of(metadata: dict, model_config: dict, image_size: int = 0,
   (``metadata["input_convention"]``: pixels p in 0..255, in ``color`` order,
   become ``(p * scale - mean) / std``), which replaces the default
   statistics, so that e.g. a Caffe model gets its BGR, mean-subtracted input.
+
+  Args:
+    metadata: the ``metadata`` section of ``model_config.json``.
+    model_config: its ``model`` section (``dataset`` is read).
+    image_size: input side in pixels; 0 = the default (32 for CIFAR
+      data, otherwise 224 for an ImageNet model and 32 for a CIFAR one).
+      Ignored when the metadata records the preprocessing.
+    convention: CIFAR convention, "pt" or "fb" (``augment``), for
+      directories that do not record their preprocessing.
+    info: the manifest of a data directory, if one is given; its kind
+      (e.g. an image folder) decides the pipeline instead of the model's
+      dataset.
   """
   if "preprocessing" in metadata:
-    return input_pipeline.Preprocessing.from_json(metadata["preprocessing"])
+    return preprocessing_lib.Preprocessing.from_json(metadata["preprocessing"])
   data_kind = info.kind if info is not None else model_config["dataset"]
-  preprocessing = input_pipeline.preprocessing_for(
+  preprocessing = preprocessing_lib.preprocessing_for(
       data_kind, model_config["dataset"], image_size, convention)
   spec = metadata.get("input_convention")
   if spec:
@@ -151,9 +199,21 @@ def preprocessing_of(metadata: dict, model_config: dict, image_size: int = 0,
 
 
 def class_names_of(metadata: dict, num_classes: int,
-                   info: Optional[input_pipeline.DataInfo] = None
+                   info: Optional[manifest_lib.DataInfo] = None
                    ) -> List[str]:
+  """The class names of a model directory's network, one per output.
+
+  Args:
+    metadata: the ``metadata`` section of ``model_config.json``; its
+      "class_names" are used if there are ``num_classes`` of them.
+    num_classes: the network's outputs.
+    info: a data directory's manifest, the fallback when its class count
+      matches.
+
+  Returns:
+    ``num_classes`` names; ``class_<i>`` when neither source fits.
+  """
   names = metadata.get("class_names")
   if names and len(names) == num_classes:
     return list(names)
-  return input_pipeline.class_names_list(info, num_classes)
+  return manifest_lib.class_names_list(info, num_classes)

@@ -31,7 +31,14 @@ _CHECKPOINT_FILE = re.compile(
 
 def write_config(directory: str, model: model_lib.PyramidNet,
                  metadata: Optional[Dict[str, Any]] = None) -> str:
-  """Writes ``model_config.json`` (atomically) and returns its path."""
+  """Writes ``model_config.json`` (atomically) and returns its path.
+
+  Args:
+    directory: the model directory (created if missing; local or remote).
+    model: the network; its ``config_of`` becomes the "model" section.
+    metadata: JSON-serialisable extras (weights' origin, preprocessing,
+      class names, ...), the "metadata" section; None = empty.
+  """
   tf.io.gfile.makedirs(directory)
   path = os.path.join(directory, CONFIG_FILE)
   payload = {"model": model_lib.config_of(model), "metadata": metadata or {}}
@@ -43,6 +50,17 @@ def write_config(directory: str, model: model_lib.PyramidNet,
 
 
 def read_config(directory: str) -> Dict[str, Any]:
+  """The parsed ``model_config.json`` of ``directory``.
+
+  Args:
+    directory: a model directory.
+
+  Returns:
+    A dict with "model" (constructor arguments) and "metadata".
+
+  Raises:
+    FileNotFoundError: if the directory has no ``model_config.json``.
+  """
   path = os.path.join(directory, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
@@ -56,7 +74,17 @@ def read_config(directory: str) -> Dict[str, Any]:
 def save_model(model: model_lib.PyramidNet, directory: str,
                metadata: Optional[Dict[str, Any]] = None,
                step: int = 0) -> str:
-  """Writes the weights as checkpoint ``ckpt-<step>``, then the config."""
+  """Writes the weights as checkpoint ``ckpt-<step>``, then the config.
+
+  Args:
+    model: the network to save (under the checkpoint key ``model``).
+    directory: the model directory; earlier checkpoints are kept.
+    metadata: the config's "metadata" section (see ``write_config``).
+    step: N of ``ckpt-N``.
+
+  Returns:
+    The checkpoint's prefix.
+  """
   checkpoint = tf.train.Checkpoint(model=model)
   manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
   path = manager.save(checkpoint_number=step)
@@ -69,6 +97,9 @@ def checkpoints_on_disk(directory: str) -> List[str]:
 
   Found by listing the directory, not through the state file, so that a
   missing, empty or stale ``checkpoint`` file hides nothing.
+
+  Args:
+    directory: a model directory; a missing one has no checkpoints.
   """
   if not tf.io.gfile.isdir(directory):
     return []
@@ -82,7 +113,11 @@ def checkpoints_on_disk(directory: str) -> List[str]:
 
 
 def step_of(prefix: str) -> int:
-  """N of a ``.../ckpt-N`` prefix."""
+  """N of a ``.../ckpt-N`` prefix.
+
+  Args:
+    prefix: a checkpoint path ending in ``-N`` (without suffix).
+  """
   return int(os.path.basename(prefix).rsplit("-", 1)[1])
 
 
@@ -91,6 +126,12 @@ def latest_checkpoint(directory: str) -> Optional[str]:
 
   Unlike ``tf.train.latest_checkpoint`` this survives an empty or garbled
   state file and one naming a deleted checkpoint.
+
+  Args:
+    directory: a model directory.
+
+  Returns:
+    A checkpoint prefix, or None if there is none.
   """
   try:
     path = tf.train.latest_checkpoint(directory)
@@ -108,8 +149,16 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
   """The checkpoint to load: ``requested`` (a prefix, ``.index`` allowed,
   absolute or relative to ``directory``), or the latest one.
 
-  Raises FileNotFoundError with one line naming what was asked for and
-  listing the checkpoints ``directory`` has.
+  Args:
+    directory: the model directory.
+    requested: --checkpoint, or None / "" for the latest.
+
+  Returns:
+    A checkpoint prefix whose ``.index`` exists.
+
+  Raises:
+    FileNotFoundError: with one line naming what was asked for and listing
+      the checkpoints ``directory`` has.
   """
   if requested:
     prefix = requested[:-len(".index")] if requested.endswith(
@@ -135,12 +184,22 @@ def load_model(directory: str, checkpoint_path: Optional[str] = None
                ) -> Tuple[model_lib.PyramidNet, Dict[str, Any]]:
   """Rebuilds the model of ``directory`` and restores its latest weights.
 
+  Args:
+    directory: a model directory written by the trainer or import_torch.
+    checkpoint_path: a checkpoint to load instead of the latest (see
+      ``find_checkpoint``).
+
   Returns:
     (model, metadata). Every model variable must be present in the
     checkpoint; optimizer slots and counters of training checkpoints are
     allowed and ignored. Constructor args absent from an older
     ``model_config.json`` (e.g. ``shakedrop*``) take their defaults, which
     rebuild the network that config was written for.
+
+  Raises:
+    FileNotFoundError: if the config or the checkpoint is missing.
+    ValueError: if the config's arguments are invalid (``PyramidNet``).
+    AssertionError: if the checkpoint lacks a model variable.
   """
   config = read_config(directory)
   model = model_lib.PyramidNet(**config["model"])

@@ -1,1 +1,2 @@
-"""Where and how the step runs: tf.distribute strategies, XLA compile units and caches."""
+"""Where and how the step runs: tf.distribute strategies, XLA compile units and
+caches."""

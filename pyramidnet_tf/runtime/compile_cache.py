@@ -1,4 +1,4 @@
-"""Persistent XLA compilation and GPU autotune caches (issue 8).
+"""Persistent XLA compilation and GPU autotune caches.
 
 Why: with --jit_compile the first train step compiles the whole
 forward/backward, and on a GPU XLA also autotunes every distinct convolution
@@ -20,16 +20,17 @@ first op or strategy), *not* at ``import tensorflow``; XLA_FLAGS once, at the
 first XLA compilation. Catch: importing TensorFlow registers an absl
 ``app.call_after_init`` callback (tensorflow/python/distribute/
 combinations.py) that lists the GPUs, so in an absl program TF_XLA_FLAGS is
-already fixed when ``main`` starts. Hence ``parse_flags_and_configure``: an
+already fixed when ``main`` starts. Hence
+``pyramidnet_tf.cli.compile_cache_flags.parse_flags_and_configure``: an
 ``app.run(main, flags_parser=...)`` hook that runs right after flag parsing,
 before absl's after-init callbacks. ``configure`` warns when called too late.
 
 What a hit needs: the cache key holds TF's function name
 (``__inference__forward_backward_<uid>``), and the uid counts what the
-process traced before. Two processes doing the same thing hit; train.py's
-fresh start traces extra functions (the first-batch image summary) that a
-resume does not, so the first resume writes its own entry and every later
-resume hits it (measured on CPU).
+process traced before. A fresh start traces functions a resume does not (the
+first-batch image summary), so the trainer calls ``align_function_names``
+right before the first trace of its step: fresh starts and resumes then give
+the step the same name and share one cache entry.
 
 Flags the user already put in TF_XLA_FLAGS / XLA_FLAGS win over ours (and a
 log line says so): a deliberate ``--tf_xla_persistent_cache_directory`` on a
@@ -40,16 +41,7 @@ import os
 import shlex
 from typing import Dict, Optional, Tuple
 
-from absl import app
-from absl import flags
 from absl import logging
-
-flags.DEFINE_string(
-    "compile_cache_dir", None,
-    "Persistent XLA compilation + GPU autotune cache directory (issue 8: a "
-    "restart with the same config skips XLA compilation). Default: "
-    "<model_dir>/xla_cache when --jit_compile, else off; '' or 'none' "
-    "disables it. Values already in TF_XLA_FLAGS / XLA_FLAGS win.")
 
 TF_XLA_ENV = "TF_XLA_FLAGS"
 XLA_ENV = "XLA_FLAGS"
@@ -176,35 +168,6 @@ def configure(cache_dir: Optional[str], *, read_only: bool = False,
           "XLA_FLAGS": environ[XLA_ENV], "user_overrides": overrides}
 
 
-def configure_from_flags(flag_values=flags.FLAGS) -> Optional[dict]:
-  """``configure`` from --compile_cache_dir (and --model_dir, --jit_compile
-  where the program defines them)."""
-  def value(name, default=None):
-    return flag_values[name].value if name in flag_values else default
-  cache_dir = resolve_cache_dir(value("compile_cache_dir"),
-                                value("model_dir"),
-                                bool(value("jit_compile", False)))
-  return configure(cache_dir)
-
-
-def parse_flags_and_configure(argv):
-  """absl flags parser that also configures the caches; returns the args.
-
-  Use as ``app.run(main, flags_parser=compile_cache.parse_flags_and_configure)``:
-  absl calls it before the after-init callbacks through which TensorFlow
-  lists its devices (and so reads TF_XLA_FLAGS).
-  """
-  args = app.parse_flags_with_usage(argv)
-  result = configure_from_flags()
-  if result is not None:
-    # absl drops INFO lines logged while it parses flags: say it again once
-    # main's logging is set up.
-    app.call_after_init(lambda: logging.info(
-        "compile cache: TF_XLA_FLAGS=%r XLA_FLAGS=%r", result["TF_XLA_FLAGS"],
-        result["XLA_FLAGS"]))
-  return args
-
-
 def _dir_stats(directory: str, suffix: str = "") -> Tuple[int, int, dict]:
   entries, size, mtimes = 0, 0, {}
   if not os.path.isdir(directory):
@@ -268,6 +231,10 @@ def align_function_names(block: int = _NAME_BLOCK) -> int:
   ``block`` uids were used before (set-up uses a few thousand). Returns the
   counter value reached.
   """
+  # TF 2.21 names traced functions with ops.uid(), a private counter; no
+  # public API sets it. tests/runtime/test_compile_cache.py checks both the
+  # naming (test_aligned_function_names_ignore_earlier_traces) and the cache
+  # hit it buys a resume, so a TF that names functions otherwise fails there.
   from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
   uid = ops.uid()
   while uid % block:

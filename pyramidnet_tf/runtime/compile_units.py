@@ -1,6 +1,6 @@
 """XLA compile units smaller than the train step: one per residual unit.
 
-Why (issue 8): --jit_compile compiles the whole forward/backward as one XLA
+Why: --jit_compile compiles the whole forward/backward as one XLA
 program, so the first step pays for every unit at once, and any change to the
 step (batch size, dtype, loss) recompiles everything. With
 ``--jit_scope=unit`` each residual unit's forward is its own
@@ -13,34 +13,24 @@ the same shape could share one executable, but PyramidNet widens every unit
 (each has its own channel count), so no two units share a shape
 (``distinct_unit_signatures``): on a GPU, per-unit compilation does *not*
 reduce the number of distinct convolutions to autotune; it only splits
-compilation into smaller programs. On a 2-core CPU (bench/compile_bench.py,
-c110 batch 32) it compiled in 100 s vs 114 s for the whole step and ran at
-the speed of plain TF ops (16.5 img/s, whole-step XLA 9.7-11.2); GPU effects
-are not measured.
+compilation into smaller programs (``bench/compile_bench.py`` compares the
+scopes' compile times and step speed).
 
 The model's variables, names, checkpoints and outputs are unchanged: only the
 class of each unit object is swapped for a subclass whose ``__call__`` goes
 through the compiled function (``unjit_units`` swaps it back).
 
     model = compile_units.jit_units(model)       # same object, returned
-    train_step = step.TrainStep(..., model, ..., jit_compile=False)
+    train_step = step.TrainStep(model=model, ..., jit_compile=False)
 """
 
 from typing import Optional
 
-from absl import flags
 import tensorflow as tf
 
 from pyramidnet_tf.model import units
 
 JIT_SCOPES = ("step", "unit")
-
-flags.DEFINE_enum(
-    "jit_scope", "step", list(JIT_SCOPES),
-    "With --jit_compile, what one XLA program covers. step: the whole "
-    "forward/backward (fastest steady state); unit: each residual unit's "
-    "forward and backward separately (stem, head, loss and update stay "
-    "TensorFlow ops).")
 
 
 class _JitUnit:
@@ -83,17 +73,33 @@ def _all_units(model):
 
 
 def is_jit(model) -> bool:
-  """True when ``jit_units`` has been applied to ``model``."""
+  """True when ``jit_units`` has been applied to ``model``.
+
+  Args:
+    model: a ``PyramidNet``.
+  """
   return any(isinstance(unit, _JitUnit) for unit in _all_units(model))
 
 
 def jit_units(model, num_replicas: Optional[int] = None):
   """XLA-compiles each residual unit of ``model`` separately; returns it.
 
-  Idempotent. Raises ValueError with sync batch norm on more than one replica
-  (``num_replicas``; None = unknown, refused too): its cross-replica
-  all-reduce cannot run inside an XLA program (same rule as --jit_compile
-  with --sync_bn).
+  Idempotent. Sync batch norm on more than one replica is refused: its
+  cross-replica all-reduce cannot run inside an XLA program (same rule as
+  --jit_compile with --sync_bn).
+
+  Args:
+    model: a ``PyramidNet``, modified in place; enable sync BN on it first,
+      so that the check below sees it.
+    num_replicas: replicas the step runs on; None = unknown, which sync BN
+      refuses too.
+
+  Returns:
+    ``model`` itself.
+
+  Raises:
+    ValueError: with sync batch norm and ``num_replicas`` None or > 1, or
+      for a unit type other than ``BasicUnit`` / ``BottleneckUnit``.
   """
   if any(bn.cross_replica for bn in model.batch_norms()) and (
       num_replicas is None or num_replicas > 1):
@@ -113,12 +119,22 @@ def jit_units(model, num_replicas: Optional[int] = None):
     # checkpoint or variable list sees it).
     object.__setattr__(unit, "_xla_forward",
                        _compiled_forward(unit, plain_class))
+    # Swapping the class (to a subclass with the same attributes) keeps the
+    # unit the same object: the model's attribute, its variables and their
+    # checkpoint paths are untouched, which wrapping it would change.
+    # tests/runtime/test_compile_units.py checks outputs, gradients, BN
+    # updates and checkpoint keys against the plain units.
     unit.__class__ = _JIT_CLASSES[plain_class]
   return model
 
 
 def unjit_units(model):
-  """Undoes ``jit_units`` (plain TensorFlow units again); returns model."""
+  """Undoes ``jit_units`` (plain TensorFlow units again); returns model.
+
+  Args:
+    model: a ``PyramidNet``, modified in place; units that are not
+      compiled are left alone.
+  """
   for unit in _all_units(model):
     if type(unit) in _PLAIN_CLASSES:
       unit.__class__ = _PLAIN_CLASSES[type(unit)]
@@ -132,6 +148,10 @@ def distinct_unit_signatures(model, image_size: int) -> int:
   Units with the same signature compile to the same HLO (up to variable
   values) and could share one executable and one autotuning; PyramidNet's
   linear widening makes almost every unit distinct.
+
+  Args:
+    model: a ``PyramidNet``.
+    image_size: side of the input images in pixels (the stem's input).
   """
   size = image_size
   if model.dataset == "imagenet":

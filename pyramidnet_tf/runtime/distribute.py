@@ -37,6 +37,11 @@ SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
 
 
 def tf_config() -> dict:
+  """The parsed TF_CONFIG environment variable ({} when unset or empty).
+
+  Raises:
+    ValueError: if TF_CONFIG is not valid JSON.
+  """
   raw = os.environ.get("TF_CONFIG", "")
   if not raw:
     return {}
@@ -47,6 +52,14 @@ def tf_config() -> dict:
 
 
 def cluster_size(config: Optional[dict] = None) -> int:
+  """Chief and worker tasks listed in a TF_CONFIG (0 when it has none).
+
+  Args:
+    config: a parsed TF_CONFIG; None reads the environment (``tf_config``).
+
+  Raises:
+    ValueError: if ``config`` is None and TF_CONFIG is not valid JSON.
+  """
   config = tf_config() if config is None else config
   cluster = config.get("cluster", {})
   return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
@@ -82,6 +95,15 @@ def slurm_resolver(port_base: int = 8888, gpus_per_node: Optional[int] = None):
   gets gpus_per_node / tasks-per-node of them (via CUDA_VISIBLE_DEVICES, so
   run one task per node to use every GPU of a node in one worker). Without
   GPUs every worker runs on its CPU.
+
+  Args:
+    port_base: the port of the first task on each node, in 1..65535.
+    gpus_per_node: GPUs on each node; None counts this node's
+      (``local_gpu_count``). 0 means CPU workers.
+
+  Raises:
+    ValueError: outside a Slurm job step (its variables missing), or for a
+      port outside 1..65535.
   """
   missing = [v for v in SLURM_VARIABLES if not os.environ.get(v)]
   if missing:
@@ -135,6 +157,11 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
     cluster_resolver: one of CLUSTER_RESOLVERS: where the multi-worker
       cluster comes from (TF_CONFIG or the Slurm job step).
     slurm_port_base: first port of the workers on each Slurm node.
+
+  Raises:
+    ValueError: naming the flag, for an unknown name or resolver, fewer
+      than 1 CPU device, Slurm with a single-host distribution, a missing
+      Slurm environment, or multi_worker without a TF_CONFIG cluster.
   """
   if name not in DISTRIBUTIONS:
     raise ValueError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}"
@@ -189,7 +216,11 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
 
 
 def task(strategy: tf.distribute.Strategy):
-  """(task_type, task_id) of this process; ('worker', 0) when single-host."""
+  """(task_type, task_id) of this process; ('worker', 0) when single-host.
+
+  Args:
+    strategy: the run's strategy; read through its ``cluster_resolver``.
+  """
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
     return "worker", 0
@@ -197,7 +228,11 @@ def task(strategy: tf.distribute.Strategy):
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Chief = task 'chief', or worker 0 when the cluster has no chief job."""
+  """Chief = task 'chief', or worker 0 when the cluster has no chief job.
+
+  Args:
+    strategy: the run's strategy; single-host strategies are always chief.
+  """
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
     return True
@@ -209,12 +244,32 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
-  return int(strategy.extended._num_workers) if hasattr(  # pylint: disable=protected-access
-      strategy.extended, "_num_workers") else 1
+  """Hosts taking part in ``strategy``: 1 unless it spans a cluster.
+
+  Read from the strategy's public ``cluster_resolver`` (workers and chief of
+  its cluster spec); single-host strategies have none, or an empty spec.
+
+  Args:
+    strategy: the run's strategy.
+  """
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
 
 
 def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-  """Where this worker writes checkpoints: model_dir, or a temp dir."""
+  """Where this worker writes checkpoints: model_dir, or a temp dir.
+
+  Args:
+    model_dir: the training directory.
+    strategy: the run's strategy (decides chief or not).
+
+  Returns:
+    ``model_dir`` on the chief, else
+    ``<model_dir>/workertemp_<task_type>_<task_id>``.
+  """
   if is_chief(strategy):
     return model_dir
   task_type, task_id = task(strategy)
@@ -222,6 +277,14 @@ def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
 
 
 def remove_temp_dir(path: str, model_dir: str) -> None:
-  """Deletes a non-chief's temporary directory (never the model dir)."""
+  """Deletes a non-chief's temporary directory (never the model dir).
+
+  Errors are ignored, and so is a missing directory. Uses the local
+  filesystem only (``shutil``), not ``tf.io.gfile``.
+
+  Args:
+    path: the directory ``write_dir`` returned.
+    model_dir: the training directory, which is never deleted.
+  """
   if os.path.abspath(path) != os.path.abspath(model_dir):
     shutil.rmtree(path, ignore_errors=True)

@@ -77,7 +77,19 @@ class ConfigMismatchError(ValueError):
 
 
 def check_config(model_dir: str, model) -> None:
-  """Raises ConfigMismatchError naming each differing constructor arg."""
+  """Checks that ``model`` is the model ``model_dir`` was trained with.
+
+  Compares the canonical form of ``model_config.json``'s "model" section
+  with ``model``'s constructor arguments; a directory without the file
+  passes.
+
+  Args:
+    model_dir: the training directory.
+    model: the ``PyramidNet`` the flags built.
+
+  Raises:
+    ConfigMismatchError: naming each differing constructor argument.
+  """
   path = os.path.join(model_dir, model_io.CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return
@@ -105,10 +117,17 @@ def _first_line(error: BaseException, limit: int = 240) -> str:
 def problem(prefix: str) -> Optional[Tuple[str, str]]:
   """Why checkpoint ``prefix`` cannot be resumed from, or None if intact.
 
-  Returns (kind, reason): kind "index" when the index is missing or does not
-  open (what a save killed before its end leaves), "data" when the index
-  opens, so the save finished, but a tensor is missing, fails its checksum
-  (truncation, corruption) or holds NaN/Inf. Reads every tensor once.
+  Reads every tensor once.
+
+  Args:
+    prefix: a checkpoint path without suffix, ``<model_dir>/ckpt-N``.
+
+  Returns:
+    None if intact, else (kind, reason): kind "index" when the index is
+    missing or does not open (what a save killed before its end leaves),
+    "data" when the index opens, so the save finished, but a tensor is
+    missing, fails its checksum (truncation, corruption) or holds NaN/Inf;
+    reason is a phrase for messages.
   """
   if not tf.io.gfile.exists(prefix + ".index"):
     return "index", "its .index file is missing"
@@ -131,7 +150,14 @@ def problem(prefix: str) -> Optional[Tuple[str, str]]:
 
 
 def last_good(model_dir: str) -> Optional[str]:
-  """The newest checkpoint of ``model_dir`` that ``problem`` passes."""
+  """The newest checkpoint of ``model_dir`` that ``problem`` passes.
+
+  Args:
+    model_dir: the directory whose ``ckpt-N`` files are scanned.
+
+  Returns:
+    Its prefix (``<model_dir>/ckpt-N``), or None if none is intact.
+  """
   for prefix in model_io.checkpoints_on_disk(model_dir):
     if problem(prefix) is None:
       return prefix
@@ -139,7 +165,11 @@ def last_good(model_dir: str) -> Optional[str]:
 
 
 def last_good_text(model_dir: str) -> str:
-  """A sentence naming the checkpoint a rerun would resume from."""
+  """A sentence naming the checkpoint a rerun would resume from.
+
+  Args:
+    model_dir: the training directory; its checkpoints are all read.
+  """
   prefix = last_good(model_dir)
   if prefix is None:
     return f"{model_dir} holds no intact checkpoint yet."
@@ -166,6 +196,11 @@ class InjectedFaults:
 
   @classmethod
   def from_env(cls) -> "InjectedFaults":
+    """The faults $PYRAMIDNET_TF_TEST_FAULTS asks for (none if unset).
+
+    Raises:
+      ValueError: if an item does not parse.
+    """
     spec = os.environ.get(FAULTS_ENV, "").strip()
     values = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -186,7 +221,11 @@ class InjectedFaults:
 
 
 def checkpoint_variables(checkpoint: tf.train.Checkpoint) -> List[tf.Variable]:
-  """Every float variable the checkpoint saves, each once."""
+  """Every float variable the checkpoint saves, each once.
+
+  Args:
+    checkpoint: the training checkpoint; all its descendants are walked.
+  """
   seen, found = set(), []
   for obj in tf.train.TrackableView(checkpoint).descendants():
     if isinstance(obj, tf.Variable) and obj.dtype.is_floating and (
@@ -205,6 +244,13 @@ def shape_mismatches(checkpoint: tf.train.Checkpoint, path: str
   Why before restoring: a restore that fails halfway leaves TensorFlow
   warning about unrestored values at exit, after the error, and its own
   message names one variable without saying what to do.
+
+  Args:
+    checkpoint: the checkpoint object about to be restored into.
+    path: the saved checkpoint's prefix.
+
+  Returns:
+    The mismatch descriptions, sorted; empty when every shape fits.
   """
   reader = tf.train.load_checkpoint(path)
   shapes = reader.get_variable_to_shape_map()
@@ -233,17 +279,36 @@ def shape_mismatches(checkpoint: tf.train.Checkpoint, path: str
 
 
 class Checkpointer:
-  """Restores the newest intact chief checkpoint; saves from every worker."""
+  """Restores the newest intact chief checkpoint; saves from every worker.
+
+  The one object through which the trainer reads and writes checkpoints, so
+  that the reliability rules of the module docstring (NaN/Inf guard,
+  resuming from the newest intact checkpoint, refusing directories that
+  lost theirs, cleaning up killed saves) hold for every save and restore.
+  """
 
   def __init__(self, model_dir: str, strategy: tf.distribute.Strategy,
                checkpoint: tf.train.Checkpoint, global_step: tf.Variable,
                keep: int = 5, guarded_variables: Sequence[tf.Variable] = (),
                optional=()):
-    """``guarded_variables``: checked for NaN/Inf besides every float
-    variable of ``checkpoint``. ``optional``: names of ``checkpoint``'s
-    objects that older checkpoints may lack (e.g. ``ema`` when resuming with
-    a new --ema_decay); they keep their values and ``restored_all`` turns
-    False."""
+    """Sets up the NaN/Inf guard; touches nothing on disk yet.
+
+    Args:
+      model_dir: the training directory (the chief's checkpoints).
+      strategy: the distribution strategy; decides whether this worker is
+        the chief and where a non-chief writes its temporary copy.
+      checkpoint: what is saved and restored (model, optimizer, step, ...).
+      global_step: the int64 step variable; saves are numbered by it.
+      keep: checkpoints the chief keeps (--keep_checkpoints), >= 1.
+      guarded_variables: checked for NaN/Inf besides every float variable
+        of ``checkpoint``.
+      optional: names of ``checkpoint``'s objects that older checkpoints
+        may lack (e.g. ``ema`` when resuming with a new --ema_decay); they
+        keep their values and ``restored_all`` turns False.
+
+    Raises:
+      ValueError: if ``keep < 1``.
+    """
     if keep < 1:
       raise ValueError(f"--keep_checkpoints must be >= 1; got {keep}")
     self.model_dir = model_dir
@@ -265,6 +330,7 @@ class Checkpointer:
     self._injected = False
 
   def latest(self) -> Optional[str]:
+    """The latest checkpoint of ``model_dir`` (``store.latest_checkpoint``)."""
     return model_io.latest_checkpoint(self.model_dir)
 
   # Resume.
@@ -372,10 +438,18 @@ class Checkpointer:
   def restore(self) -> Optional[str]:
     """Restores the newest intact checkpoint, if any; returns its path.
 
-    Raises NoUsableCheckpointError (see the module docstring) and
-    ConfigMismatchError when the checkpoint does not fit the model (e.g. a
-    model_dir whose model_config.json was deleted, resumed with other
-    flags).
+    Also removes leftovers of killed saves and, on the chief, rewrites the
+    state file. Every worker restores from the chief's ``model_dir``.
+
+    Returns:
+      The checkpoint's prefix, or None when training starts at step 0.
+
+    Raises:
+      NoUsableCheckpointError: the directory held checkpoints but none is
+        intact (see the module docstring).
+      ConfigMismatchError: the checkpoint does not fit the model (e.g. a
+        model_dir whose model_config.json was deleted, resumed with other
+        flags).
     """
     self._remove_leftovers()
     path = self._find_resumable()
@@ -426,20 +500,35 @@ class Checkpointer:
     return self._manager
 
   def after_first_save(self, callback) -> None:
-    """Calls ``callback`` once, after the next save succeeds (chief)."""
+    """Calls ``callback`` once, after the next save succeeds (chief).
+
+    Args:
+      callback: called with no arguments; replaces any earlier one.
+    """
     self._after_first_save = callback
 
   # NaN/Inf guard.
 
   def injection_step(self, step: int) -> Optional[int]:
-    """A test-hook step the loop must stop at, if one is ahead of ``step``."""
+    """A test-hook step the loop must stop at, if one is ahead of ``step``.
+
+    Args:
+      step: the current global step.
+
+    Returns:
+      The ``nonfinite@STEP`` step if it is still to come, else None.
+    """
     target = self.faults.nonfinite_step
     if target is not None and not self._injected and target > step:
       return target
     return None
 
   def inject_due(self, step: int) -> None:
-    """Test hook: poisons the chosen variables once ``step`` is reached."""
+    """Test hook: poisons the chosen variables once ``step`` is reached.
+
+    Args:
+      step: the current global step.
+    """
     target = self.faults.nonfinite_step
     if target is None or self._injected or step < target:
       return
@@ -456,7 +545,13 @@ class Checkpointer:
     checkpoint when any checked variable holds NaN/Inf.
 
     Every worker must call it at the same step (ON_READ reads all-reduce).
-    ``since``: the step of the previous check, for the message.
+
+    Args:
+      step: the current global step, for the message.
+      since: the step of the previous check, for the message.
+
+    Raises:
+      NonFiniteWeightsError: if any guarded variable holds NaN/Inf.
     """
     if not self._guarded:
       return
@@ -479,10 +574,17 @@ class Checkpointer:
   def save(self) -> Optional[str]:
     """Saves at the current global step; returns the chief's path.
 
-    Raises NonFiniteWeightsError instead of writing NaN/Inf values (a
-    finite loss at step s-1 does not prove the update to step s was), and
-    CheckpointWriteError, after removing the partial files, when the
-    filesystem refuses the write.
+    Every worker must call it at the same step: the chief writes
+    ``<model_dir>/ckpt-N``, the others a temporary copy that is deleted.
+
+    Returns:
+      The chief's checkpoint prefix; None on the other workers.
+
+    Raises:
+      NonFiniteWeightsError: instead of writing NaN/Inf values (a finite
+        loss at step s-1 does not prove the update to step s was).
+      CheckpointWriteError: after removing the partial files, when the
+        filesystem refuses the write.
     """
     step = int(self.global_step.numpy())
     self.check_finite(step)

@@ -31,7 +31,12 @@ USE_EMA_CHOICES = ("auto", "yes", "no")
 
 
 def averaged_variables(model) -> List[tf.Variable]:
-  """The variables an Ema of ``model`` averages, in checkpoint order."""
+  """The variables an Ema of ``model`` averages, in checkpoint order.
+
+  Args:
+    model: the network; every float variable of it is averaged, trainable
+      or not (BN moving statistics included).
+  """
   return [v for v in model.variables if v.dtype.is_floating]
 
 
@@ -47,9 +52,25 @@ class _Untracked:
 
 
 class Ema(tf.Module):
-  """Averages of ``variables``; create under the strategy's scope."""
+  """Averages of ``variables``; create under the strategy's scope.
+
+  A ``tf.Module`` whose only tracked variables are the averages, so that it
+  is checkpointed under ``ema`` without a second copy of the model.
+  """
 
   def __init__(self, variables, decay: float, name: Optional[str] = None):
+    """Creates one float32 average per variable, set to its current value.
+
+    Args:
+      variables: the variables to average, usually
+        ``averaged_variables(model)``; their order is the checkpoint order.
+      decay: weight of the old average per step, in [0, 1) (--ema_decay;
+        0 copies the weights at every update).
+      name: module name; prefixes the averages' names.
+
+    Raises:
+      ValueError: if ``decay`` is outside [0, 1).
+    """
     super().__init__(name=name)
     if not 0.0 <= decay < 1.0:
       raise ValueError(f"EMA decay must be in [0, 1) (--ema_decay; 0 = off);"
@@ -82,8 +103,12 @@ class Ema(tf.Module):
   def update(self, apply_mask=None):
     """One EMA step; call in a replica context (inside ``strategy.run``).
 
-    ``apply_mask``: optional scalar bool, False (a skipped float16 step)
-    keeps the averages.
+    Args:
+      apply_mask: optional scalar bool tensor; False (a skipped float16
+        step) keeps the averages. None always updates.
+
+    Raises:
+      RuntimeError: if called in a cross-replica context.
     """
     context = tf.distribute.get_replica_context()
     if context is None:
@@ -136,7 +161,12 @@ class Ema(tf.Module):
 
 
 def recorded_decay(metadata: dict) -> float:
-  """The --ema_decay a trainer model dir recorded (0.0: none/no EMA)."""
+  """The --ema_decay a trainer model dir recorded (0.0: none/no EMA).
+
+  Args:
+    metadata: the ``metadata`` section of a ``model_config.json``; a
+      missing or unparsable "ema_decay" counts as 0.0.
+  """
   try:
     return float(metadata.get("ema_decay") or 0.0)
   except (TypeError, ValueError):
@@ -144,7 +174,16 @@ def recorded_decay(metadata: dict) -> float:
 
 
 def should_use(use_ema: str, metadata: dict) -> bool:
-  """Resolves --use_ema (auto: when the training run kept an EMA)."""
+  """Resolves --use_ema (auto: when the training run kept an EMA).
+
+  Args:
+    use_ema: "auto", "yes" or "no".
+    metadata: the ``metadata`` section of the model's ``model_config.json``
+      (read only for "auto").
+
+  Raises:
+    ValueError: for any other ``use_ema``.
+  """
   if use_ema not in USE_EMA_CHOICES:
     raise ValueError(f"--use_ema must be one of {', '.join(USE_EMA_CHOICES)};"
                      f" got {use_ema!r}")
@@ -154,12 +193,21 @@ def should_use(use_ema: str, metadata: dict) -> bool:
 
 
 def checkpoint_has_averages(path: str) -> bool:
+  """Whether a checkpoint holds EMA averages (variables under ``ema/``).
+
+  Args:
+    path: a checkpoint prefix (``ckpt-N``).
+  """
   return any(name.startswith(CHECKPOINT_KEY + "/")
              for name, _ in tf.train.list_variables(path))
 
 
 def load_averages(model, path: str) -> None:
   """Replaces ``model``'s weights with the EMA stored in checkpoint ``path``.
+
+  Args:
+    model: the network, built with the checkpoint's configuration.
+    path: a training checkpoint prefix (``ckpt-N``).
 
   Raises:
     ValueError: the checkpoint holds no EMA (trained without --ema_decay).

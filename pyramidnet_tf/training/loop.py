@@ -14,6 +14,7 @@ SIGTERM by saving at the current step and returning.
 """
 
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -75,15 +76,138 @@ class SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-class Controller:
-  """Drives a TrainStep; owns no TensorFlow state of its own."""
+class EvalAction:
+  """The controller's evaluation: run the evaluator, write ``eval/*``
+  summaries, log one line; returns the metrics with ``step`` and ``split``."""
 
-  def __init__(self, strategy, train_step: step_lib.TrainStep, iterator,
+  def __init__(self, evaluator, summaries, global_step: tf.Variable,
+               split: str):
+    self.evaluator = evaluator
+    self.summaries = summaries
+    self.global_step = global_step
+    self.split = split
+
+  def __call__(self) -> dict:
+    metrics = self.evaluator.run()
+    step = int(self.global_step.numpy())
+    self.summaries.scalars("eval", {k: metrics[k] for k in (
+        "loss", "top1_error", "top5_error")}, step)
+    logging.info("eval at step %d on %s: %s", step, self.split,
+                 json.dumps(metrics))
+    return dict(metrics, step=step, split=self.split)
+
+
+class TrainLog:
+  """Train metrics between two log steps: summed stats and timing.
+
+  The first host call (tracing, warm-up) counts for the metrics but not for
+  throughput.
+  """
+
+  def __init__(self, *, summaries, schedule, global_batch: int,
+               num_workers: int, total_steps: int):
+    self.summaries = summaries
+    self.schedule = schedule
+    self.global_batch = global_batch
+    self.num_workers = num_workers
+    self.total_steps = total_steps
+    self._reset()
+    self._first_call = True
+    self._last_time = 0.0
+
+  def _reset(self):
+    self._totals = tf.zeros([step_lib.NUM_STATS])
+    self._time = 0.0    # seconds inside train calls since the last log
+    self._steps = 0
+
+  def record(self, loop_totals, steps: int, elapsed: float) -> None:
+    """Adds one host call of ``steps`` steps that took ``elapsed`` s."""
+    self._totals += loop_totals
+    if self._first_call:
+      self._first_call = False
+    else:
+      self._steps += steps
+      self._time += elapsed
+    self._last_time = elapsed / max(steps, 1)
+
+  def write(self, step: int) -> dict:
+    """Writes ``train/*`` summaries and a log line; returns the metrics."""
+    metrics = step_lib.metrics_from_totals(self._totals.numpy())
+    scalars = {
+        "loss": metrics["loss"],
+        "top1_error": metrics["top1_error"],
+        "top5_error": metrics["top5_error"],
+        "learning_rate": self.schedule.value(max(step - 1, 0)),
+        "step_time": (self._time / self._steps if self._steps
+                      else self._last_time),
+    }
+    if self._steps:
+      rate = self._steps * self.global_batch / self._time
+      scalars["examples_per_sec"] = rate
+      scalars["examples_per_sec_per_worker"] = rate / self.num_workers
+    self.summaries.scalars("train", scalars, step)
+    logging.info("step %d/%d: %s", step, self.total_steps,
+                 ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    self._reset()
+    return metrics
+
+
+class Profiler:
+  """A profiler trace over the cadence's [start, stop) steps."""
+
+  def __init__(self, profile: Tuple[int, int], directory: str):
+    self.start_step, self.stop_step = profile
+    self.directory = directory
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if (self.stop_step > self.start_step and step == self.start_step and
+        not self.active):
+      tf.profiler.experimental.start(self.directory)
+      self.active = True
+
+  def after(self, step: int) -> None:
+    if self.active and step >= self.stop_step:
+      self.stop()
+
+  def stop(self) -> None:
+    if self.active:
+      tf.profiler.experimental.stop()
+      self.active = False
+
+
+class Controller:
+  """Drives a TrainStep; owns no TensorFlow state of its own.
+
+  After each host call it runs the outer loop's actions in a fixed order:
+  finiteness checks, train log, histograms, evaluation, checkpoint,
+  preemption.
+  """
+
+  def __init__(self, *, strategy, train_step: step_lib.TrainStep, iterator,
                cadence: Cadence, global_batch: int, num_workers: int,
                summaries, checkpointer, schedule,
                evaluate: Optional[Callable[[], dict]] = None,
                sigterm: Optional[SigtermFlag] = None,
                profile_dir: str = ""):
+    """Keeps the step, its input and the actions' collaborators.
+
+    Args:
+      strategy: the strategy the step runs under.
+      train_step: the inner loop (``step.TrainStep``).
+      iterator: distributed input iterator of the step.
+      cadence: when to log, evaluate, checkpoint, profile and stop.
+      global_batch: examples per step (throughput figures).
+      num_workers: hosts taking part (per-worker throughput, and whether
+        SIGTERM must be agreed on by all).
+      summaries: ``summaries.Summaries`` (a no-op on non-chief workers).
+      checkpointer: ``checkpointing.Checkpointer``.
+      schedule: the learning-rate schedule (logged).
+      evaluate: called at the eval cadence; returns metrics (an
+        ``EvalAction``), or None for no evaluation.
+      sigterm: the SIGTERM flag to honour, if any.
+      profile_dir: where a profiler trace goes.
+    """
     self.strategy = strategy
     self.train_step = train_step
     self.iterator = iterator
@@ -117,21 +241,32 @@ class Controller:
   def step(self) -> int:
     return int(self.train_step.global_step.numpy())
 
+  def _check_call(self, bad_step: int, step: int) -> int:
+    """Stops on a non-finite loss or variable; returns the new step."""
+    if bad_step >= 0:
+      raise NonFiniteLossError(
+          f"training loss became NaN/Inf at global step {bad_step} (the "
+          f"update from step {bad_step} to {bad_step + 1}); stopped without "
+          "saving it. "
+          f"{checkpointing.last_good_text(self.checkpointer.model_dir)} "
+          "Try a lower --lr, --dtype=float32, or check the input data.")
+    new_step = self.step()
+    self.checkpointer.inject_due(new_step)   # test hook
+    self.checkpointer.check_finite(new_step, since=step)
+    return new_step
+
   def run(self) -> dict:
     """Trains to ``total_steps``; returns the last train metrics."""
     cadence = self.cadence
     step = self.step()
-    totals = tf.zeros([4])
-    window_time = 0.0   # seconds inside train calls since the last log
-    window_steps = 0
-    first_call = True
+    log = TrainLog(summaries=self.summaries, schedule=self.schedule,
+                   global_batch=self.global_batch,
+                   num_workers=self.num_workers,
+                   total_steps=cadence.total_steps)
+    profiler = Profiler(cadence.profile, self.profile_dir)
     metrics = {}
-    profiling = False
     while step < cadence.total_steps:
-      if cadence.profile[1] > cadence.profile[0] and (
-          step == cadence.profile[0]) and not profiling:
-        tf.profiler.experimental.start(self.profile_dir)
-        profiling = True
+      profiler.before(step)
       stop = cadence.next_stop(step)
       injection = self.checkpointer.injection_step(step)   # test hook
       if injection is not None:
@@ -140,52 +275,13 @@ class Controller:
       loop_totals, bad_step = self.train_step.loop(
           self.iterator, tf.constant(stop - step, tf.int32))
       loop_totals = loop_totals.numpy()
-      bad_step = int(bad_step.numpy())
       elapsed = time.time() - begin
-      if bad_step >= 0:
-        raise NonFiniteLossError(
-            f"training loss became NaN/Inf at global step {bad_step} (the "
-            f"update from step {bad_step} to {bad_step + 1}); stopped without "
-            "saving it. "
-            f"{checkpointing.last_good_text(self.checkpointer.model_dir)} "
-            "Try a lower --lr, --dtype=float32, or check the input data.")
-      new_step = self.step()
-      self.checkpointer.inject_due(new_step)   # test hook
-      self.checkpointer.check_finite(new_step, since=step)
-      if first_call:
-        # Tracing and warm-up are excluded from throughput.
-        first_call = False
-        totals = tf.zeros([4]) + loop_totals
-      else:
-        totals += loop_totals
-        window_steps += new_step - step
-        window_time += elapsed
-      last_time = elapsed / max(new_step - step, 1)
+      new_step = self._check_call(int(bad_step.numpy()), step)
+      log.record(loop_totals, new_step - step, elapsed)
       step = new_step
-      if profiling and step >= cadence.profile[1]:
-        tf.profiler.experimental.stop()
-        profiling = False
+      profiler.after(step)
       if Cadence.hit(step, cadence.log_every) or step >= cadence.total_steps:
-        metrics = step_lib.metrics_from_totals(totals.numpy())
-        duration = window_time
-        scalars = {
-            "loss": metrics["loss"],
-            "top1_error": metrics["top1_error"],
-            "top5_error": metrics["top5_error"],
-            "learning_rate": self.schedule.value(max(step - 1, 0)),
-            "step_time": (duration / window_steps if window_steps
-                          else last_time),
-        }
-        if window_steps:
-          rate = window_steps * self.global_batch / duration
-          scalars["examples_per_sec"] = rate
-          scalars["examples_per_sec_per_worker"] = rate / self.num_workers
-        self.summaries.scalars("train", scalars, step)
-        logging.info("step %d/%d: %s", step, cadence.total_steps,
-                     ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
-        totals = tf.zeros([4])
-        window_time = 0.0
-        window_steps = 0
+        metrics = log.write(step)
       if Cadence.hit(step, cadence.histogram_every):
         self.summaries.histograms(self.train_step.model, step)
       if self.evaluate is not None and Cadence.hit(step, cadence.eval_every):
@@ -198,7 +294,6 @@ class Controller:
         self.checkpointer.save()
         self.preempted = True
         break
-    if profiling:
-      tf.profiler.experimental.stop()
+    profiler.stop()
     self.summaries.flush()
     return metrics

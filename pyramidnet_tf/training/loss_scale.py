@@ -12,10 +12,23 @@ import tensorflow as tf
 
 
 class DynamicLossScale(tf.Module):
-  """The scale and its counter as variables, so they are checkpointed."""
+  """The scale and its counter as variables, so they are checkpointed.
+
+  Used by the train step for float16 only: it scales the loss by ``scale``,
+  then ``unscale``s the all-reduced gradients, applies them only if
+  ``all_finite``, and calls ``update``.
+  """
 
   def __init__(self, initial_scale: float = 2.0 ** 15,
                growth_interval: int = 2000, name=None):
+    """Creates the scale and good-step counter variables.
+
+    Args:
+      initial_scale: the first loss scale (a power of two keeps the scaling
+        exact).
+      growth_interval: finite steps in a row after which the scale doubles.
+      name: module name; prefixes the variables' names.
+    """
     super().__init__(name=name)
     self.growth_interval = int(growth_interval)
     with self.name_scope:
@@ -26,14 +39,37 @@ class DynamicLossScale(tf.Module):
 
   @staticmethod
   def all_finite(grads) -> tf.Tensor:
+    """Scalar bool tensor: True if every gradient is free of NaN/Inf.
+
+    Args:
+      grads: a sequence of gradient tensors (no None entries).
+    """
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
   def unscale(self, grads):
+    """The gradients of the unscaled loss.
+
+    Args:
+      grads: gradients of the scaled loss, in any float dtype.
+
+    Returns:
+      A list of float32 gradients, each divided by ``scale``.
+    """
     inv = 1.0 / self.scale
     return [tf.cast(g, tf.float32) * inv for g in grads]
 
   def update(self, finite: tf.Tensor):
-    """Adjusts scale and counter after a step; call in a replica context."""
+    """Adjusts scale and counter after a step; call in a replica context.
+
+    Args:
+      finite: scalar bool tensor, ``all_finite`` of this step's all-reduced
+        gradients (identical on every replica). True counts a good step and
+        doubles the scale every ``growth_interval`` of them; False halves it
+        (never below 1) and resets the counter.
+
+    Returns:
+      The grouped update op.
+    """
     context = tf.distribute.get_replica_context()
     return context.merge_call(self._update_cross_replica, args=(finite,))
 

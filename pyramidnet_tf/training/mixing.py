@@ -12,7 +12,7 @@ with ``seed`` an int32/int64 tensor of shape [2] (``tf.random.stateless_*``).
 The mixed loss is ``lam * CE(labels_a) + (1 - lam) * CE(labels_b)``
 (``step.mixed_cross_entropy``).
 
-CutMix follows clovaai/CutMix-PyTorch ``train.py`` (spec 4.4): lam ~
+CutMix follows clovaai/CutMix-PyTorch ``train.py``: lam ~
 Beta(beta, beta), cut = int(side * sqrt(1 - lam)), integer centre uniform
 over the image, box [c - cut // 2, c + cut // 2) clipped to the image, lam
 recomputed from the clipped box. Mixup follows Zhang et al.'s reference code
@@ -31,7 +31,14 @@ _PERMUTATION, _LAMBDA, _CENTRE_Y, _CENTRE_X, _CHOICE = range(5)
 
 
 class Mixed(NamedTuple):
-  """A mixed batch: train on ``images`` with lam*CE(a) + (1-lam)*CE(b)."""
+  """A mixed batch: train on ``images`` with lam*CE(a) + (1-lam)*CE(b).
+
+  Attributes:
+    images: the mixed NHWC batch, in the input's dtype.
+    labels_a: the original labels.
+    labels_b: the labels of the images mixed in (``labels_a`` if unmixed).
+    lam: float32 scalar, the weight of ``labels_a``.
+  """
   images: tf.Tensor
   labels_a: tf.Tensor
   labels_b: tf.Tensor
@@ -44,6 +51,14 @@ def replica_step_seed(seed: int, step, replica_id):
   A function of the global step (not of a stateful generator), so resuming
   from a checkpoint replays the same draws, and of the replica id, so
   replicas draw different boxes and permutations.
+
+  Args:
+    seed: the run's --seed (Python int).
+    step: the global step (int or integer tensor).
+    replica_id: the replica's id in its sync group (int or integer tensor).
+
+  Returns:
+    An int64 [2] stateless seed.
   """
   base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
   return tf.random.experimental.stateless_fold_in(
@@ -60,6 +75,10 @@ def sample_beta(seed, concentration: float) -> tf.Tensor:
   TensorFlow has no stateless Beta sampler. Gamma draws are float64 so that
   small concentrations rarely underflow; when both do (X + Y == 0) the draw is
   a fair coin in {0, 1}, the limit of Beta(c, c) as c -> 0.
+
+  Args:
+    seed: int32/int64 [2] stateless seed.
+    concentration: c > 0, both parameters of the symmetric Beta.
   """
   c = tf.constant(concentration, tf.float64)
   x = tf.random.stateless_gamma([], _sub_seed(seed, 0), c, dtype=tf.float64)
@@ -78,9 +97,17 @@ def _permutation(seed, batch):
 def cutmix_box(seed, height, width, lam):
   """The clovaai box ``(y1, y2, x1, x2)`` (int32, half-open) for ``lam``.
 
-  ``height``/``width`` are int32 scalars. The box is clipped to the image, so
-  its area can be smaller than (1 - lam) of it. Float64 as numpy's, so that
-  e.g. lam = 0.36 cuts int(10 * 0.8) = 8 pixels, not 7.
+  The box is clipped to the image, so its area can be smaller than
+  (1 - lam) of it; as in clovaai's code, it spans ``2 * (cut // 2)`` pixels
+  before clipping, one less than ``cut`` when ``cut`` is odd. Float64 as
+  numpy's, so that e.g. lam = 0.36 cuts int(10 * 0.8) = 8 pixels, not 7.
+
+  Args:
+    seed: int32/int64 [2] stateless seed (draws the centre).
+    height: image height in pixels, int32 scalar.
+    width: image width in pixels, int32 scalar.
+    lam: the drawn lambda in [0, 1] (any float dtype); the cut side is
+      ``int(side * sqrt(1 - lam))``.
   """
   ratio = tf.sqrt(1.0 - tf.cast(lam, tf.float64))
   cut_h = tf.cast(tf.floor(tf.cast(height, tf.float64) * ratio), tf.int32)
@@ -106,7 +133,18 @@ def _box_mask(y1, y2, x1, x2, height, width):
 
 
 def cutmix(images, labels, seed, beta: float = 1.0) -> Mixed:
-  """CutMix of a batch with a permutation of itself (always applied)."""
+  """CutMix of a batch with a permutation of itself (always applied).
+
+  Args:
+    images: NHWC batch (normalised).
+    labels: the batch's labels, first dimension N (any dtype ``tf.gather``
+      takes).
+    seed: int32/int64 [2] stateless seed (permutation, lambda and box).
+    beta: the Beta(beta, beta) concentration of lambda, > 0 (--cutmix_beta).
+
+  Returns:
+    The mixed batch, ``lam`` recomputed from the clipped box's area.
+  """
   shape = tf.shape(images)
   batch, height, width = shape[0], shape[1], shape[2]
   lam = sample_beta(_sub_seed(seed, _LAMBDA), beta)
@@ -120,7 +158,14 @@ def cutmix(images, labels, seed, beta: float = 1.0) -> Mixed:
 
 
 def mixup(images, labels, seed, alpha: float = 1.0) -> Mixed:
-  """Mixup: lam * x + (1 - lam) * x[perm], one lam ~ Beta(alpha, alpha)."""
+  """Mixup: lam * x + (1 - lam) * x[perm], one lam ~ Beta(alpha, alpha).
+
+  Args:
+    images: NHWC batch (normalised).
+    labels: the batch's labels, first dimension N.
+    seed: int32/int64 [2] stateless seed (permutation and lambda).
+    alpha: the Beta(alpha, alpha) concentration, > 0 (--mixup_alpha).
+  """
   lam = sample_beta(_sub_seed(seed, _LAMBDA), alpha)
   perm = _permutation(seed, tf.shape(images)[0])
   lam_x = tf.cast(lam, images.dtype)
@@ -130,7 +175,19 @@ def mixup(images, labels, seed, alpha: float = 1.0) -> Mixed:
 
 
 def cutout(images, seed, size: int):
-  """Zeroes one clipped ``size`` x ``size`` square per image (DeVries)."""
+  """Zeroes one clipped ``size`` x ``size`` square per image (DeVries).
+
+  As in DeVries & Taylor's code the square is ``[c - size // 2,
+  c + size // 2)``, so an odd ``size`` zeroes ``size - 1`` pixels a side.
+
+  Args:
+    images: NHWC batch, normalised (zero is the mean colour).
+    seed: int32/int64 [2] stateless seed (one centre per image).
+    size: side of the square in pixels (--cutout).
+
+  Returns:
+    ``images`` with the squares set to zero (labels are unchanged).
+  """
   shape = tf.shape(images)
   batch, height, width = shape[0], shape[1], shape[2]
   cy = tf.random.stateless_uniform([batch], _sub_seed(seed, _CENTRE_Y), 0,
@@ -146,6 +203,12 @@ def cutout(images, seed, size: int):
 
 
 def unmixed(images, labels) -> Mixed:
+  """``images`` and ``labels`` as a ``Mixed`` with lam = 1 (no mixing).
+
+  Args:
+    images: NHWC batch.
+    labels: the batch's labels (also used as ``labels_b``).
+  """
   return Mixed(images, labels, labels, tf.constant(1.0))
 
 
@@ -157,6 +220,14 @@ def mix_batch(images, labels, seed, cutmix_prob: float = 0.0,
   batch (Zhang et al.). Both: CutMix with probability ``cutmix_prob``, else
   Mixup (timm's switch). A batch left unmixed has lam = 1 and labels_b =
   labels_a, so the loss is the ordinary cross entropy.
+
+  Args:
+    images: NHWC batch (normalised).
+    labels: the batch's labels, first dimension N.
+    seed: int32/int64 [2] stateless seed, e.g. ``replica_step_seed``.
+    cutmix_prob: probability of CutMix for a batch, in [0, 1]; 0 = off.
+    cutmix_beta: CutMix's Beta concentration; <= 0 also turns CutMix off.
+    mixup_alpha: Mixup's Beta concentration; 0 = off.
   """
   use_cutmix = cutmix_prob > 0 and cutmix_beta > 0
   use_mixup = mixup_alpha > 0

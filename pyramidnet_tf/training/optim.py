@@ -2,8 +2,7 @@
 
 Why our own optimizer: Keras is off limits, Sonnet's optimizers refuse
 MultiWorkerMirroredStrategy, and the PyramidNet recipes need exactly what
-``torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay=1e-4)`` does
-(spec 4.3, pitfall 6):
+``torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay=1e-4)`` does:
 
     g <- g + wd * p                    (coupled L2, before momentum)
     v <- mu * v + g
@@ -20,7 +19,11 @@ import tensorflow as tf
 
 
 def default_decay_filter(variable: tf.Variable) -> bool:
-  """Coupled L2 on every trainable variable, as the authors' code does."""
+  """Coupled L2 on every trainable variable, as the authors' code does.
+
+  Args:
+    variable: a variable the optimizer updates (unused: always True).
+  """
   del variable
   return True
 
@@ -30,6 +33,13 @@ def no_bn_no_bias_filter(variable: tf.Variable) -> bool:
 
   Relies on the variable names of ``pyramidnet_tf.model.layers``: BN variables are
   ``gamma``/``beta`` and the classifier's bias is ``bias``.
+
+  Args:
+    variable: a variable the optimizer updates; only its name's last
+      component is read.
+
+  Returns:
+    False for variables named ``gamma``, ``beta`` or ``bias``, else True.
   """
   leaf = variable.name.split("/")[-1].split(":")[0]
   return leaf not in ("gamma", "beta", "bias")
@@ -46,6 +56,22 @@ class NesterovSGD(tf.Module):
                nesterov: bool = True, weight_decay: float = 1e-4,
                decay_filter: Callable[[tf.Variable], bool] = default_decay_filter,
                name: Optional[str] = None):
+    """Creates one zero momentum slot per variable.
+
+    Args:
+      variables: the variables to train; ``apply`` takes their gradients
+        in this order.
+      momentum: mu, in [0, 1).
+      nesterov: Nesterov momentum (PyTorch's form) if True, plain if False.
+      weight_decay: coupled L2 coefficient, >= 0 (added to the gradient).
+      decay_filter: which variables get weight decay (e.g.
+        ``no_bn_no_bias_filter``); called once per variable here.
+      name: module name; prefixes the slots' names.
+
+    Raises:
+      ValueError: for a momentum outside [0, 1), Nesterov with momentum 0,
+        or a negative weight decay.
+    """
     super().__init__(name=name)
     if not 0.0 <= momentum < 1.0:
       raise ValueError(f"momentum must be in [0, 1); got {momentum}")
@@ -71,6 +97,7 @@ class NesterovSGD(tf.Module):
 
   @property
   def decayed_variable_names(self):
+    """Names of the variables that get weight decay (for logs and tests)."""
     return [v.name for v, d in zip(self._variables, self._decays) if d]
 
   def _update_one(self, var, slot, grad, lr, decays, apply_mask):
@@ -96,7 +123,23 @@ class NesterovSGD(tf.Module):
     """Applies summed gradients (one per variable, in construction order).
 
     Must be called in a replica context (inside ``strategy.run``) or with no
-    strategy. ``apply_mask``: optional scalar bool; False skips the update.
+    strategy.
+
+    Args:
+      grads: one gradient per variable, already summed over replicas; any
+        float dtype (cast to the variable's).
+      lr: the learning rate, a float or float32 scalar tensor.
+      apply_mask: optional scalar bool tensor; False keeps variables and
+        slots unchanged (a float16 step with non-finite gradients). None
+        always applies, through TF's fused momentum kernel.
+
+    Returns:
+      The grouped update op.
+
+    Raises:
+      ValueError: if the number of gradients differs from the number of
+        variables, or a gradient is None.
+      RuntimeError: if called in a cross-replica context.
     """
     if len(grads) != len(self._variables):
       raise ValueError(f"{len(grads)} gradients for {len(self._variables)} "

@@ -24,7 +24,26 @@ SCHEDULES = ("step", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """Everything the LR at any step depends on."""
+  """Everything the LR at any step depends on.
+
+  A frozen value, so the LR is a pure function of the global step (see the
+  module docstring); call it with a step to get the LR.
+
+  Attributes:
+    name: "step" or "cosine".
+    base_lr: the peak LR (--lr), > 0.
+    steps_per_epoch: global steps per epoch, >= 1 (converts epochs to
+      steps).
+    total_steps: steps of the whole run; the cosine schedule reaches 0
+      there.
+    decay_epochs: "step" schedule: the 0-based epochs, in increasing order,
+      from which the LR is multiplied by another ``decay_factor``.
+    decay_factor: "step" schedule: the factor applied at each of them.
+    warmup_epochs: epochs of linear warmup (fractions allowed), >= 0.
+
+  Raises:
+    ValueError: on construction, naming the flag of an invalid field.
+  """
 
   name: str
   base_lr: float
@@ -52,10 +71,16 @@ class Schedule:
 
   @property
   def warmup_steps(self) -> int:
+    """``warmup_epochs`` in steps, rounded to the nearest step."""
     return int(round(self.warmup_epochs * self.steps_per_epoch))
 
   def __call__(self, step) -> tf.Tensor:
-    """LR (float32 scalar tensor) used by the update that follows ``step``."""
+    """LR (float32 scalar tensor) used by the update that follows ``step``.
+
+    Args:
+      step: the global step before the update (int or integer tensor,
+        0-based); works inside a ``tf.function``.
+    """
     step = tf.cast(step, tf.int64)
     base = tf.constant(self.base_lr, tf.float32)
     if self.name == "step":
@@ -75,5 +100,9 @@ class Schedule:
     return lr
 
   def value(self, step: int) -> float:
-    """The LR at ``step`` as a Python float (for logs and tests)."""
+    """The LR at ``step`` as a Python float (for logs and tests).
+
+    Args:
+      step: the global step before the update (0-based); runs eagerly.
+    """
     return float(self(step).numpy())

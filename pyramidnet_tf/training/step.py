@@ -14,19 +14,54 @@ One train step per replica:
   gradient of the global mean loss), float16: unscale and skip non-finite
   steps, optional clipping by global norm, then the optimizer update and the
   optional weight EMA on every replica.
-Metrics are summed over replicas and steps: (loss sum, top-1 correct, top-5
-correct, examples); with mixed batches top-1/top-5 count the unmixed labels.
+Metrics are summed over replicas and steps as one vector laid out as
+``STAT_FIELDS`` (loss sum, top-1 correct, top-5 correct, examples; read it
+with ``Totals``); with mixed batches top-1/top-5 count the unmixed labels.
 A non-finite loss ends the loop early and reports the global step it
 happened at.
 """
 
 import dataclasses
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
 from pyramidnet_tf.training import loss_scale as loss_scale_lib
 from pyramidnet_tf.training import mixing
+
+# What the train and eval steps sum per example, in the order of their stats
+# vector (one all-reduce moves all four).
+STAT_FIELDS = ("loss_sum", "top1_correct", "top5_correct", "examples")
+NUM_STATS = len(STAT_FIELDS)
+LOSS_SUM = STAT_FIELDS.index("loss_sum")
+
+
+class Totals(NamedTuple):
+  """A stats vector read on the host, field by field."""
+  loss_sum: float
+  top1_correct: float
+  top5_correct: float
+  examples: float
+
+  @classmethod
+  def of(cls, vector) -> "Totals":
+    """Reads a summed ``[NUM_STATS]`` vector (tensor or array)."""
+    values = vector.numpy() if hasattr(vector, "numpy") else vector
+    return cls(*(float(x) for x in values))
+
+  def metrics(self) -> dict:
+    """loss, top1_error, top5_error (percent) and examples."""
+    count = max(self.examples, 1.0)
+    return {"loss": self.loss_sum / count,
+            "top1_error": 100.0 * (1.0 - self.top1_correct / count),
+            "top5_error": 100.0 * (1.0 - self.top5_correct / count),
+            "examples": int(round(count))}
+
+
+def stats_vector(loss_sum, top1_correct, top5_correct, examples) -> tf.Tensor:
+  """The ``[NUM_STATS]`` float32 vector of ``STAT_FIELDS``."""
+  return tf.stack([loss_sum, top1_correct, top5_correct,
+                   tf.cast(examples, tf.float32)])
 
 # Fold-in constants of the per-replica step seed.
 _MIXING_STREAM, _MODEL_STREAM = 1, 2
@@ -95,15 +130,29 @@ def correct_counts(logits, labels, mask=None):
 class TrainStep(tf.Module):
   """Builds and runs the training loop function for one strategy."""
 
-  def __init__(self, strategy: tf.distribute.Strategy, model, optimizer,
+  def __init__(self, *, strategy: tf.distribute.Strategy, model, optimizer,
                schedule, global_step: tf.Variable, global_batch: int,
                dtype: str = "float32", label_smoothing: float = 0.0,
                jit_compile: bool = False,
                loss_scale: Optional[loss_scale_lib.DynamicLossScale] = None,
                regularization: Optional[Regularization] = None, ema=None):
-    """``model(images, training, seed)`` returns logits (``seed``: the
-    replica's [2] stateless seed of the step, for ShakeDrop); ``ema``:
-    optional ``ema.Ema`` of the model, updated after each step."""
+    """Builds the step for ``strategy``.
+
+    Args:
+      strategy: the tf.distribute strategy the model was built under.
+      model: ``model(images, training, seed)`` returns logits (``seed``: the
+        replica's [2] stateless seed of the step, for ShakeDrop).
+      optimizer: ``optim.NesterovSGD`` over ``model.trainable_variables``.
+      schedule: learning rate as a function of the global step.
+      global_step: int64 variable, incremented after every update.
+      global_batch: examples per step over all replicas (the loss divisor).
+      dtype: compute dtype, one of ``DTYPES``.
+      label_smoothing: in [0, 1).
+      jit_compile: compile the forward/backward with XLA.
+      loss_scale: required for float16, ignored otherwise.
+      regularization: batch mixing, Cutout and clipping (default: off).
+      ema: optional ``ema.Ema`` of the model, updated after each step.
+    """
     super().__init__(name="train_step")
     if dtype not in DTYPES:
       raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got "
@@ -142,8 +191,8 @@ class TrainStep(tf.Module):
       scaled = loss * scale
     grads = tape.gradient(scaled, self.variables_to_train)
     top1, top5 = correct_counts(logits, labels_a)
-    stats = tf.stack([tf.reduce_sum(per_example), top1, top5,
-                      tf.cast(tf.shape(labels_a)[0], tf.float32)])
+    stats = stats_vector(tf.reduce_sum(per_example), top1, top5,
+                         tf.shape(labels_a)[0])
     return grads, stats
 
   def _regularize_batch(self, images, labels, seed) -> mixing.Mixed:
@@ -187,7 +236,7 @@ class TrainStep(tf.Module):
 
   def _loop(self, iterator, num_steps):
     """Runs up to ``num_steps`` steps; returns (summed stats, bad step)."""
-    totals = tf.zeros([4])
+    totals = tf.zeros([NUM_STATS])
     bad_step = tf.constant(-1, tf.int64)
     for _ in tf.range(num_steps):
       lr = self.schedule(self.global_step)
@@ -197,7 +246,7 @@ class TrainStep(tf.Module):
       stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
                                    axis=None)
       totals += stats
-      if not tf.math.is_finite(stats[0]):
+      if not tf.math.is_finite(stats[LOSS_SUM]):
         bad_step = tf.identity(self.global_step.read_value())
         break
       self.global_step.assign_add(1)
@@ -207,8 +256,9 @@ class TrainStep(tf.Module):
 class EvalStep(tf.Module):
   """Summed eval metrics over a fixed number of (padded) batches."""
 
-  def __init__(self, strategy: tf.distribute.Strategy, model,
+  def __init__(self, *, strategy: tf.distribute.Strategy, model,
                dtype: str = "float32"):
+    """Builds the step; ``model(images, training=False)`` returns logits."""
     super().__init__(name="eval_step")
     self.strategy = strategy
     self.model = model
@@ -222,11 +272,11 @@ class EvalStep(tf.Module):
     logits = self.model(tf.cast(images, self.compute_dtype), training=False)
     per_example = cross_entropy(logits, safe, self.model.num_classes) * mask
     top1, top5 = correct_counts(logits, safe, mask)
-    return tf.stack([tf.reduce_sum(per_example), top1, top5,
-                     tf.reduce_sum(mask)])
+    return stats_vector(tf.reduce_sum(per_example), top1, top5,
+                        tf.reduce_sum(mask))
 
   def _loop(self, iterator, num_steps):
-    totals = tf.zeros([4])
+    totals = tf.zeros([NUM_STATS])
     for _ in tf.range(num_steps):
       stats = self.strategy.run(self._replica_step, args=(next(iterator),))
       totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
@@ -236,9 +286,4 @@ class EvalStep(tf.Module):
 
 def metrics_from_totals(totals) -> dict:
   """loss, top1_error, top5_error (percent) and examples from summed stats."""
-  loss_sum, top1, top5, count = [float(x) for x in totals]
-  count = max(count, 1.0)
-  return {"loss": loss_sum / count,
-          "top1_error": 100.0 * (1.0 - top1 / count),
-          "top5_error": 100.0 * (1.0 - top5 / count),
-          "examples": int(round(count))}
+  return Totals.of(totals).metrics()

@@ -14,9 +14,19 @@ import tensorflow as tf
 
 
 class Summaries:
-  """Scalars, images, histograms, flags and hparams for one model dir."""
+  """Scalars, images, histograms, flags and hparams for one model dir.
+
+  Every worker makes one and calls the same methods; only an enabled one
+  (the chief's) writes, so callers need no chief checks.
+  """
 
   def __init__(self, logdir: str, enabled: bool):
+    """Opens the event-file writer (or a no-op one).
+
+    Args:
+      logdir: the directory for the event files.
+      enabled: True on the chief; False makes every method write nothing.
+    """
     self.enabled = enabled
     self.logdir = logdir
     if enabled:
@@ -25,12 +35,27 @@ class Summaries:
       self.writer = tf.summary.create_noop_writer()
 
   def scalars(self, prefix: str, values: Mapping[str, float], step: int):
+    """Writes each value as scalar ``<prefix>/<name>``.
+
+    Args:
+      prefix: tag prefix, "train" or "eval" (the tags are a contract; see
+        the module docstring).
+      values: tag name -> value (anything ``float()`` accepts).
+      step: the global step to record them at.
+    """
     with self.writer.as_default(step=step):
       for name, value in values.items():
         tf.summary.scalar(f"{prefix}/{name}", float(value))
 
   def images(self, name: str, images, step: int, max_outputs: int = 16):
-    """A grid of (normalised) images, each min-max scaled into [0, 1]."""
+    """A grid of (normalised) images, each min-max scaled into [0, 1].
+
+    Args:
+      name: the image summary's tag.
+      images: NHWC batch in any float dtype (e.g. the augmented inputs).
+      step: the global step to record them at.
+      max_outputs: how many of the first images to write.
+    """
     if not self.enabled:
       return
     images = tf.cast(images[:max_outputs], tf.float32)
@@ -42,7 +67,13 @@ class Summaries:
 
   def histograms(self, model, step: int):
     """Weights and BN statistics (reading BN stats all-reduces: every worker
-    calls this)."""
+    calls this).
+
+    Args:
+      model: the network; its trainable variables and ``batch_norms()``
+        are written.
+      step: the global step to record them at.
+    """
     with self.writer.as_default(step=step):
       for variable in model.trainable_variables:
         tf.summary.histogram("weights/" + variable.name.split(":")[0],
@@ -54,7 +85,14 @@ class Summaries:
                              bn.moving_variance.read_value())
 
   def flags(self, values: Dict[str, object], step: int = 0):
-    """The run's flags as a markdown table and as TensorBoard hparams."""
+    """The run's flags as a markdown table and as TensorBoard hparams.
+
+    Args:
+      values: flag name -> value; values other than bool, int, float and
+        str become strings in the hparams, None values are left out of
+        them.
+      step: the step to record them at.
+    """
     if not self.enabled:
       return
     from tensorboard.plugins.hparams import summary_v2 as hparams  # pylint: disable=g-import-not-at-top
@@ -71,4 +109,5 @@ class Summaries:
       hparams.hparams(clean)
 
   def flush(self):
+    """Writes buffered events to disk."""
     self.writer.flush()

@@ -6,8 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from pyramidnet_tf.data import augment
-from pyramidnet_tf.data import pipeline as input_pipeline
-from pyramidnet_tf.model import network as model_lib
+from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx
 
@@ -28,12 +27,11 @@ def _reference(model, info):
   return 100.0 * wrong / total, total
 
 
-def test_evaluate_an_imported_style_model_dir(tmp_path):
+def test_evaluate_an_imported_style_model_dir(tiny_pyramidnet, tmp_path):
   data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=10,
                               train_per_class=1, eval_per_class=7, size=16,
                               shards=2)
-  tf.random.set_seed(4)
-  model = model_lib.PyramidNet("cifar10", 8, 4, False)
+  model = tiny_pyramidnet(seed=4)
   model_dir = str(tmp_path / "model")
   model_io.save_model(model, model_dir, {"source": "torch"}, step=7)
   for extra in ([], ["--cpu_devices=2", "--eval_batch_size=16"]):
@@ -41,7 +39,7 @@ def test_evaluate_an_imported_style_model_dir(tmp_path):
         f"--model_dir={model_dir}", f"--data_dir={data_dir}"] + extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    expected_error, total = _reference(model, input_pipeline.read_manifest(
+    expected_error, total = _reference(model, manifest_lib.read_manifest(
         data_dir))
     assert result["examples"] == total == 70
     assert abs(result["top1_error"] - expected_error) < 1e-6, extra
@@ -49,12 +47,11 @@ def test_evaluate_an_imported_style_model_dir(tmp_path):
     assert result["checkpoint"].endswith("ckpt-7")
 
 
-def test_class_count_mismatch_is_an_error(tmp_path):
+def test_class_count_mismatch_is_an_error(tiny_pyramidnet, tmp_path):
   data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=3,
                               train_per_class=1, eval_per_class=1, size=16)
   model_dir = str(tmp_path / "model")
-  model_io.save_model(model_lib.PyramidNet("cifar10", 8, 4, False),
-                      model_dir)
+  model_io.save_model(tiny_pyramidnet(), model_dir)
   proc = fx.run_cli("pyramidnet_tf.evaluate", [f"--model_dir={model_dir}",
                                                f"--data_dir={data_dir}"])
   assert proc.returncode != 0

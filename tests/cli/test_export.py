@@ -11,7 +11,6 @@ import tensorflow as tf
 from PIL import Image
 
 from pyramidnet_tf.data import augment
-from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx
 
@@ -86,10 +85,9 @@ def test_signatures_agree_with_the_model(trained):
   assert names == [f"class_{i}" for i in range(4)]
 
 
-def test_export_of_an_imported_style_model_dir(tmp_path):
+def test_export_of_an_imported_style_model_dir(tiny_pyramidnet, tmp_path):
   """import_torch writes model_io.save_model dirs without preprocessing."""
-  tf.random.set_seed(3)
-  model = model_lib.PyramidNet("cifar100", 8, 4, False)
+  model = tiny_pyramidnet(dataset="cifar100", seed=3)
   model_dir = str(tmp_path / "imported")
   model_io.save_model(model, model_dir, {"source": "torch"}, step=0)
   export_dir = str(tmp_path / "saved")

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 
 from pyramidnet_tf.cli import model_flags
-from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import
+from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import # noqa: F401
 from tests import train_fixtures as fx
 
 FLAGS = flags.FLAGS

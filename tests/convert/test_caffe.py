@@ -11,13 +11,12 @@ import tensorflow as tf
 import torch
 
 from tests import REPO_ROOT
+from pyramidnet_tf.convert import caffe
 from pyramidnet_tf.convert import caffe_reader
-from pyramidnet_tf import import_torch
-from pyramidnet_tf.convert import import_weights
+from pyramidnet_tf.convert import structure
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import caffe_writer
-from tests import torch7_writer
 from tests import torch_pyramidnet
 
 REPO = REPO_ROOT
@@ -36,12 +35,13 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_caffemodel_gives_the_same_logits(name, tmp_path):
   dataset, depth, alpha, bottleneck, size, options = CONFIGS[name]
-  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck, seed=5)
+  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck,
+                                         seed=5)
   path = str(tmp_path / "model.caffemodel")
   caffe_writer.save(path, net, **options)
   model = model_lib.PyramidNet(dataset, depth, alpha, bottleneck,
                                drop_rate=options.get("dropout", 0.0))
-  report = import_weights.load_caffe(model, path)
+  report = caffe.load_caffe(model, path)
   assert report["arrays_loaded"] == sum(
       not k.endswith("num_batches_tracked") for k in net.state_dict())
   if "eps" in options:  # every BN declared eps 1e-3
@@ -49,7 +49,8 @@ def test_caffemodel_gives_the_same_logits(name, tmp_path):
         [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
   x = np.random.RandomState(1).randn(3, size, size, 3).astype(np.float32)
   got = model(tf.constant(x), training=False).numpy()
-  assert torch_pyramidnet.max_relative_error(got, torch_pyramidnet.logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(
+      got, torch_pyramidnet.logits(net, x)) <= 1e-5
 
 
 def test_batch_norm_statistics_are_divided_by_the_scale_factor(tmp_path):
@@ -57,7 +58,7 @@ def test_batch_norm_statistics_are_divided_by_the_scale_factor(tmp_path):
   path = str(tmp_path / "m.caffemodel")
   caffe_writer.save(path, net, factor=4.0)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
-  import_weights.load_caffe(model, path)
+  caffe.load_caffe(model, path)
   np.testing.assert_allclose(model.layer2[1].bn2.moving_mean.numpy(),
                              net.layer2[1].bn2.running_mean.numpy(),
                              rtol=1e-6)
@@ -70,10 +71,10 @@ def test_nonzero_padding_convolution_is_rejected(tmp_path):
   path = str(tmp_path / "m.caffemodel")
   caffe_writer.save(path, net, zero_conv_value=0.5)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match=f"{path}: padding convolution 'zero_conv1_1' "
                      r"\(Convolution\) is not all zero \(max \|value\| 0.5\)"):
-    import_weights.load_caffe(model, path)
+    caffe.load_caffe(model, path)
 
 
 def test_truncated_and_mismatched_files(tmp_path):
@@ -88,18 +89,18 @@ def test_truncated_and_mismatched_files(tmp_path):
   short = str(tmp_path / "short.caffemodel")
   caffe_writer.save(short, net, truncate_units=1)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match="the file has 8 basic units 3/3/2, 27 features; "
                      "the model is cifar10 depth 20 alpha 12: 9 basic units "
                      "3/3/3, 28 features"):
-    import_weights.load_caffe(model, short)
+    caffe.load_caffe(model, short)
   full = tmp_path / "full.caffemodel"
   full.write_bytes(data)
   wrong = model_lib.PyramidNet("cifar10", 20, 12, False, num_classes=100)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match=r"classifier weight \[10, 28\] / bias \[10\], "
                      r"expected \[100, 28\] / \[100\]"):
-    import_weights.load_caffe(wrong, str(full))
+    caffe.load_caffe(wrong, str(full))
 
 
 def test_v1_and_empty_nets_are_explained():
@@ -109,23 +110,6 @@ def test_v1_and_empty_nets_are_explained():
     caffe_reader.parse_net(v1, "x.caffemodel")
   with pytest.raises(caffe_reader.CaffeFormatError, match="holds no layers"):
     caffe_reader.parse_net(caffe_writer.string(1, "empty"), "x.caffemodel")
-
-
-def test_format_detection(tmp_path):
-  net = torch_pyramidnet.random_eval_net("cifar10", 20, 12, False)
-  paths = {"caffe": tmp_path / "a.bin", "torch7": tmp_path / "b.bin",
-           "pytorch": tmp_path / "c.bin", "npz": tmp_path / "d.npz"}
-  caffe_writer.save(str(paths["caffe"]), net)
-  torch7_writer.save_fb_resnet_model(str(paths["torch7"]), net)
-  torch.save(net.state_dict(), str(paths["pytorch"]))
-  np.savez(str(paths["npz"]), a=np.zeros(2))
-  for expected, path in paths.items():
-    assert import_torch.detect_format(str(path)) == expected
-  junk = tmp_path / "junk.bin"
-  junk.write_bytes(b"\xff\xfe hello")
-  with pytest.raises(ValueError, match="cannot tell the format .* pass "
-                     "--format"):
-    import_torch.detect_format(str(junk))
 
 
 def test_cli_imports_a_caffemodel_with_its_input_convention(tmp_path):
@@ -152,8 +136,8 @@ def test_cli_imports_a_caffemodel_with_its_input_convention(tmp_path):
   assert convention["std"] == [pytest.approx(1 / 0.017352)] * 3
   model, _ = model_io.load_model(out)
   x = np.random.RandomState(2).randn(2, 64, 64, 3).astype(np.float32)
-  assert torch_pyramidnet.max_relative_error(model(tf.constant(x)).numpy(),
-                             torch_pyramidnet.logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(
+      model(tf.constant(x)).numpy(), torch_pyramidnet.logits(net, x)) <= 1e-5
   # Forcing the wrong format gives that format's error, naming the file.
   result = subprocess.run(
       [sys.executable, "-m", "pyramidnet_tf.import_torch",

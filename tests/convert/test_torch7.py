@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 
 from tests import REPO_ROOT
-from pyramidnet_tf.convert import import_weights
+from pyramidnet_tf.convert import structure
+from pyramidnet_tf.convert import torch7
+from pyramidnet_tf.convert import torch7_reader
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
-from pyramidnet_tf.convert import torch7_reader
 from tests import torch7_writer
 from tests import torch_pyramidnet
 
@@ -37,17 +38,19 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_t7_model_gives_the_same_logits(name, tmp_path):
   dataset, depth, alpha, bottleneck, size, options = CONFIGS[name]
-  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck, seed=3)
+  net = torch_pyramidnet.random_eval_net(dataset, depth, alpha, bottleneck,
+                                         seed=3)
   path = str(tmp_path / "model.t7")
   torch7_writer.save_fb_resnet_model(path, net, **options)
   model = model_lib.PyramidNet(dataset, depth, alpha, bottleneck,
                                drop_rate=options.get("dropout", 0.0))
-  report = import_weights.load_torch7(model, path)
+  report = torch7.load_torch7(model, path)
   assert report["arrays_loaded"] == sum(
       not k.endswith("num_batches_tracked") for k in net.state_dict())
   x = np.random.RandomState(1).randn(3, size, size, 3).astype(np.float32)
   got = model(tf.constant(x), training=False).numpy()
-  assert torch_pyramidnet.max_relative_error(got, torch_pyramidnet.logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(
+      got, torch_pyramidnet.logits(net, x)) <= 1e-5
 
 
 def test_reader_decodes_values_references_and_strided_tensors():
@@ -98,8 +101,8 @@ def test_wrong_alpha_names_the_unit_and_the_shapes(tmp_path):
   torch7_writer.save_fb_resnet_model(path, net)
   model = model_lib.PyramidNet("cifar10", 20, 16, False)
   before = model.conv1.kernel.numpy().copy()
-  with pytest.raises(import_weights.ImportMismatch) as error:
-    import_weights.load_torch7(model, path)
+  with pytest.raises(structure.ImportMismatch) as error:
+    torch7.load_torch7(model, path)
   message = str(error.value)
   assert message.startswith(f"{path}: unit 1 of 9 (layer1.0, 16->18 "
                             "channels, stride 1; in the file: "
@@ -116,15 +119,15 @@ def test_wrong_depth_and_dropout_are_reported(tmp_path):
   path = str(tmp_path / "m.t7")
   torch7_writer.save_fb_resnet_model(path, net, dropout=0.25)
   deeper = model_lib.PyramidNet("cifar100", 38, 24, True, drop_rate=0.25)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match="the file has 9 bottleneck units 3/3/3, 160 "
                      "features; the model is cifar100 depth 38 alpha 24: 12 "
                      "bottleneck units 4/4/4, 160 features"):
-    import_weights.load_torch7(deeper, path)
+    torch7.load_torch7(deeper, path)
   no_dropout = model_lib.PyramidNet("cifar100", 29, 24, True)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match="dropout 0.25 .* pass --drop_rate=0.25"):
-    import_weights.load_torch7(no_dropout, path)
+    torch7.load_torch7(no_dropout, path)
 
 
 def test_unexpected_modules_are_rejected(tmp_path):
@@ -137,15 +140,15 @@ def test_unexpected_modules_are_rejected(tmp_path):
   path = str(tmp_path / "ones.t7")
   torch7_writer.save(path, tree)
   model = model_lib.PyramidNet("cifar10", 20, 12, False)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match="unexpected shortcut module .*nn.Padding"):
-    import_weights.load_torch7(model, path)
+    torch7.load_torch7(model, path)
   tree = torch7_writer.fb_resnet_model(net)
   tree.fields["modules"].insert(2, torch7_writer.Obj("nn.Tanh"))
   torch7_writer.save(path, tree)
-  with pytest.raises(import_weights.ImportMismatch,
+  with pytest.raises(structure.ImportMismatch,
                      match=r"unsupported module nn.Tanh at model.modules\[3\]"):
-    import_weights.load_torch7(model, path)
+    torch7.load_torch7(model, path)
 
 
 def test_cli_detects_t7_and_records_the_input_convention(tmp_path):
@@ -171,5 +174,5 @@ def test_cli_detects_t7_and_records_the_input_convention(tmp_path):
   model, _ = model_io.load_model(out)
   assert model.drop_rate == 0.5
   x = np.random.RandomState(2).randn(2, 64, 64, 3).astype(np.float32)
-  assert torch_pyramidnet.max_relative_error(model(tf.constant(x)).numpy(),
-                             torch_pyramidnet.logits(net, x)) <= 1e-5
+  assert torch_pyramidnet.max_relative_error(
+      model(tf.constant(x)).numpy(), torch_pyramidnet.logits(net, x)) <= 1e-5

@@ -8,10 +8,13 @@ import pytest
 import tensorflow as tf
 
 from pyramidnet_tf.data import augment
+from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
+from pyramidnet_tf.data import records as records_lib
 from tests import train_fixtures
 
-PRE = input_pipeline.Preprocessing("cifar", 16, "cifar10", "pt")
+PRE = preprocessing_lib.Preprocessing("cifar", 16, "cifar10", "pt")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_reads_the_manifest(data_dir):
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   assert info.num_classes == 4
   assert info.num_examples("train") == 24
   assert info.num_examples("test") == 20
@@ -31,18 +34,18 @@ def test_reads_the_manifest(data_dir):
 
 
 def test_errors_say_how_to_make_data(tmp_path, data_dir):
-  with pytest.raises(input_pipeline.DataError, match="data_prep"):
-    input_pipeline.read_manifest("")
-  with pytest.raises(input_pipeline.DataError,
+  with pytest.raises(manifest_lib.DataError, match="data_prep"):
+    manifest_lib.read_manifest("")
+  with pytest.raises(manifest_lib.DataError,
                      match="manifest.json not found.*data_prep"):
-    input_pipeline.read_manifest(str(tmp_path))
+    manifest_lib.read_manifest(str(tmp_path))
   manifest = json.load(open(os.path.join(data_dir, "manifest.json")))
   manifest["splits"]["train"]["shards"][0]["file"] = "missing.tfrecord"
   json.dump(manifest, open(tmp_path / "manifest.json", "w"))
-  with pytest.raises(input_pipeline.DataError, match="missing.tfrecord"):
-    input_pipeline.read_manifest(str(tmp_path))
-  info = input_pipeline.read_manifest(data_dir)
-  with pytest.raises(input_pipeline.DataError, match="no split 'validation'"):
+  with pytest.raises(manifest_lib.DataError, match="missing.tfrecord"):
+    manifest_lib.read_manifest(str(tmp_path))
+  info = manifest_lib.read_manifest(data_dir)
+  with pytest.raises(manifest_lib.DataError, match="no split 'validation'"):
     info.shards("validation")
 
 
@@ -51,7 +54,7 @@ def _batches(ds, n):
 
 
 def test_resume_continues_the_same_stream(data_dir):
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   full = _batches(input_pipeline.train_dataset(
       info, PRE, 5, seed=3, deterministic=True), 12)
   resumed = _batches(input_pipeline.train_dataset(
@@ -79,14 +82,14 @@ def _epoch_labels(info, pipelines):
 @pytest.mark.parametrize("pipelines", [1, 2, 3, 5])
 def test_sharding_covers_every_record_once(data_dir, pipelines):
   # 3 files: 2 and 3 pipelines shard by file, 5 by record.
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   seen = _epoch_labels(info, pipelines)
   assert len(seen) == 24
   assert len(set(seen)) == 24
 
 
 def test_epochs_are_permutations_and_batches_full(data_dir):
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   ds = input_pipeline.train_dataset(info, PRE, 8, seed=0, deterministic=True)
   labels = np.concatenate([y for _, y in _batches(ds, 6)])  # two epochs
   for epoch in (labels[:24], labels[24:]):
@@ -96,7 +99,7 @@ def test_epochs_are_permutations_and_batches_full(data_dir):
 
 @pytest.mark.parametrize("pipelines,replicas", [(1, 1), (1, 2), (2, 1)])
 def test_eval_counts_every_example_once(data_dir, pipelines, replicas):
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   steps = input_pipeline.eval_steps(info, "test", 3, pipelines, replicas)
   real = 0
   for pid in range(pipelines):
@@ -139,29 +142,29 @@ def test_recount_makes_eval_exact_whatever_the_manifest_says(
     if name.endswith(".tfrecord"):
       os.symlink(os.path.join(data_dir, name), os.path.join(miscounted, name))
   json.dump(manifest, open(os.path.join(miscounted, "manifest.json"), "w"))
-  info = input_pipeline.read_manifest(miscounted)
+  info = manifest_lib.read_manifest(miscounted)
   assert info.num_examples("test") == 19
-  counted, mismatches = input_pipeline.recount(info, ["test"])
+  counted, mismatches = records_lib.recount(info, ["test"])
   assert counted.num_examples("test") == 20
   assert set(mismatches) == {"test"}
   assert "has 19 examples but its shards hold 20" in mismatches["test"]
   assert "test-00000-of-00003.tfrecord holds 7, listed 2" in mismatches["test"]
-  expected = _eval_images(input_pipeline.read_manifest(data_dir), 1, 1)
+  expected = _eval_images(manifest_lib.read_manifest(data_dir), 1, 1)
   assert len(expected) == 20
   assert _eval_images(counted, pipelines, replicas) == expected
-  assert input_pipeline.recount(counted, ["test"])[1] == {}
+  assert records_lib.recount(counted, ["test"])[1] == {}
 
 
 def test_count_records_finds_a_truncated_shard(data_dir, tmp_path):
-  path = input_pipeline.read_manifest(data_dir).shards("train")[0].path
+  path = manifest_lib.read_manifest(data_dir).shards("train")[0].path
   data = open(path, "rb").read()
-  assert input_pipeline.count_records(path) == 8
+  assert records_lib.count_records(path) == 8
   cut = str(tmp_path / "train-00000-of-00001.tfrecord")
   open(cut, "wb").write(data[:-10])
-  with pytest.raises(input_pipeline.DataError,
+  with pytest.raises(manifest_lib.DataError,
                      match=r"train-00000-of-00001.tfrecord: record 7 \(byte "
                      r"[\d,]+\) is truncated.*data_prep.verify"):
-    input_pipeline.count_records(cut)
+    records_lib.count_records(cut)
 
 
 def test_synthetic_dataset_shapes():
@@ -179,8 +182,8 @@ def _unnormalised(x):
 @pytest.mark.parametrize("policy", [dict(autoaugment="cifar10"),
                                     dict(randaugment=(2, 14))])
 def test_policy_pipeline_is_normalised_and_seeded(data_dir, policy):
-  info = input_pipeline.read_manifest(data_dir)
-  pre = input_pipeline.Preprocessing("cifar", 16, "cifar10", "pt", **policy)
+  info = manifest_lib.read_manifest(data_dir)
+  pre = preprocessing_lib.Preprocessing("cifar", 16, "cifar10", "pt", **policy)
 
   def batches(seed, preprocessing=pre):
     return _batches(input_pipeline.train_dataset(
@@ -205,19 +208,19 @@ def test_policy_pipeline_is_normalised_and_seeded(data_dir, policy):
 
 
 def test_preprocessing_for_carries_the_policy():
-  pre = input_pipeline.preprocessing_for("cifar10", "cifar10", 0, "pt",
+  pre = preprocessing_lib.preprocessing_for("cifar10", "cifar10", 0, "pt",
                                          randaugment=[2, 9])
   assert pre.randaugment == (2, 9) and pre.autoaugment == "none"
-  assert input_pipeline.Preprocessing.from_json(
+  assert preprocessing_lib.Preprocessing.from_json(
       json.loads(json.dumps(pre.to_json()))) == pre
-  folder = input_pipeline.preprocessing_for("folder", "imagenet", 0, "pt",
+  folder = preprocessing_lib.preprocessing_for("folder", "imagenet", 0, "pt",
                                             autoaugment="imagenet")
   assert folder.kind == "imagenet" and folder.autoaugment == "imagenet"
   # Configs written before the policy fields existed still load.
   old = {k: v for k, v in PRE.to_json().items()
          if k not in ("autoaugment", "randaugment")}
-  assert input_pipeline.Preprocessing.from_json(old) == PRE
+  assert preprocessing_lib.Preprocessing.from_json(old) == PRE
   with pytest.raises(ValueError, match="--autoaugment and --randaugment"):
-    input_pipeline.preprocessing_for("cifar10", "cifar10", 0, "pt",
+    preprocessing_lib.preprocessing_for("cifar10", "cifar10", 0, "pt",
                                      autoaugment="cifar10",
                                      randaugment=(1, 2))

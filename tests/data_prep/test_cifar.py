@@ -1,4 +1,5 @@
-"""data_prep.cifar: both archive formats, folders, download, TFDS, errors, the CLI."""
+"""data_prep.cifar and its readers (cifar_archive, cifar_download, cifar_tfds): both archive
+formats, folders, download, TFDS, errors, the CLI."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import pytest
 
 from data_prep import DataPrepError
 from data_prep import cifar
+from data_prep import cifar_archive
+from data_prep import cifar_download
+from data_prep import cifar_tfds
 from tests import data_prep_fixtures as fx
 
 
@@ -37,7 +41,7 @@ def _convert(data, out, **kw):
 def test_python_and_binary_archives_give_identical_records(dataset, sources, tmp_path):
   outputs = {}
   for fmt in ("python", "binary"):
-    data = cifar.load(dataset, sources[dataset, fmt])
+    data = cifar_archive.load(dataset, sources[dataset, fmt])
     assert data.source_format.endswith(f"{fmt} archive")
     _convert(data, tmp_path / fmt)
     outputs[fmt] = fx.dir_bytes(str(tmp_path / fmt))
@@ -54,7 +58,7 @@ def test_python_and_binary_archives_give_identical_records(dataset, sources, tmp
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_records_hold_the_original_pixels_and_labels(dataset, sources, tmp_path):
-  _convert(cifar.load(dataset, sources[dataset, "python"]), tmp_path)
+  _convert(cifar_archive.load(dataset, sources[dataset, "python"]), tmp_path)
   manifest = json.loads((tmp_path / "manifest.json").read_text())
   assert manifest["dataset"] == dataset
   assert manifest["image"] == {
@@ -90,7 +94,7 @@ def test_records_hold_the_original_pixels_and_labels(dataset, sources, tmp_path)
 
 def test_tensorflow_decodes_records_with_the_documented_rule(sources, tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _convert(cifar.load("cifar10", sources["cifar10", "binary"]), tmp_path)
+  _convert(cifar_archive.load("cifar10", sources["cifar10", "binary"]), tmp_path)
   spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
           "image/height": tf.io.FixedLenFeature([], tf.int64),
           "image/width": tf.io.FixedLenFeature([], tf.int64)}
@@ -105,9 +109,9 @@ def test_tensorflow_decodes_records_with_the_documented_rule(sources, tmp_path):
 def test_unpacked_folder_and_its_parent_work(sources, tmp_path):
   files = fx.cifar_files("cifar10", sources["cifar10"], "binary")
   fx.write_tree(str(tmp_path / "parent"), files)
-  reference = cifar.load("cifar10", sources["cifar10", "binary"])
+  reference = cifar_archive.load("cifar10", sources["cifar10", "binary"])
   for path in (tmp_path / "parent", tmp_path / "parent" / "cifar-10-batches-bin"):
-    data = cifar.load("cifar10", str(path))
+    data = cifar_archive.load("cifar10", str(path))
     assert data.source_format == "CIFAR-10 binary folder"
     for split in ("train", "test"):
       np.testing.assert_array_equal(data.pixels[split], reference.pixels[split])
@@ -119,16 +123,16 @@ def test_format_is_read_from_content_not_names(sources, tmp_path):
   renamed = {name + ".bin" if "batch" in name and "meta" not in name else name: data
              for name, data in files.items()}
   path = fx.write_tar(str(tmp_path / "odd-name.tar"), renamed)
-  data = cifar.load("cifar10", path)
+  data = cifar_archive.load("cifar10", path)
   assert data.source_format == "CIFAR-10 python archive"
-  np.testing.assert_array_equal(
-      data.pixels["train"], cifar.load("cifar10", sources["cifar10", "binary"]).pixels["train"])
+  binary = cifar_archive.load("cifar10", sources["cifar10", "binary"])
+  np.testing.assert_array_equal(data.pixels["train"], binary.pixels["train"])
 
 
 def test_wrong_dataset_flag_is_named(sources):
   with pytest.raises(DataPrepError, match="holds CIFAR-100, not CIFAR-10; pass "
                      "--dataset=cifar100"):
-    cifar.load("cifar10", sources["cifar100", "binary"])
+    cifar_archive.load("cifar10", sources["cifar100", "binary"])
 
 
 def test_missing_files_say_what_was_expected_and_found(sources, tmp_path):
@@ -136,7 +140,7 @@ def test_missing_files_say_what_was_expected_and_found(sources, tmp_path):
   del files["cifar-10-batches-bin/data_batch_3.bin"]
   path = fx.write_tar(str(tmp_path / "partial.tar"), files)
   with pytest.raises(DataPrepError) as error:
-    cifar.load("cifar10", path)
+    cifar_archive.load("cifar10", path)
   message = str(error.value)
   assert "expected cifar-10-python.tar.gz or cifar-10-binary.tar.gz" in message
   assert "data_batch_3" in message and "found: cifar-10-batches-bin/data_batch_1.bin" in message
@@ -147,7 +151,7 @@ def test_truncated_binary_batch_is_an_error(sources, tmp_path):
   files["cifar-10-batches-bin/test_batch.bin"] = files["cifar-10-batches-bin/test_batch.bin"][:-5]
   with pytest.raises(DataPrepError, match="test_batch.bin: 46090 bytes is not a whole number "
                      "of CIFAR-10 records"):
-    cifar.load("cifar10", fx.write_tar(str(tmp_path / "t.tar"), files))
+    cifar_archive.load("cifar10", fx.write_tar(str(tmp_path / "t.tar"), files))
 
 
 def test_label_out_of_range_is_an_error(sources, tmp_path):
@@ -156,7 +160,7 @@ def test_label_out_of_range_is_an_error(sources, tmp_path):
   data[3073] = 10  # label byte of the second record
   files["cifar-10-batches-bin/data_batch_2.bin"] = bytes(data)
   with pytest.raises(DataPrepError, match=r"1 labels outside \[0, 10\), e.g. record 9 has 10"):
-    cifar.load("cifar10", fx.write_tar(str(tmp_path / "t.tar"), files))
+    cifar_archive.load("cifar10", fx.write_tar(str(tmp_path / "t.tar"), files))
 
 
 def test_pickles_may_hold_only_data(sources, tmp_path):
@@ -167,13 +171,13 @@ def test_pickles_may_hold_only_data(sources, tmp_path):
       return (os.system, ("echo owned",))
   files["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": Evil()}, protocol=2)
   with pytest.raises(DataPrepError, match="refusing to load posix.system"):
-    cifar.load("cifar10", fx.write_tar(str(tmp_path / "evil.tar"), files))
+    cifar_archive.load("cifar10", fx.write_tar(str(tmp_path / "evil.tar"), files))
 
 
 def test_nonexistent_source_lists_the_choices(tmp_path):
   with pytest.raises(DataPrepError, match="no such file or folder; expected "
                      "cifar-100-python.tar.gz or cifar-100-binary.tar.gz"):
-    cifar.load("cifar100", str(tmp_path / "nope.tar.gz"))
+    cifar_archive.load("cifar100", str(tmp_path / "nope.tar.gz"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,23 +191,23 @@ def test_download_verifies_checksum_and_caches(sources, tmp_path):
   cache = tmp_path / "cache"
   with fx.serve_directory(os.path.dirname(archive)) as base:
     url = f"{base}/{os.path.basename(archive)}"
-    path = cifar.download("cifar10", str(cache), url, digest)
+    path = cifar_download.download("cifar10", str(cache), url, digest)
     assert open(path, "rb").read() == open(archive, "rb").read()
     # A wrong checksum (here: the official one) rejects the file and keeps nothing.
     with pytest.raises(DataPrepError) as error:
-      cifar.download("cifar10", str(tmp_path / "other"), url)
+      cifar_download.download("cifar10", str(tmp_path / "other"), url)
     assert f"has SHA-256 {digest}" in str(error.value)
-    assert cifar.OFFICIAL_DOWNLOADS["cifar10"][2] in str(error.value)
+    assert cifar_download.OFFICIAL_DOWNLOADS["cifar10"][2] in str(error.value)
     assert os.listdir(tmp_path / "other") == []
   # The verified copy is reused without a server.
-  assert cifar.download("cifar10", str(cache), url, digest) == path
+  assert cifar_download.download("cifar10", str(cache), url, digest) == path
 
 
 def test_download_failure_is_a_clear_error(tmp_path):
   with fx.serve_directory(str(tmp_path)) as base:
     with pytest.raises(DataPrepError, match=r"cannot download .*/missing.tar.gz: HTTP Error "
                        "404.*pass --source=PATH"):
-      cifar.download("cifar10", str(tmp_path / "cache"), f"{base}/missing.tar.gz")
+      cifar_download.download("cifar10", str(tmp_path / "cache"), f"{base}/missing.tar.gz")
 
 
 def test_cli_download_converts(sources, tmp_path):
@@ -221,7 +225,7 @@ def test_cli_download_converts(sources, tmp_path):
   assert "train: seen 30 = written 30 + repaired 0 + rejected 0  (2 shards)" in proc.stdout
   assert f"wrote {out}/manifest.json" in proc.stdout
   direct = tmp_path / "direct"
-  _convert(cifar.load("cifar100", archive), direct, train_shards=2, test_shards=1)
+  _convert(cifar_archive.load("cifar100", archive), direct, train_shards=2, test_shards=1)
   assert fx.dir_bytes(str(out)) == fx.dir_bytes(str(direct))
 
 
@@ -261,14 +265,14 @@ def test_tfds_source_matches_the_archive(sources, tmp_path):
   data_dir = str(tmp_path / "tfds")
   LocalCifar10(data_dir=data_dir).download_and_prepare(
       download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  data = cifar.load_tfds("cifar10", data_dir)
+  data = cifar_tfds.load("cifar10", data_dir)
   assert data.source_format == "TFDS cifar10 3.0.2"
   _convert(data, tmp_path / "from_tfds")
-  _convert(cifar.load("cifar10", sources["cifar10", "binary"]), tmp_path / "from_archive")
+  _convert(cifar_archive.load("cifar10", sources["cifar10", "binary"]), tmp_path / "from_archive")
   a, b = fx.dir_bytes(str(tmp_path / "from_tfds")), fx.dir_bytes(str(tmp_path / "from_archive"))
   assert [n for n in a if a[n] != b[n]] == ["manifest.json"]
 
 
 def test_tfds_source_missing_says_how_to_prepare(tmp_path):
   with pytest.raises(DataPrepError, match="tfds build cifar10"):
-    cifar.load_tfds("cifar10", str(tmp_path))
+    cifar_tfds.load("cifar10", str(tmp_path))

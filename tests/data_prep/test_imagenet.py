@@ -9,6 +9,8 @@ from data_prep import DataPrepError
 from data_prep import imagenet
 from data_prep import imagenet_labels
 from data_prep import images
+from data_prep import planning
+from data_prep import writer
 from tests import data_prep_fixtures as fx
 
 SYNSETS = fx.SYNSETS
@@ -295,8 +297,7 @@ def test_truncated_archive_is_an_error_naming_the_image(inputs, tmp_path):
   last = max(entries, key=lambda e: e.source[2])
   path.write_bytes(data[:last.source[2] + 10])
   with pytest.raises(DataPrepError, match=f"ends at byte .* inside {last.key}.*truncated"):
-    imagenet.shards.read_source(imagenet.shards.Item(
-        last.key, last.filename, 0, last.size, last.source))
+    writer.read_source(planning.Item(last.key, last.filename, 0, last.size, last.source))
 
 
 # ---------------------------------------------------------------------------------------

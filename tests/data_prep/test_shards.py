@@ -1,6 +1,5 @@
-"""data_prep.shards: order, planning, atomic writing, resume, manifest, progress."""
+"""data_prep.shards and what it runs: atomic writing, resume, manifest, summary."""
 
-import io
 import json
 import os
 import signal
@@ -9,51 +8,13 @@ import sys
 
 import pytest
 
-from data_prep import DataPrepError
 from data_prep import cifar
-from data_prep import progress as progress_lib
+from data_prep import cifar_archive
+from data_prep import manifest as manifest_lib
+from data_prep import planning
 from data_prep import shards
+from data_prep import writer
 from tests import data_prep_fixtures as fx
-
-
-def _items(n, prefix="k"):
-  return [shards.Item(f"{prefix}{i:03d}", f"{prefix}{i:03d}.jpg", i % 3, 10, ("raw", bytes([i]) * 3, 1, 1))
-          for i in range(n)]
-
-
-def test_order_is_a_seeded_hash_of_the_key_not_the_input_order():
-  items = _items(50)
-  a = shards.order(items, seed=0)
-  b = shards.order(list(reversed(items)), seed=0)
-  assert [i.key for i in a] == [i.key for i in b]
-  assert [i.key for i in a] != [i.key for i in items]          # actually shuffled
-  assert [i.key for i in shards.order(items, seed=1)] != [i.key for i in a]
-
-
-def test_duplicate_keys_are_an_error():
-  items = _items(3) + _items(1)
-  with pytest.raises(DataPrepError, match="k000"):
-    shards.order(items, 0)
-
-
-def test_plan_cuts_contiguous_near_equal_shards():
-  plans = shards.plan_split("train", _items(10), 3, 0, shards.raw_image(1, 1), "--x")
-  assert [len(p.items) for p in plans] == [3, 3, 4]
-  assert [p.file for p in plans] == ["train-00000-of-00003.tfrecord",
-                                     "train-00001-of-00003.tfrecord",
-                                     "train-00002-of-00003.tfrecord"]
-  ordered = shards.order(_items(10), 0)
-  assert [i.key for p in plans for i in p.items] == [i.key for i in ordered]
-  assert len({p.plan_sha256 for p in plans}) == 3
-
-
-def test_plan_errors_name_the_flag():
-  with pytest.raises(DataPrepError, match=r"--train_shards=11 is more than the 10 images"):
-    shards.plan_split("train", _items(10), 11, 0, shards.raw_image(1, 1), "--train_shards")
-  with pytest.raises(DataPrepError, match=r"--val_shards=0: must be between 1"):
-    shards.plan_split("validation", _items(3), 0, 0, shards.raw_image(1, 1), "--val_shards")
-  with pytest.raises(DataPrepError, match="has no images"):
-    shards.plan_split("train", [], 1, 0, shards.raw_image(1, 1), "--train_shards")
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,7 +32,7 @@ def cifar_source(tmp_path_factory):
 def _convert(source, out, **kw):
   kw.setdefault("train_shards", 6)
   kw.setdefault("test_shards", 2)
-  return cifar.convert(cifar.load("cifar10", source), str(out), **kw)
+  return cifar.convert(cifar_archive.load("cifar10", source), str(out), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +48,7 @@ def test_two_runs_give_identical_bytes(cifar_source, reference, tmp_path):
   assert sorted(reference) == ["manifest.json"] + [
       f"test-0000{i}-of-00002.tfrecord" for i in range(2)] + [
       f"train-0000{i}-of-00006.tfrecord" for i in range(6)]
-  assert not os.path.exists(tmp_path / "again" / shards.STATE_DIR)
+  assert not os.path.exists(tmp_path / "again" / writer.STATE_DIR)
 
 
 def test_manifest_describes_the_shards(reference):
@@ -122,14 +83,14 @@ def test_ctrl_c_leaves_no_partial_shard_and_rerun_completes(cifar_source, refere
                                                             monkeypatch):
   out = tmp_path / "out"
   calls = {"n": 0}
-  real = shards._example  # pylint: disable=protected-access
+  real = writer._example  # pylint: disable=protected-access
 
   def interrupted(*args):
     calls["n"] += 1
     if calls["n"] == 25:  # inside the third train shard
       raise KeyboardInterrupt
     return real(*args)
-  monkeypatch.setattr(shards, "_example", interrupted)
+  monkeypatch.setattr(writer, "_example", interrupted)
   with pytest.raises(KeyboardInterrupt):
     _convert(cifar_source, out)
   names = sorted(os.listdir(out))
@@ -139,7 +100,7 @@ def test_ctrl_c_leaves_no_partial_shard_and_rerun_completes(cifar_source, refere
   assert len(finished) == 2
   for name in finished:  # what is there is complete
     assert reference[name] == (out / name).read_bytes()
-  monkeypatch.setattr(shards, "_example", real)
+  monkeypatch.setattr(writer, "_example", real)
   summary = _convert(cifar_source, out)
   assert summary.kept_shards == 2
   assert fx.dir_bytes(str(out)) == reference
@@ -150,14 +111,14 @@ def test_killed_run_resumes_keeping_finished_shards(cifar_source, reference, tmp
   # A real SIGKILL in the middle of writing the fourth shard (one worker, this process).
   script = (
       "import os, signal, sys\n"
-      "from data_prep import shards, cifar\n"
-      "real, calls = shards._example, [0]\n"
+      "from data_prep import cifar, writer\n"
+      "real, calls = writer._example, [0]\n"
       "def dying(*args):\n"
       "  calls[0] += 1\n"
       "  if calls[0] == 35:\n"
       "    os.kill(os.getpid(), signal.SIGKILL)\n"
       "  return real(*args)\n"
-      "shards._example = dying\n"
+      "writer._example = dying\n"
       f"sys.argv = ['cifar', '--dataset=cifar10', '--source={cifar_source}',\n"
       f"            '--output_dir={out}', '--workers=1', '--train_shards=6',\n"
       "            '--test_shards=2']\n"
@@ -215,9 +176,10 @@ def test_more_rejections_than_allowed_withholds_the_manifest(tmp_path, capsys):
   source = tmp_path / "src"
   fx.write_tree(str(source), {"a.jpg": fx.jpeg(), "b.jpg": fx.truncated_jpeg(),
                               "c.jpg": b"not an image"})
-  items = [shards.Item(name, name, 0, os.path.getsize(source / name),
-                       ("file", str(source / name))) for name in sorted(os.listdir(source))]
-  info = shards.DatasetInfo("test", "tiny", ["only"], dict(shards.JPEG_IMAGE), "files")
+  items = [planning.Item(name, name, 0, os.path.getsize(source / name),
+                         ("file", str(source / name))) for name in sorted(os.listdir(source))]
+  info = manifest_lib.DatasetInfo("test", "tiny", ["only"], dict(manifest_lib.JPEG_IMAGE),
+                                  "files")
   out = tmp_path / "out"
   summary = shards.convert(info, {"train": items}, {"train": (2, "--train_shards")}, str(out),
                            max_rejected=1)
@@ -236,56 +198,11 @@ def test_more_rejections_than_allowed_withholds_the_manifest(tmp_path, capsys):
   assert manifest["splits"]["train"]["num_examples"] == 1
 
 
-# ---------------------------------------------------------------------------------------
-# Progress display.
-
-
-class _Clock:
-  def __init__(self):
-    self.t = 0.0
-
-  def __call__(self):
-    return self.t
-
-
-class _Terminal(io.StringIO):
-  def isatty(self):
-    return True
-
-
-def test_progress_bar_on_a_terminal_shows_rate_and_eta():
-  clock, stream = _Clock(), _Terminal()
-  bar = progress_lib.Progress(1000, "writing", stream=stream, clock=clock)
-  clock.t = 2.0
-  bar.add(500)
-  text = stream.getvalue()
-  assert text.startswith("\r[############............] writing: 500/1,000 images")
-  assert "250 images/s, ETA 0:00:02" in text
-  bar.close()
-  assert stream.getvalue().endswith("\n")
-
-
-def test_progress_without_terminal_logs_periodically(monkeypatch):
-  lines = []
-  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *a: lines.append(fmt % a))
-  clock = _Clock()
-  bar = progress_lib.Progress(100, "writing", stream=io.StringIO(), clock=clock,
-                              log_every_s=30)
-  clock.t = 10.0
-  bar.add(10)
-  assert lines == []
-  clock.t = 31.0
-  bar.add(10)
-  assert lines == ["writing: 20/100 images ( 20.0%) 1 images/s, ETA 0:02:04"]
-  bar.close()
-  assert lines[-1].endswith("(done in 0:00:31)")
-
-
 def test_conversion_and_verify_import_no_keras(cifar_source, tmp_path):
   script = (
       "import sys\n"
-      "from data_prep import cifar, verify\n"
-      f"data = cifar.load('cifar10', {str(cifar_source)!r})\n"
+      "from data_prep import cifar, cifar_archive, verify\n"
+      f"data = cifar_archive.load('cifar10', {str(cifar_source)!r})\n"
       f"cifar.convert(data, {str(tmp_path)!r}, train_shards=2, test_shards=1)\n"
       f"assert verify.verify({str(tmp_path)!r}) == 0\n"
       "print('KERAS=' + ','.join(m for m in sys.modules if m.split('.')[0] in "

@@ -10,8 +10,8 @@ import pytest
 
 from data_prep import DataPrepError
 from data_prep import imagenet
-from data_prep import shards
 from data_prep import verify
+from data_prep import writer
 from tests import data_prep_fixtures as fx
 
 
@@ -72,13 +72,13 @@ def test_undecodable_image_with_matching_checksums_is_caught(good, tmp_path):
   bad_name = feature["image/filename"].bytes_list.value[0].decode()
   encoded = feature["image/encoded"].bytes_list.value[0]
   feature["image/encoded"].bytes_list.value[0] = encoded[:len(encoded) // 2] + b"\xff\xd9"
-  with tf.io.TFRecordWriter(str(data_dir / name)) as writer:
+  with tf.io.TFRecordWriter(str(data_dir / name)) as tfrecord:
     for record in records:
-      writer.write(record.SerializeToString())
+      tfrecord.write(record.SerializeToString())
   manifest = json.loads((data_dir / "manifest.json").read_text())
   for shard in manifest["splits"]["validation"]["shards"]:
     if shard["file"] == name:
-      shard["sha256"] = shards.sha256_file(str(data_dir / name))
+      shard["sha256"] = writer.sha256_file(str(data_dir / name))
   (data_dir / "manifest.json").write_text(json.dumps(manifest))
   code, text = _check(data_dir)
   assert code == 1

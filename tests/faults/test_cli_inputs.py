@@ -343,7 +343,8 @@ TRAIN_FLAG_CASES = [
 
 def _train_flag_error(args):
   """The trainer's message for ``args``, or None when they are accepted."""
-  from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top,unused-import  (defines the flags) # noqa: F401
+  from pyramidnet_tf.cli import train_config  # pylint: disable=g-import-not-at-top
   saved = FLAGS.flags_into_string()
   try:
     FLAGS.unparse_flags()
@@ -353,8 +354,8 @@ def _train_flag_error(args):
     except flags.IllegalFlagValueError as e:
       return str(e)
     try:
-      train._validate_flags()  # pylint: disable=protected-access
-    except train.TrainError as e:
+      train_config.from_flags(check_model_dir=False)
+    except train_config.ConfigError as e:
       return str(e)
     return None
   finally:

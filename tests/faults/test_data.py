@@ -394,7 +394,7 @@ def test_reused_output_dir_with_user_files_is_refused(
 
 _KILL_SCRIPT = """
 import os, signal, sys
-from data_prep import folder, shards
+from data_prep import folder, writer
 kill_at, calls, first_record = int(sys.argv[1]), [0], []
 
 def counted(function):
@@ -407,10 +407,10 @@ def counted(function):
     return function(*args, **kwargs)
   return call
 
-real_example = shards._example
+real_example = writer._example
 
 for name in ("_example", "_write_json_atomic", "sha256_file", "_fsync_dir"):
-  setattr(shards, name, counted(getattr(shards, name)))
+  setattr(writer, name, counted(getattr(writer, name)))
 os.replace, os.remove = counted(os.replace), counted(os.remove)
 summary = folder.convert(sys.argv[2], sys.argv[3], val_fraction=0.25,
                          train_shards=int(sys.argv[4]), val_shards=2)

@@ -205,8 +205,8 @@ def test_checkpoints_move_between_channel_multiples(tmp_path):
   assert _rel(plain(x, False), padded(x, False)) < 1e-5
 
 
-def test_set_channel_multiple_rejects_non_positive():
-  net = model_lib.PyramidNet("cifar10", 8, 4, False)
+def test_set_channel_multiple_rejects_non_positive(tiny_pyramidnet):
+  net = tiny_pyramidnet()
   for bad in (0, -8, 2.5, True):
     with pytest.raises(ValueError, match="channel_multiple must be a positive"):
       net.set_channel_multiple(bad)

@@ -8,13 +8,6 @@ import torch
 from pyramidnet_tf.model import layers
 
 
-def _cpu_replicas(count):
-  devices = tf.config.list_logical_devices("CPU")
-  if len(devices) < count:
-    pytest.skip(f"needs {count} logical CPU devices (set up before TF runs)")
-  return tf.distribute.MirroredStrategy([d.name for d in devices[:count]])
-
-
 def test_batch_norm_matches_torch_in_train_and_eval():
   rng = np.random.RandomState(0)
   x = (rng.randn(4, 5, 5, 6) * 3 + 1).astype(np.float32)
@@ -96,8 +89,9 @@ def test_dense_matches_torch_linear():
                              atol=1e-6)
 
 
-def test_sync_batch_norm_equals_batch_norm_of_the_joined_batch():
-  strategy = _cpu_replicas(2)
+def test_sync_batch_norm_equals_batch_norm_of_the_joined_batch(
+    two_replica_strategy):
+  strategy = two_replica_strategy
   rng = np.random.RandomState(4)
   # Replicas with different distributions: local BN would differ clearly.
   x = np.concatenate([rng.randn(3, 4, 4, 5), 5 + 2 * rng.randn(3, 4, 4, 5)])

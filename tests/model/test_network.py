@@ -86,8 +86,8 @@ def test_widths_attributes():
   assert [u.planes for s in model.stages for u in s] == model.widths
 
 
-def test_forward_shapes_and_dtypes():
-  model = model_lib.PyramidNet("cifar100", 20, 12, False, num_classes=7)
+def test_forward_shapes_and_dtypes(tiny_pyramidnet):
+  model = tiny_pyramidnet(20, 12, dataset="cifar100", num_classes=7)
   images = tf.random.normal([3, 32, 32, 3])
   assert model(images, training=False).shape == (3, 7)
   assert model(images, training=True).dtype == tf.float32
@@ -120,8 +120,8 @@ def test_initialisation_follows_the_spec():
   assert model.fc.kernel.numpy().std() > 0.9 * bound / np.sqrt(3)
 
 
-def test_shortcut_pads_zero_channels_at_the_end_and_pools():
-  model = model_lib.PyramidNet("cifar10", 20, 12, False)
+def test_shortcut_pads_zero_channels_at_the_end_and_pools(tiny_pyramidnet):
+  model = tiny_pyramidnet(20, 12)
   unit = model.stages[1][0]
   assert unit.stride == 2 and unit.out_channels > unit.in_channels
   x = tf.random.normal([2, 8, 8, unit.in_channels])
@@ -138,9 +138,9 @@ def test_first_unit_of_mul_4_75_keeps_16_channels():
   assert model.stages[0][0].in_channels == model.stages[0][0].out_channels == 16
 
 
-def test_stride_two_convolutions_pad_symmetrically():
+def test_stride_two_convolutions_pad_symmetrically(tiny_pyramidnet):
   """TF's 'SAME' would pad only bottom/right; PyTorch pads both sides."""
-  model = model_lib.PyramidNet("cifar10", 20, 12, False)
+  model = tiny_pyramidnet(20, 12)
   conv = model.stages[1][0].conv1
   assert conv.stride == 2
   x = tf.random.normal([1, 8, 8, conv.in_channels])
@@ -152,17 +152,16 @@ def test_stride_two_convolutions_pad_symmetrically():
   assert np.abs(ours - same).max() > 1e-3
 
 
-def test_sync_batch_norm_toggle():
-  model = model_lib.PyramidNet("cifar10", 20, 12, False)
+def test_sync_batch_norm_toggle(tiny_pyramidnet):
+  model = tiny_pyramidnet(20, 12)
   assert not any(bn.cross_replica for bn in model.batch_norms())
   model.set_sync_batch_norm(True)
   assert all(bn.cross_replica for bn in model.batch_norms())
   assert len(model.batch_norms()) == 2 + 3 * 9
 
 
-def test_dropout_only_in_training():
-  tf.random.set_seed(0)
-  model = model_lib.PyramidNet("cifar10", 20, 12, False, drop_rate=0.5)
+def test_dropout_only_in_training(tiny_pyramidnet):
+  model = tiny_pyramidnet(20, 12, seed=0, drop_rate=0.5)
   x = tf.random.normal([4, 32, 32, 3])
   np.testing.assert_allclose(model(x).numpy(), model(x).numpy())
   # Training-mode BN uses the batch's own moments, so two calls on the same
@@ -172,7 +171,7 @@ def test_dropout_only_in_training():
   assert model.features(x, training=False).shape == (4, model.num_features)
   assert model.trainable_variables  # dropout adds none
   assert model_lib.count_params(model) == model_lib.count_params(
-      model_lib.PyramidNet("cifar10", 20, 12, False))
+      tiny_pyramidnet(20, 12))
 
 
 @pytest.mark.parametrize("kwargs,message", [

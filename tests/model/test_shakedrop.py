@@ -136,9 +136,8 @@ def test_eval_scales_by_exactly_keep(dtype):
   assert np.all(np.abs(f) <= 1.0) and np.all((g >= 0) & (g <= 1))
 
 
-def test_keep_probability_decays_linearly_over_all_units():
-  model = model_lib.PyramidNet("cifar10", 20, 8, False, shakedrop=True,
-                               shakedrop_pl=0.5)
+def test_keep_probability_decays_linearly_over_all_units(tiny_pyramidnet):
+  model = tiny_pyramidnet(20, 8, shakedrop=True, shakedrop_pl=0.5)
   found = [unit.shakedrop for stage in model.stages for unit in stage]
   count = model.num_units
   assert count == 9 and len(found) == count
@@ -151,16 +150,14 @@ def test_keep_probability_decays_linearly_over_all_units():
   assert shakedrop.keep_prob(10, 10, 1.0) == 1.0
   with pytest.raises(ValueError, match="unit index must be in 1..10"):
     shakedrop.keep_prob(0, 10, 0.5)
-  bottleneck = model_lib.PyramidNet("cifar10", 29, 8, True, shakedrop=True,
-                                    shakedrop_pl=0.3)
+  bottleneck = tiny_pyramidnet(29, 8, True, shakedrop=True, shakedrop_pl=0.3)
   last = bottleneck.stages[-1][-1].shakedrop
   assert last.index == bottleneck.num_units == 9
   assert last.keep == pytest.approx(0.3)
 
 
-def test_unit_applies_shakedrop_to_the_branch_only():
-  model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                               shakedrop_pl=0.25)
+def test_unit_applies_shakedrop_to_the_branch_only(tiny_pyramidnet):
+  model = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_pl=0.25)
   unit = model.stages[1][0]  # a strided unit with zero-padded shortcut
   keep = unit.shakedrop.keep
   x = tf.random.stateless_normal([2, 16, 16, unit.in_channels], [3, 1])
@@ -177,10 +174,10 @@ def test_unit_applies_shakedrop_to_the_branch_only():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_no_variables_added_and_checkpoints_interchange(tmp_path):
-  plain = model_lib.PyramidNet("cifar10", 20, 12, False)
-  shaken = model_lib.PyramidNet("cifar10", 20, 12, False, shakedrop=True,
-                                shakedrop_level="pixel")
+def test_no_variables_added_and_checkpoints_interchange(tiny_pyramidnet,
+                                                         tmp_path):
+  plain = tiny_pyramidnet(20, 12)
+  shaken = tiny_pyramidnet(20, 12, shakedrop=True, shakedrop_level="pixel")
   assert [(v.name, v.shape) for v in plain.variables] == [
       (v.name, v.shape) for v in shaken.variables]
   assert model_lib.count_params(plain) == model_lib.count_params(shaken)
@@ -194,9 +191,10 @@ def test_no_variables_added_and_checkpoints_interchange(tmp_path):
   assert np.abs(plain(x).numpy() - shaken(x).numpy()).max() > 1e-4
 
 
-def test_seed_reproducibility_and_seed_is_ignored_without_shakedrop():
-  model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                               shakedrop_pl=0.2, shakedrop_level="sample")
+def test_seed_reproducibility_and_seed_is_ignored_without_shakedrop(
+    tiny_pyramidnet):
+  model = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_pl=0.2,
+                          shakedrop_level="sample")
   x = tf.random.stateless_normal([8, 32, 32, 3], [9, 9])
   one = model(x, training=True, seed=tf.constant([1, 2]))
   np.testing.assert_array_equal(
@@ -210,7 +208,7 @@ def test_seed_reproducibility_and_seed_is_ignored_without_shakedrop():
   with pytest.raises(ValueError, match="seed must be an int32/int64 tensor "
                      "of shape \\[2\\]"):
     model(x, training=True, seed=tf.constant([1, 2, 3]))
-  plain = model_lib.PyramidNet("cifar10", 8, 6, False)
+  plain = tiny_pyramidnet(8, 6)
   np.testing.assert_array_equal(
       plain(x, training=True, seed=tf.constant([4, 4])).numpy(),
       plain(x, training=True).numpy())
@@ -229,9 +227,9 @@ def _train_step(model, dtype):
 @pytest.mark.parametrize("dtype,jit", [(tf.bfloat16, True),
                                        (tf.float32, True),
                                        (tf.float16, False)])
-def test_training_step_compiles_and_is_reproducible(dtype, jit):
-  model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                               shakedrop_level="pixel")
+def test_training_step_compiles_and_is_reproducible(tiny_pyramidnet, dtype,
+                                                     jit):
+  model = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_level="pixel")
   step = tf.function(_train_step(model, dtype), jit_compile=jit)
   images = tf.random.stateless_normal([4, 32, 32, 3], [1, 5])
   labels = tf.constant([0, 1, 2, 3])
@@ -246,14 +244,14 @@ def test_training_step_compiles_and_is_reproducible(dtype, jit):
   assert other.numpy() != loss.numpy()
 
 
-def test_replicas_draw_their_own_gates():
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_replicas_draw_their_own_gates(tiny_pyramidnet,
+                                       two_replica_strategy):
+  strategy = two_replica_strategy
   images = tf.random.stateless_normal([4, 32, 32, 3], [8, 8])
 
   def per_replica_outputs(shake):
     with strategy.scope():
-      model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=shake,
-                                   shakedrop_level="batch")
+      model = tiny_pyramidnet(8, 6, shakedrop=shake, shakedrop_level="batch")
 
     @tf.function
     def run():
@@ -269,9 +267,9 @@ def test_replicas_draw_their_own_gates():
   assert np.abs(shaken[0] - shaken[1]).max() > 1e-4
 
 
-def test_config_round_trip_and_older_configs(tmp_path):
-  model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                               shakedrop_pl=0.3, shakedrop_level="pixel")
+def test_config_round_trip_and_older_configs(tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_pl=0.3,
+                          shakedrop_level="pixel")
   model_io.save_model(model, str(tmp_path / "sd"))
   loaded, _ = model_io.load_model(str(tmp_path / "sd"))
   config = model_lib.config_of(loaded)
@@ -285,7 +283,7 @@ def test_config_round_trip_and_older_configs(tmp_path):
 
   # A model_config.json written before ShakeDrop existed: loads, off.
   old_dir = str(tmp_path / "old")
-  plain = model_lib.PyramidNet("cifar10", 8, 6, False)
+  plain = tiny_pyramidnet(8, 6)
   model_io.save_model(plain, old_dir)
   path = os.path.join(old_dir, model_io.CONFIG_FILE)
   payload = json.load(open(path))
@@ -299,13 +297,12 @@ def test_config_round_trip_and_older_configs(tmp_path):
   # Resume checks: the old config matches a model without ShakeDrop (p_L
   # and level are irrelevant then) and names the difference otherwise.
   checkpointing.check_config(old_dir, plain)
-  checkpointing.check_config(old_dir, model_lib.PyramidNet(
-      "cifar10", 8, 6, False, shakedrop_pl=0.9, shakedrop_level="sample"))
+  checkpointing.check_config(old_dir, tiny_pyramidnet(
+      8, 6, shakedrop_pl=0.9, shakedrop_level="sample"))
   with pytest.raises(checkpointing.ConfigMismatchError,
                      match="shakedrop: False in .*True from the flags"):
     checkpointing.check_config(old_dir, model)
-  other_level = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                                     shakedrop_pl=0.3)
+  other_level = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_pl=0.3)
   with pytest.raises(checkpointing.ConfigMismatchError,
                      match="shakedrop_level: 'pixel'.*'batch' from"):
     checkpointing.check_config(str(tmp_path / "sd"), other_level)
@@ -318,9 +315,9 @@ def test_config_round_trip_and_older_configs(tmp_path):
     (dict(shakedrop_pl="half"), "shakedrop_pl must be a number"),
     (dict(shakedrop="yes"), "shakedrop must be True or False"),
 ])
-def test_bad_arguments_name_the_argument(kwargs, message):
+def test_bad_arguments_name_the_argument(tiny_pyramidnet, kwargs, message):
   with pytest.raises(ValueError, match=message):
-    model_lib.PyramidNet("cifar10", 8, 6, False, **kwargs)
+    tiny_pyramidnet(8, 6, **kwargs)
 
 
 def test_flags_reach_the_model():
@@ -373,9 +370,8 @@ def test_describe_reports_shakedrop_only_when_on():
   assert "shakedrop" not in json.loads(describe("--json"))
 
 
-def test_saved_model_keeps_the_eval_scaling(tmp_path):
-  model = model_lib.PyramidNet("cifar10", 8, 6, False, shakedrop=True,
-                               shakedrop_pl=0.1)
+def test_saved_model_keeps_the_eval_scaling(tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet(8, 6, shakedrop=True, shakedrop_pl=0.1)
 
   class Serving(tf.Module):
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pyramidnet_tf.convert import conventions
 from pyramidnet_tf.data import augment
-from pyramidnet_tf import import_torch
-from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.model_dir import access as model_dir
 
 CONFIG = {"dataset": "imagenet"}
@@ -33,7 +33,7 @@ def test_caffe_convention_gives_bgr_mean_subtracted_input():
 
 def test_torch_conventions_equal_the_defaults():
   for dataset in ("imagenet", "cifar10"):
-    spec = import_torch.TORCH_INPUT_CONVENTION[dataset]
+    spec = conventions.TORCH_INPUT_CONVENTION[dataset]
     imported = model_dir.preprocessing_of({"input_convention": spec},
                                           {"dataset": dataset})
     default = model_dir.preprocessing_of({}, {"dataset": dataset})
@@ -45,12 +45,12 @@ def test_torch_conventions_equal_the_defaults():
 
 def test_preprocessing_json_round_trip_keeps_overrides():
   prep = model_dir.preprocessing_of({"input_convention": CAFFE}, CONFIG)
-  again = input_pipeline.Preprocessing.from_json(prep.to_json())
+  again = preprocessing_lib.Preprocessing.from_json(prep.to_json())
   assert again == prep and again.color == "BGR"
 
 
 def test_cifar_style_augmentation_for_image_folders():
-  prep = input_pipeline.preprocessing_for("folder", "cifar10", 32, "pt",
+  prep = preprocessing_lib.preprocessing_for("folder", "cifar10", 32, "pt",
                                           "cifar")
   assert prep.kind == "cifar" and prep.resize
   image = _image()  # 40x50: resized to 32x32, not cropped
@@ -65,7 +65,7 @@ def test_cifar_style_augmentation_for_image_folders():
   train = prep.train_image(encoded, tf.constant("PNG"), 40, 50,
                            tf.constant([1, 2], tf.int64))
   assert train.shape == (32, 32, 3)
-  assert input_pipeline.preprocessing_for("folder", "cifar10", 0, "pt").kind \
+  assert preprocessing_lib.preprocessing_for("folder", "cifar10", 0, "pt").kind \
       == "imagenet"
   with pytest.raises(ValueError, match="--augment must be one of"):
-    input_pipeline.preprocessing_for("folder", "cifar10", 0, "pt", "heavy")
+    preprocessing_lib.preprocessing_for("folder", "cifar10", 0, "pt", "heavy")

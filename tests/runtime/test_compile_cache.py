@@ -103,7 +103,7 @@ _PROGRAM = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
     from absl import app
-    from pyramidnet_tf.runtime import compile_cache
+    from pyramidnet_tf.cli import compile_cache_flags
     import tensorflow as tf
 
     def main(argv):
@@ -118,7 +118,7 @@ _PROGRAM = textwrap.dedent("""
       y, g = f(tf.ones([5, 6]))
       print(json.dumps({{"y": float(y), "g": g.numpy().ravel().tolist()}}))
 
-    app.run(main, flags_parser=compile_cache.parse_flags_and_configure)
+    app.run(main, flags_parser=compile_cache_flags.parse_flags_and_configure)
 """)
 
 
@@ -185,3 +185,27 @@ def test_trainer_resume_hits_the_cache_its_fresh_start_filled(tmp_path):
   after_second = compile_cache.stats(cache)
   assert after_second["tf_entries"] == after_first["tf_entries"]
   assert compile_cache.new_entries(after_first, after_second) == 0
+
+
+def test_aligned_function_names_ignore_earlier_traces():
+  """Traced names carry TF's uid counter; aligning it makes the next name
+  independent of how many functions were traced before."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def traced_uid(extra_traces):
+    for i in range(extra_traces):
+      tf.function(lambda x, i=i: x + i).get_concrete_function(
+          tf.TensorSpec([], tf.float32))
+    reached = compile_cache.align_function_names(block=10_000)
+    concrete = tf.function(lambda x: x * 2).get_concrete_function(
+        tf.TensorSpec([], tf.float32))
+    name = concrete.name.decode() if isinstance(concrete.name, bytes) else (
+        concrete.name)
+    return reached, int(name.rsplit("_", 1)[1])
+
+  reached_a, uid_a = traced_uid(1)
+  reached_b, uid_b = traced_uid(7)
+  assert reached_a % 10_000 == 0 and reached_b % 10_000 == 0
+  # The same offset after the aligned value, whatever was traced before.
+  assert uid_a - reached_a == uid_b - reached_b
+  assert 0 < uid_a - reached_a < 100

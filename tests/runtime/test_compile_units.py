@@ -37,9 +37,9 @@ def _assert_close(expected, actual, rtol=1e-5):
 
 @pytest.mark.parametrize("depth,bottleneck", [(14, False), (11, True)])
 @pytest.mark.parametrize("training", [False, True])
-def test_same_outputs_gradients_and_bn_updates(depth, bottleneck, training):
-  tf.random.set_seed(3)
-  model = model_lib.PyramidNet("cifar10", depth, 24, bottleneck)
+def test_same_outputs_gradients_and_bn_updates(tiny_pyramidnet, depth,
+                                               bottleneck, training):
+  model = tiny_pyramidnet(depth, 24, bottleneck, seed=3)
   initial = _snapshot(model)
   images = tf.random.stateless_normal([4, 32, 32, 3], seed=[1, 2])
   labels = tf.constant([0, 3, 7, 9])
@@ -56,14 +56,19 @@ def test_same_outputs_gradients_and_bn_updates(depth, bottleneck, training):
   compiled = _forward_backward(model, images, labels, training)
 
   _assert_close([plain[0]], [compiled[0]])
-  _assert_close(plain[1], compiled[1])
+  # Training-mode BN removes each channel's mean, so the gradients of the
+  # biases and kernels before it are small differences of large terms: XLA's
+  # reordered sums change them by up to ~3e-3 of the group's largest gradient
+  # on some CPUs (AMD EPYC, TF 2.21; the biases' true gradient is 0). A wrong
+  # compiled unit differs by O(1).
+  _assert_close(plain[1], compiled[1], rtol=5e-3 if training else 1e-5)
   _assert_close(plain[2], compiled[2])  # BN moving statistics (training)
   if training:  # the training call did update them, in both runs
     assert any(not np.array_equal(a, b) for a, b in zip(initial, plain[2]))
 
 
-def test_each_unit_is_its_own_xla_function():
-  model = model_lib.PyramidNet("cifar10", 8, 12, False)
+def test_each_unit_is_its_own_xla_function(tiny_pyramidnet):
+  model = tiny_pyramidnet(8, 12)
   compile_units.jit_units(model)
   images = tf.random.stateless_normal([2, 32, 32, 3], seed=[0, 1])
   model(images, training=False)
@@ -74,8 +79,8 @@ def test_each_unit_is_its_own_xla_function():
     assert forward.experimental_get_tracing_count() == 1
 
 
-def test_checkpoint_keys_unchanged_and_undo(tmp_path):
-  model = model_lib.PyramidNet("cifar10", 8, 12, False)
+def test_checkpoint_keys_unchanged_and_undo(tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet(8, 12)
   plain_keys = sorted(k for k, _ in tf.train.list_variables(
       tf.train.Checkpoint(model=model).write(str(tmp_path / "plain"))))
   compile_units.jit_units(model)
@@ -90,8 +95,8 @@ def test_checkpoint_keys_unchanged_and_undo(tmp_path):
   assert not hasattr(model.layer1[0], "_xla_forward")
 
 
-def test_sync_batch_norm_is_refused():
-  model = model_lib.PyramidNet("cifar10", 8, 12, False)
+def test_sync_batch_norm_is_refused(tiny_pyramidnet):
+  model = tiny_pyramidnet(8, 12)
   model.set_sync_batch_norm(True)
   with pytest.raises(ValueError, match="--sync_bn"):
     compile_units.jit_units(model)
@@ -102,13 +107,13 @@ def test_sync_batch_norm_is_refused():
   assert compile_units.is_jit(compile_units.jit_units(model, num_replicas=1))
 
 
-def test_distinct_unit_signatures():
+def test_distinct_unit_signatures(tiny_pyramidnet):
   # Additive widening: every unit has its own width, so nothing is shared.
   model = model_lib.PyramidNet("cifar10", 110, 48, False)
   assert compile_units.distinct_unit_signatures(model, 32) == 54
   # alpha=0 keeps the width (16): one shape per (stride, input size), i.e.
   # 32x32 s1, 32x32 s2, 16x16 s1, 16x16 s2, 8x8 s1.
-  flat = model_lib.PyramidNet("cifar10", 20, 0, False)
+  flat = tiny_pyramidnet(20, 0)
   assert compile_units.distinct_unit_signatures(flat, 32) == 5
 
 

@@ -1,7 +1,6 @@
 """Strategy choice, chief rules and per-worker directories."""
 
 import json
-import os
 
 import pytest
 import tensorflow as tf
@@ -50,3 +49,22 @@ def test_temp_dir_removal_never_touches_the_model_dir(tmp_path):
   assert model_dir.exists()
   distribute.remove_temp_dir(str(temp), str(model_dir))
   assert not temp.exists() and model_dir.exists()
+
+
+class _ClusterStrategy:
+  """Stands in for a strategy whose cluster resolver names ``spec``."""
+
+  def __init__(self, spec):
+    self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(spec))
+
+
+def test_num_workers_counts_the_cluster_spec():
+  assert distribute.num_workers(_ClusterStrategy(
+      {"worker": ["127.0.0.1:1", "127.0.0.1:2"]})) == 2
+  assert distribute.num_workers(_ClusterStrategy(
+      {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]})) == 2
+  assert distribute.num_workers(_ClusterStrategy({})) == 1
+  # A single-host strategy: no resolver, or one with an empty spec.
+  assert distribute.num_workers(
+      tf.distribute.MirroredStrategy(["/cpu:0"])) == 1

@@ -27,7 +27,8 @@ CONFIGS = {
 
 def _layout(directory):
   path = tf.train.latest_checkpoint(directory)
-  return [f"{name} {list(shape)}" for name, shape in tf.train.list_variables(path)
+  return [f"{name} {list(shape)}"
+          for name, shape in tf.train.list_variables(path)
           if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")]
 
 
@@ -44,8 +45,8 @@ def test_checkpoint_layout_matches_golden(golden, tmp_path):
     assert layout == f.read().splitlines()
 
 
-def test_save_and_load_round_trip(tmp_path):
-  model = model_lib.PyramidNet("cifar100", 29, 24, None, num_classes=5)
+def test_save_and_load_round_trip(tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet(29, 24, None, dataset="cifar100", num_classes=5)
   model.bn1.moving_mean.assign(np.arange(16, dtype=np.float32))
   model_io.save_model(model, str(tmp_path), {"note": "x"}, step=7)
   loaded, metadata = model_io.load_model(str(tmp_path))
@@ -56,10 +57,10 @@ def test_save_and_load_round_trip(tmp_path):
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-7")
 
 
-def test_load_errors_are_clear(tmp_path):
+def test_load_errors_are_clear(tiny_pyramidnet, tmp_path):
   with pytest.raises(FileNotFoundError, match="not a pyramidnet-tf model"):
     model_io.load_model(str(tmp_path))
-  model = model_lib.PyramidNet("cifar10", 20, 12, False)
+  model = tiny_pyramidnet(20, 12)
   model_io.write_config(str(tmp_path), model)
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     model_io.load_model(str(tmp_path))

@@ -12,18 +12,17 @@ import tensorflow as tf
 from pyramidnet_tf.training import checkpointing
 from pyramidnet_tf.training import ema as ema_lib
 from pyramidnet_tf.training import loss_scale as loss_scale_lib
-from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access as model_dir_lib
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.training import optim
 from tests import train_fixtures as fx
 
 
-def test_config_mismatch_names_every_difference(tmp_path):
-  model = model_lib.PyramidNet("cifar10", 8, 4, False)
+def test_config_mismatch_names_every_difference(tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet()
   model_io.write_config(str(tmp_path), model)
   checkpointing.check_config(str(tmp_path), model)  # same: fine
-  other = model_lib.PyramidNet("cifar100", 8, 6, False)
+  other = tiny_pyramidnet(8, 6, dataset="cifar100")
   with pytest.raises(checkpointing.ConfigMismatchError) as error:
     checkpointing.check_config(str(tmp_path), other)
   text = str(error.value)
@@ -51,28 +50,38 @@ def test_save_restore_and_refuse_nan(tmp_path):
   np.testing.assert_array_equal(weight.numpy(), [1.0, 2.0])
 
 
-def _training_checkpoint(directory, keep=3):
-  """A trainer-like checkpoint: model (BN statistics), optimizer slots, EMA
-  (with the BN statistics' averages), loss scale, global step."""
-  model = model_lib.PyramidNet("cifar10", 8, 4, False)
-  step = tf.Variable(0, dtype=tf.int64, name="global_step")
-  objects = {
-      "model": model, "global_step": step,
-      "optimizer": optim.NesterovSGD(model.trainable_variables, 0.9, True,
-                                     1e-4, name="optimizer"),
-      "ema": ema_lib.Ema(ema_lib.averaged_variables(model), 0.9, name="ema"),
-      "loss_scale": loss_scale_lib.DynamicLossScale(name="loss_scale")}
-  checkpoint = tf.train.Checkpoint(**objects)
-  saver = checkpointing.Checkpointer(
-      str(directory), tf.distribute.get_strategy(), checkpoint, step,
-      keep=keep)
-  return saver, objects
+@pytest.fixture
+def training_checkpoint(tiny_pyramidnet):
+  """Returns ``make(directory, keep=3)`` -> (Checkpointer, its objects).
+
+  Each call builds a trainer-like checkpoint afresh: a tiny model (BN
+  statistics), optimizer slots, EMA (with the BN statistics' averages), loss
+  scale, global step. A fixture so that the model comes from the shared
+  ``tiny_pyramidnet`` factory.
+  """
+  def make(directory, keep=3):
+    model = tiny_pyramidnet()
+    step = tf.Variable(0, dtype=tf.int64, name="global_step")
+    objects = {
+        "model": model, "global_step": step,
+        "optimizer": optim.NesterovSGD(model.trainable_variables, 0.9, True,
+                                       1e-4, name="optimizer"),
+        "ema": ema_lib.Ema(ema_lib.averaged_variables(model), 0.9,
+                           name="ema"),
+        "loss_scale": loss_scale_lib.DynamicLossScale(name="loss_scale")}
+    checkpoint = tf.train.Checkpoint(**objects)
+    saver = checkpointing.Checkpointer(
+        str(directory), tf.distribute.get_strategy(), checkpoint, step,
+        keep=keep)
+    return saver, objects
+  return make
 
 
 @pytest.mark.parametrize("text", ["moving_variance:", "moving_mean_ema",
                                   "loss_scale/", "kernel:"])
-def test_every_float_variable_of_the_checkpoint_is_guarded(tmp_path, text):
-  saver, objects = _training_checkpoint(tmp_path)
+def test_every_float_variable_of_the_checkpoint_is_guarded(
+    training_checkpoint, tmp_path, text):
+  saver, objects = training_checkpoint(tmp_path)
   saver.restore()
   objects["global_step"].assign(2)
   assert saver.save().endswith("ckpt-2")
@@ -99,8 +108,8 @@ def _saved_steps(directory):
 @pytest.mark.parametrize("damage", ["missing latest", "missing state",
                                     "empty state", "truncated latest"])
 def test_restore_takes_the_newest_intact_checkpoint_and_rotation_spares_it(
-    tmp_path, damage):
-  saver, objects = _training_checkpoint(tmp_path)
+    training_checkpoint, tmp_path, damage):
+  saver, objects = training_checkpoint(tmp_path)
   saver.restore()
   for step in (2, 4, 6):
     objects["global_step"].assign(step)
@@ -116,7 +125,7 @@ def test_restore_takes_the_newest_intact_checkpoint_and_rotation_spares_it(
     data = tmp_path / "ckpt-6.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:100])
   resumed = 4 if damage in ("missing latest", "truncated latest") else 6
-  saver, objects = _training_checkpoint(tmp_path)
+  saver, objects = training_checkpoint(tmp_path)
   assert saver.restore() == str(tmp_path / f"ckpt-{resumed}")
   assert int(objects["global_step"].numpy()) == resumed
   # The next saves rotate only what is older than the resumed checkpoint.
@@ -126,14 +135,15 @@ def test_restore_takes_the_newest_intact_checkpoint_and_rotation_spares_it(
   assert _saved_steps(tmp_path) == [resumed, resumed + 2, resumed + 4]
 
 
-def test_no_intact_checkpoint_after_a_finished_save_is_refused(tmp_path):
-  saver, objects = _training_checkpoint(tmp_path)
+def test_no_intact_checkpoint_after_a_finished_save_is_refused(
+    training_checkpoint, tmp_path):
+  saver, objects = training_checkpoint(tmp_path)
   saver.restore()
   objects["global_step"].assign(2)
   saver.save()
   for path in tf.io.gfile.glob(str(tmp_path / "ckpt-*")):
     tf.io.gfile.remove(path)
-  saver, _ = _training_checkpoint(tmp_path)
+  saver, _ = training_checkpoint(tmp_path)
   with pytest.raises(checkpointing.NoUsableCheckpointError,
                      match="held checkpoints but has no intact one"):
     saver.restore()
@@ -141,17 +151,18 @@ def test_no_intact_checkpoint_after_a_finished_save_is_refused(tmp_path):
   (tmp_path / "checkpoint").unlink()
   (tmp_path / "ckpt-2.index").write_bytes(b"partial")
   (tmp_path / "ckpt-2_temp").mkdir()
-  saver, _ = _training_checkpoint(tmp_path)
+  saver, _ = training_checkpoint(tmp_path)
   assert saver.restore() is None
   assert not (tmp_path / "ckpt-2_temp").exists()
 
 
-def test_checkpoint_of_another_model_is_a_mismatch_naming_shapes(tmp_path):
-  saver, objects = _training_checkpoint(tmp_path)
+def test_checkpoint_of_another_model_is_a_mismatch_naming_shapes(
+    tiny_pyramidnet, training_checkpoint, tmp_path):
+  saver, objects = training_checkpoint(tmp_path)
   saver.restore()
   objects["global_step"].assign(1)
   saver.save()
-  wider = model_lib.PyramidNet("cifar10", 8, 6, False)
+  wider = tiny_pyramidnet(8, 6)
   step = tf.Variable(0, dtype=tf.int64)
   other = checkpointing.Checkpointer(
       str(tmp_path), tf.distribute.get_strategy(),
@@ -164,8 +175,8 @@ def test_checkpoint_of_another_model_is_a_mismatch_naming_shapes(tmp_path):
 
 
 def test_find_checkpoint_names_the_missing_one_and_lists_the_others(
-    tmp_path):
-  model = model_lib.PyramidNet("cifar10", 8, 4, False)
+    tiny_pyramidnet, tmp_path):
+  model = tiny_pyramidnet()
   for step in (3, 7):
     model_io.save_model(model, str(tmp_path), step=step)
   assert model_io.find_checkpoint(str(tmp_path)).endswith("ckpt-7")

@@ -1,5 +1,5 @@
-"""Weight EMA (pyramidnet_tf.training.ema): arithmetic, replicas, checkpoints, and the
-trainer / evaluate / export using the averaged weights."""
+"""Weight EMA (pyramidnet_tf.training.ema): arithmetic, replicas,
+checkpoints, and the trainer / evaluate / export using the averaged weights."""
 
 import json
 import os
@@ -11,16 +11,9 @@ import tensorflow as tf
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.training import checkpointing
 from pyramidnet_tf.training import ema as ema_lib
-from pyramidnet_tf.data import pipeline as input_pipeline
-from pyramidnet_tf.model import network as model_lib
+from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx
-
-
-def _two_replicas():
-  return tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"],
-      cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _on_read(value):
@@ -49,8 +42,9 @@ def test_update_matches_numpy_and_a_false_mask_keeps_it():
   np.testing.assert_allclose(ema.averages[0].numpy(), expected[0], rtol=1e-6)
 
 
-def test_replicas_average_mirrored_and_on_read_variables():
-  strategy = _two_replicas()
+def test_replicas_average_mirrored_and_on_read_variables(
+    two_replica_strategy):
+  strategy = two_replica_strategy
   with strategy.scope():
     w = tf.Variable([1.0, 2.0])
     stat = _on_read([0.0, 0.0])
@@ -78,11 +72,6 @@ def test_replicas_average_mirrored_and_on_read_variables():
   np.testing.assert_allclose(ema.averages[1].numpy(), [3.0, 3.5])
 
 
-def _tiny_model(seed):
-  tf.random.set_seed(seed)
-  return model_lib.PyramidNet("cifar10", 8, 4, False)
-
-
 def _perturb(ema, seed):
   rng = np.random.default_rng(seed)
   for average in ema.averages:
@@ -90,8 +79,9 @@ def _perturb(ema, seed):
         0, 0.3, average.shape).astype(np.float32))
 
 
-def test_swapped_puts_averages_in_and_restores_raw_bit_for_bit():
-  model = _tiny_model(1)
+def test_swapped_puts_averages_in_and_restores_raw_bit_for_bit(
+    tiny_pyramidnet):
+  model = tiny_pyramidnet(seed=1)
   ema = ema_lib.Ema(ema_lib.averaged_variables(model), 0.9)
   _perturb(ema, 2)
   raw = [v.numpy() for v in ema_lib.averaged_variables(model)]
@@ -105,8 +95,9 @@ def test_swapped_puts_averages_in_and_restores_raw_bit_for_bit():
     np.testing.assert_array_equal(a.numpy(), e)
 
 
-def test_checkpoint_round_trip_and_restore_without_ema(tmp_path):
-  model = _tiny_model(1)
+def test_checkpoint_round_trip_and_restore_without_ema(tiny_pyramidnet,
+                                                       tmp_path):
+  model = tiny_pyramidnet(seed=1)
   ema = ema_lib.Ema(ema_lib.averaged_variables(model), 0.9)
   _perturb(ema, 3)
   step = tf.Variable(4, dtype=tf.int64)
@@ -115,7 +106,7 @@ def test_checkpoint_round_trip_and_restore_without_ema(tmp_path):
       str(tmp_path / "with" / "ckpt"))
   assert ema_lib.checkpoint_has_averages(path)
   # resume: a fresh run restores the averages
-  other = _tiny_model(2)
+  other = tiny_pyramidnet(seed=2)
   other_ema = ema_lib.Ema(ema_lib.averaged_variables(other), 0.9)
   checkpointer = checkpointing.Checkpointer(
       str(tmp_path / "with"), tf.distribute.get_strategy(),
@@ -126,7 +117,7 @@ def test_checkpoint_round_trip_and_restore_without_ema(tmp_path):
   for a, s in zip(other_ema.averages, saved):
     np.testing.assert_array_equal(a.numpy(), s)
   # load_averages (evaluate/export) puts them into a model
-  loaded = _tiny_model(5)
+  loaded = tiny_pyramidnet(seed=5)
   ema_lib.load_averages(loaded, path)
   for v, s in zip(ema_lib.averaged_variables(loaded), saved):
     np.testing.assert_array_equal(v.numpy(), s)
@@ -134,7 +125,7 @@ def test_checkpoint_round_trip_and_restore_without_ema(tmp_path):
   plain_dir = str(tmp_path / "plain")
   tf.train.CheckpointManager(tf.train.Checkpoint(
       model=model, global_step=step), plain_dir, 1).save()
-  third = _tiny_model(6)
+  third = tiny_pyramidnet(seed=6)
   third_ema = ema_lib.Ema(ema_lib.averaged_variables(third), 0.9)
   before = [a.numpy() for a in third_ema.averages]
   checkpointer = checkpointing.Checkpointer(
@@ -166,7 +157,7 @@ def test_should_use_follows_the_flag_and_the_recorded_decay():
 
 def _reference_loss(model, data_dir):
   """Mean test cross entropy computed by hand over every record."""
-  info = input_pipeline.read_manifest(data_dir)
+  info = manifest_lib.read_manifest(data_dir)
   losses = []
   for shard in info.shards("test"):
     for record in tf.data.TFRecordDataset(shard.path):
@@ -182,10 +173,10 @@ def _reference_loss(model, data_dir):
 
 
 def test_evaluate_and_export_use_the_averages_when_training_kept_them(
-    tmp_path):
+    tiny_pyramidnet, tmp_path):
   data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=10,
                               train_per_class=1, eval_per_class=3, size=16)
-  model = _tiny_model(4)
+  model = tiny_pyramidnet(seed=4)
   ema = ema_lib.Ema(ema_lib.averaged_variables(model), 0.9)
   _perturb(ema, 7)
   model_dir = str(tmp_path / "model")
@@ -194,7 +185,7 @@ def test_evaluate_and_export_use_the_averages_when_training_kept_them(
   tf.train.CheckpointManager(tf.train.Checkpoint(model=model, ema=ema),
                              model_dir, 1).save(checkpoint_number=3)
   raw_loss = _reference_loss(model, data_dir)
-  averaged = _tiny_model(8)
+  averaged = tiny_pyramidnet(seed=8)
   for v, a in zip(ema_lib.averaged_variables(averaged), ema.averages):
     v.assign(a)
   ema_loss = _reference_loss(averaged, data_dir)

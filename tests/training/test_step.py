@@ -1,7 +1,7 @@
 """The inner step: global-batch loss, sync BN, dtypes, non-finite detection.
 
-conftest.py splits the CPU into two logical devices, so MirroredStrategy runs
-two real replicas here.
+conftest.py splits the CPU into two logical devices, so its
+``two_replica_strategy`` runs two real replicas here.
 """
 
 import numpy as np
@@ -11,7 +11,6 @@ import tensorflow as tf
 from pyramidnet_tf.model import layers
 from pyramidnet_tf.training import loss_scale
 from pyramidnet_tf.training import mixing
-from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.training import optim
 from pyramidnet_tf.training import schedules
 from pyramidnet_tf.training import step as step_lib
@@ -26,37 +25,48 @@ def _data(seed=0):
   return images, labels
 
 
-def _two_replicas():
-  return tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+@pytest.fixture(scope="module")
+def train(tiny_pyramidnet):
+  """Returns ``run``, which trains a tiny model for a few steps.
 
+  A fixture rather than a plain helper so that the model comes from the
+  shared ``tiny_pyramidnet`` factory; module-scoped so that ``reference``
+  can use it.
+  """
+  def run(strategy, sync_bn, steps=2, dtype="float32", source=None,
+          images_labels=None, jit=False):
+    """Builds a tiny model under ``strategy``, runs ``steps`` train steps.
 
-def _train(strategy, sync_bn, steps=2, dtype="float32", source=None,
-           images_labels=None, jit=False):
-  """Builds a tiny model under ``strategy``, runs ``steps`` train steps."""
-  images, labels = images_labels or _data()
-  replicas = strategy.num_replicas_in_sync
-  with strategy.scope():
-    model = model_lib.PyramidNet("cifar10", 8, 4, False)
-    if source is not None:
-      for mine, theirs in zip(model.variables, source.variables):
-        mine.assign(theirs.read_value())
-    model.set_sync_batch_norm(sync_bn)
-    global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
-    opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
-    scaler = (loss_scale.DynamicLossScale() if dtype == "float16" else None)
-  schedule = schedules.Schedule("step", 0.1, 10, 100)
-  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
-                                  BATCH, dtype, jit_compile=jit,
-                                  loss_scale=scaler)
+    ``source``'s weights, when given, replace the random initialisation.
+    Returns (model, summed metrics, bad step or -1, global step).
+    """
+    images, labels = images_labels or _data()
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+      model = tiny_pyramidnet()
+      if source is not None:
+        for mine, theirs in zip(model.variables, source.variables):
+          mine.assign(theirs.read_value())
+      model.set_sync_batch_norm(sync_bn)
+      global_step = tf.Variable(0, dtype=tf.int64, name="global_step")
+      opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
+      scaler = (loss_scale.DynamicLossScale() if dtype == "float16"
+                else None)
+    schedule = schedules.Schedule("step", 0.1, 10, 100)
+    train_step = step_lib.TrainStep(strategy=strategy, model=model,
+                                    optimizer=opt, schedule=schedule,
+                                    global_step=global_step,
+                                    global_batch=BATCH, dtype=dtype,
+                                    jit_compile=jit, loss_scale=scaler)
 
-  def input_fn(context):
-    del context
-    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
-        BATCH // replicas).repeat()
-  iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-  totals, bad = train_step.loop(iterator, tf.constant(steps))
-  return model, totals.numpy(), int(bad), global_step
+    def input_fn(context):
+      del context
+      return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+          BATCH // replicas).repeat()
+    iterator = iter(strategy.distribute_datasets_from_function(input_fn))
+    totals, bad = train_step.loop(iterator, tf.constant(steps))
+    return model, totals.numpy(), int(bad), global_step
+  return run
 
 
 def _values(model):
@@ -67,37 +77,38 @@ def _values(model):
 
 
 @pytest.fixture(scope="module")
-def reference():
-  tf.random.set_seed(1)
-  source = model_lib.PyramidNet("cifar10", 8, 4, False)
-  single, totals, bad, _ = _train(tf.distribute.get_strategy(), False,
-                                  source=source)
+def reference(tiny_pyramidnet, train):
+  source = tiny_pyramidnet(seed=1)
+  single, totals, bad, _ = train(tf.distribute.get_strategy(), False,
+                                 source=source)
   return source, single, totals, bad
 
 
-def test_sync_bn_over_two_replicas_equals_bn_over_the_joined_batch(reference):
+def test_sync_bn_over_two_replicas_equals_bn_over_the_joined_batch(
+    reference, train, two_replica_strategy):
   source, single, single_totals, _ = reference
-  synced, totals, bad, step = _train(_two_replicas(), True, source=source)
+  synced, totals, bad, step = train(two_replica_strategy, True, source=source)
   assert bad == -1 and int(step.numpy()) == 2
   np.testing.assert_allclose(totals, single_totals, rtol=1e-5)
   for a, b in zip(_values(synced), _values(single)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def test_local_bn_over_two_replicas_differs(reference):
+def test_local_bn_over_two_replicas_differs(reference, train,
+                                            two_replica_strategy):
   """Guards the test above: without sync BN the result must differ."""
   source, single, _, _ = reference
-  local, _, _, _ = _train(_two_replicas(), False, source=source)
+  local, _, _, _ = train(two_replica_strategy, False, source=source)
   diffs = [np.abs(a - b).max() for a, b in zip(_values(local),
                                                _values(single))]
   assert max(diffs) > 1e-3
 
 
-def test_sync_batch_norm_layer_forward():
+def test_sync_batch_norm_layer_forward(two_replica_strategy):
   x = np.random.default_rng(3).normal(size=(6, 4, 4, 5)).astype(np.float32)
   joined = layers.BatchNorm(5)
   expected = joined(tf.constant(x), training=True).numpy()
-  strategy = _two_replicas()
+  strategy = two_replica_strategy
   with strategy.scope():
     bn = layers.BatchNorm(5, cross_replica=True)
 
@@ -115,33 +126,34 @@ def test_sync_batch_norm_layer_forward():
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_low_precision_trains_with_float32_variables(reference, dtype):
+def test_low_precision_trains_with_float32_variables(reference, train,
+                                                     dtype):
   source = reference[0]
-  model, totals, bad, _ = _train(tf.distribute.get_strategy(), False,
-                                 dtype=dtype, source=source, steps=3)
+  model, totals, bad, _ = train(tf.distribute.get_strategy(), False,
+                                dtype=dtype, source=source, steps=3)
   assert bad == -1
   assert np.isfinite(totals).all()
   assert all(v.dtype == tf.float32 for v in model.variables)
-  _, fp32_totals, _, _ = _train(tf.distribute.get_strategy(), False,
-                                source=source, steps=3)
+  _, fp32_totals, _, _ = train(tf.distribute.get_strategy(), False,
+                               source=source, steps=3)
   # Same losses as float32 up to low-precision rounding.
   np.testing.assert_allclose(totals[0], fp32_totals[0], rtol=0.05)
 
 
-def test_jit_compile_matches_eager_graph(reference):
+def test_jit_compile_matches_eager_graph(reference, train):
   source, single, _, _ = reference
-  jitted, _, _, _ = _train(tf.distribute.get_strategy(), False, source=source,
-                           jit=True)
+  jitted, _, _, _ = train(tf.distribute.get_strategy(), False, source=source,
+                          jit=True)
   for a, b in zip(_values(jitted), _values(single)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
-def test_non_finite_loss_stops_the_loop_and_names_the_step(reference):
+def test_non_finite_loss_stops_the_loop_and_names_the_step(reference, train):
   images, labels = _data()
   images[3, 0, 0, 0] = np.nan
-  _, _, bad, step = _train(tf.distribute.get_strategy(), False,
-                           source=reference[0], steps=5,
-                           images_labels=(images, labels))
+  _, _, bad, step = train(tf.distribute.get_strategy(), False,
+                          source=reference[0], steps=5,
+                          images_labels=(images, labels))
   assert bad == 0
   assert int(step.numpy()) == 0
 
@@ -192,22 +204,25 @@ def _single_step(model, regularization, images, labels, step=0, ema=None):
   global_step = tf.Variable(step, dtype=tf.int64)
   opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 0.0)
   schedule = schedules.Schedule("step", 0.1, 10, 100)
-  train_step = step_lib.TrainStep(strategy, model, opt, schedule, global_step,
-                                  len(labels), regularization=regularization,
+  train_step = step_lib.TrainStep(strategy=strategy, model=model, optimizer=opt,
+                                  schedule=schedule, global_step=global_step,
+                                  global_batch=len(labels),
+                                  regularization=regularization,
                                   ema=ema)
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   totals, _ = train_step.loop(iter(dataset), tf.constant(1))
   return totals.numpy()
 
 
-def test_cutmix_step_loss_is_the_hand_computed_mixed_loss(reference):
+def test_cutmix_step_loss_is_the_hand_computed_mixed_loss(reference,
+                                                           tiny_pyramidnet):
   """The step mixes with the seed of (--seed, global step, replica 0)."""
   source = reference[0]
   images, labels = _data(seed=2)
   reg = step_lib.Regularization(cutmix_prob=1.0, cutout_size=6, seed=9)
   for step in (0, 17):
-    model = model_lib.PyramidNet("cifar10", 8, 4, False)
-    probe = model_lib.PyramidNet("cifar10", 8, 4, False)
+    model = tiny_pyramidnet()
+    probe = tiny_pyramidnet()
     for mine, probe_v, theirs in zip(model.variables, probe.variables,
                                      source.variables):
       mine.assign(theirs)
@@ -255,16 +270,18 @@ def _toy_data():
 
 
 @pytest.mark.parametrize("clip", [0.5, 1e6])
-def test_clip_grad_norm_clips_the_all_reduced_gradient(clip):
+def test_clip_grad_norm_clips_the_all_reduced_gradient(two_replica_strategy,
+                                                        clip):
   images, labels = _toy_data()
-  strategy = _two_replicas()
+  strategy = two_replica_strategy
   with strategy.scope():
     model = _Linear()
     global_step = tf.Variable(0, dtype=tf.int64)
     opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 0.0)
   train_step = step_lib.TrainStep(
-      strategy, model, opt, schedules.Schedule("step", 0.1, 10, 100),
-      global_step, 8,
+      strategy=strategy, model=model, optimizer=opt,
+      schedule=schedules.Schedule("step", 0.1, 10, 100),
+      global_step=global_step, global_batch=8,
       regularization=step_lib.Regularization(clip_grad_norm=clip))
   dataset = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors((images, labels)).unbatch().batch(
@@ -284,19 +301,21 @@ def test_clip_grad_norm_clips_the_all_reduced_gradient(clip):
                                grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_ema_in_the_step_averages_weights_and_bn_statistics():
+def test_ema_in_the_step_averages_weights_and_bn_statistics(
+    tiny_pyramidnet, two_replica_strategy):
   """Two replicas, local BN: the average of the means of ON_READ stats."""
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   images, labels = _data(seed=4)
-  strategy = _two_replicas()
+  strategy = two_replica_strategy
   with strategy.scope():
-    model = model_lib.PyramidNet("cifar10", 8, 4, False)
+    model = tiny_pyramidnet()
     global_step = tf.Variable(0, dtype=tf.int64)
     opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-4)
     averages = ema_lib.Ema(ema_lib.averaged_variables(model), 0.7)
   train_step = step_lib.TrainStep(
-      strategy, model, opt, schedules.Schedule("step", 0.1, 10, 100),
-      global_step, BATCH, ema=averages)
+      strategy=strategy, model=model, optimizer=opt,
+      schedule=schedules.Schedule("step", 0.1, 10, 100),
+      global_step=global_step, global_batch=BATCH, ema=averages)
 
   def input_fn(context):
     del context

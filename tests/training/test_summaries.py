@@ -6,14 +6,14 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.training import summaries
 
 
-def test_chief_writes_tags_and_non_chief_writes_nothing(tmp_path):
+def test_chief_writes_tags_and_non_chief_writes_nothing(tiny_pyramidnet,
+                                                        tmp_path):
   chief = summaries.Summaries(str(tmp_path / "chief"), enabled=True)
   other = summaries.Summaries(str(tmp_path / "other"), enabled=False)
-  model = model_lib.PyramidNet("cifar10", 8, 4, False)
+  model = tiny_pyramidnet()
   for writer in (chief, other):
     writer.scalars("train", {"loss": 1.5, "learning_rate": 0.1}, 3)
     writer.images("train/augmented_images",

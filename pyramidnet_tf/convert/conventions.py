@@ -1,0 +1,73 @@
+"""The input conventions the authors' released models were trained with.
+
+Imported weights only give the published accuracy when the network is fed as
+its authors fed it, and the three implementations differ (channel order,
+pixel scale, mean and std). A convention is a dict: pixels p in 0..255, in
+``color`` channel order, become ``(p * scale - mean[c]) / std[c]``. The
+importer records the file's convention in the model directory's metadata
+(``metadata.input_convention``), which evaluation, export and prediction
+apply.
+"""
+
+from typing import Any, Dict
+
+from pyramidnet_tf.data import augment
+
+_CIFAR10_MEAN, _CIFAR10_STD = augment.CIFAR_STATS["cifar10"]
+
+# The authors' PyTorch data loaders (dyhan0920/PyramidNet-PyTorch):
+# RGB in [0, 1], then (x - mean) / std. Their CIFAR code uses CIFAR-10
+# statistics for both CIFAR datasets.
+TORCH_INPUT_CONVENTION = {
+    "cifar10": {"color": "RGB", "scale": 1.0 / 255.0,
+                "mean": [m / 255 for m in _CIFAR10_MEAN],
+                "std": [s / 255 for s in _CIFAR10_STD]},
+    "imagenet": {"color": "RGB", "scale": 1.0 / 255.0,
+                 "mean": list(augment.IMAGENET_MEAN_UNIT),
+                 "std": list(augment.IMAGENET_STD_UNIT)},
+}
+TORCH_INPUT_CONVENTION["cifar100"] = TORCH_INPUT_CONVENTION["cifar10"]
+
+# Torch7 ImageNet models (fb.resnet.torch): RGB scaled to [0, 1],
+# then (x - mean) / std.
+TORCH7_INPUT_CONVENTION = {
+    "color": "RGB", "scale": 1.0 / 255.0,
+    "mean": list(augment.IMAGENET_MEAN_UNIT),
+    "std": list(augment.IMAGENET_STD_UNIT),
+}
+# fb.resnet.torch's CIFAR statistics (0-255 units) for CIFAR .t7 models.
+TORCH7_CIFAR_CONVENTION = {
+    dataset: {"color": "RGB", "scale": 1.0, "mean": list(mean),
+              "std": list(std)}
+    for dataset, (mean, std) in augment.CIFAR_STATS.items()
+}
+
+# Caffe (jhkim89/PyramidNet-caffe): BGR pixels 0-255, minus (104, 117, 124),
+# times 0.017352, i.e. std = 1 / 0.017352 in the common formula
+# (pixel * scale - mean) / std.
+CAFFE_SCALE = 0.017352
+CAFFE_INPUT_CONVENTION = {
+    "color": "BGR", "scale": 1.0,
+    "mean": [104.0, 117.0, 124.0], "std": [1.0 / CAFFE_SCALE] * 3,
+}
+
+
+def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
+  """What the file's authors fed the network.
+
+  Args:
+    file_format: "pytorch", "npz", "torch7" or "caffe" (``importer.FORMATS``
+      less "auto"); anything but "torch7" and "caffe" means PyTorch.
+    dataset: "cifar10", "cifar100" or "imagenet".
+
+  Returns:
+    A new dict: pixels p in 0..255, in ``color`` channel order, become
+    (p * scale - mean[c]) / std[c].
+  """
+  if file_format == "torch7":
+    if dataset == "imagenet":
+      return dict(TORCH7_INPUT_CONVENTION)
+    return dict(TORCH7_CIFAR_CONVENTION[dataset])
+  if file_format == "caffe":
+    return dict(CAFFE_INPUT_CONVENTION)
+  return dict(TORCH_INPUT_CONVENTION[dataset])

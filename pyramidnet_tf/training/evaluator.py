@@ -1,0 +1,106 @@
+"""Evaluation of a model on one split: every record exactly once.
+
+Why one class for the trainer and ``evaluate``: both must pad the last batch
+to equal steps on every replica and worker, mask the padding out, check that
+the number of examples evaluated is the number of records the shards hold,
+and name a damaged shard in one line. Doing it in one place keeps the two
+figures (the trainer's eval and a later ``evaluate`` of the same checkpoint)
+equal by construction.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from pyramidnet_tf.data import manifest as manifest_lib
+from pyramidnet_tf.data import pipeline as input_pipeline
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
+from pyramidnet_tf.data import records as records_lib
+from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.training import step as step_lib
+
+
+class Evaluator:
+  """Summed metrics of ``model`` over every record of ``split``."""
+
+  def __init__(self, *, strategy: tf.distribute.Strategy, model,
+               info: manifest_lib.DataInfo,
+               preprocessing: preprocessing_lib.Preprocessing, split: str,
+               global_batch: int, dtype: str = "float32", averages=None,
+               error_class=manifest_lib.DataError):
+    """Builds the eval step and plans the padded steps.
+
+    Args:
+      strategy: the strategy the model was built under.
+      model: the network (``model(images, training=False)`` -> logits).
+      info: the data directory, recounted from its shards
+        (``records_lib.recount``) so that the padding covers every record.
+      preprocessing: the eval preprocessing of the model.
+      split: the split to evaluate.
+      global_batch: examples per step over all replicas (a multiple of the
+        replica count).
+      dtype: compute dtype.
+      averages: optional ``ema.Ema``; when given, its averaged weights are
+        evaluated (swapped in for the run, swapped back afterwards).
+      error_class: exception raised for a damaged shard or a count that
+        disagrees (the CLI's error type, shown without a traceback).
+    """
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+      raise ValueError(f"eval batch {global_batch} is not a multiple of the "
+                       f"{replicas} replicas")
+    self.strategy = strategy
+    self.info = info
+    self.preprocessing = preprocessing
+    self.split = split
+    self.global_batch = global_batch
+    self.averages = averages
+    self.error_class = error_class
+    workers = distribute.num_workers(strategy)
+    self.steps = input_pipeline.eval_steps(
+        info, split, global_batch // replicas, workers, replicas // workers)
+    self._step = step_lib.EvalStep(strategy=strategy, model=model,
+                                   dtype=dtype)
+
+  def _input(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
+    pipelines = context.num_input_pipelines
+    return input_pipeline.eval_dataset(
+        self.info, self.preprocessing,
+        context.get_per_replica_batch_size(self.global_batch), self.steps,
+        self.split, pipelines, context.input_pipeline_id,
+        context.num_replicas_in_sync // pipelines)
+
+  def _totals(self) -> step_lib.Totals:
+    iterator = iter(self.strategy.distribute_datasets_from_function(
+        self._input))
+    with records_lib.named_read_errors(self.info, [self.split],
+                                          self.error_class):
+      return step_lib.Totals.of(self._step.loop(iterator,
+                                                tf.constant(self.steps)))
+
+  def run(self) -> dict:
+    """Evaluates once; returns loss, top1_error, top5_error, examples.
+
+    Raises:
+      error_class: a shard could not be read, or the examples evaluated are
+        not the records the split's shards hold.
+    """
+    if self.averages is not None:
+      with self.averages.swapped():
+        totals = self._totals()
+    else:
+      totals = self._totals()
+    try:
+      input_pipeline.check_evaluated(self.info, self.split, totals.examples)
+    except manifest_lib.DataError as e:
+      if self.error_class is manifest_lib.DataError:
+        raise
+      raise self.error_class(str(e)) from None
+    return totals.metrics()
+
+
+def batch_for_replicas(batch: Optional[int], replicas: int,
+                       default: int = 100) -> int:
+  """``batch`` (or ``default``) rounded up to a multiple of ``replicas``."""
+  batch = batch or default
+  return -(-batch // replicas) * replicas

@@ -1,0 +1,433 @@
+"""One training run from a ``TrainConfig``: the trainer's whole story.
+
+Read top to bottom (big_vision style): create the strategy (the first
+TensorFlow op, as MultiWorkerMirroredStrategy requires), plan the data,
+build model, optimizer and checkpoint under the strategy, resume, then hand
+over to the outer loop (``loop.Controller``), which calls the inner step
+(``step.TrainStep``) and its actions (log, evaluate, checkpoint, ...).
+
+Works on one CPU/GPU, several GPUs (mirrored) and several hosts (TF_CONFIG +
+distribution multi_worker or auto). Rerunning with the same model dir
+resumes from its newest intact checkpoint. Nothing here reads command-line
+flags; error messages name settings by their flag names, which are the
+config's field names.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional
+
+from absl import logging
+
+from pyramidnet_tf.model import channel_alignment
+from pyramidnet_tf.runtime import compile_cache
+from pyramidnet_tf.runtime import compile_units
+from pyramidnet_tf.training import config as config_lib
+
+# Examples per epoch of --dataset=synthetic (the real train split's size).
+SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
+                            "imagenet": 1281167}
+
+
+class TrainError(ValueError):
+  """A problem the user can fix; printed without a traceback."""
+
+
+def weights_fingerprint(model) -> str:
+  """SHA-256 of the trainable weights: equal on workers that agree."""
+  digest = hashlib.sha256()
+  for variable in model.trainable_variables:
+    digest.update(variable.numpy().tobytes())
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPlan:
+  """What the run reads: the data dir (recounted), sizes and preprocessing."""
+  info: Any                    # manifest_lib.DataInfo; None: synthetic
+  train_examples: int
+  num_classes: Optional[int]   # None: the model's default
+  kind: str                    # the data's kind (cifar10, imagenet, folder)
+  preprocessing: Any           # preprocessing_lib.Preprocessing
+  eval_split: Optional[str]    # None: no evaluation
+
+
+def plan_data(config: config_lib.TrainConfig) -> DataPlan:
+  """Reads and recounts the data dir; checks it against the config.
+
+  Raises:
+    TrainError: unreadable or miscounted data, or a class count that
+      disagrees with ``num_classes``.
+  """
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import records as records_lib  # pylint: disable=g-import-not-at-top
+  data = config.data
+  info = None
+  eval_split = None
+  if config.synthetic:
+    train_examples = SYNTHETIC_TRAIN_EXAMPLES[config.model_dataset]
+    num_classes = config.model.num_classes
+    kind = config.model_dataset
+  else:
+    try:
+      info = manifest_lib.read_manifest(data.data_dir)
+      eval_split = info.find_eval_split()
+      # Counted from the shards (their framing): steps per epoch, resume
+      # positions and the eval padding follow from the counts.
+      info, mismatches = records_lib.recount(
+          info, ["train"] + ([eval_split] if eval_split else []))
+    except manifest_lib.DataError as e:
+      raise TrainError(str(e)) from None
+    if "train" in mismatches:
+      # An error, not a warning: the schedule and every resume position of
+      # the run would follow from a count nobody can vouch for (a shard
+      # replaced, cut at a record boundary, or the manifest edited).
+      raise TrainError(
+          f"{mismatches['train']}: the directory changed after data_prep "
+          f"wrote it; {manifest_lib.repair_advice(data.data_dir)}")
+    for split, mismatch in mismatches.items():
+      logging.warning("%s; evaluation uses all %d of them", mismatch,
+                      info.num_examples(split))
+    if eval_split is None:
+      logging.warning("%s has no evaluation split (%s): training without "
+                      "evaluation", info.manifest_path,
+                      ", ".join(manifest_lib.EVAL_SPLITS))
+    train_examples = info.num_examples("train")
+    num_classes = config.model.num_classes or info.num_classes
+    if num_classes != info.num_classes:
+      raise TrainError(
+          f"--num_classes={config.model.num_classes} but {data.data_dir}/"
+          f"manifest.json lists {info.num_classes} classes; drop "
+          "--num_classes to use the manifest's")
+    kind = info.kind
+  preprocessing = preprocessing_lib.preprocessing_for(
+      kind, config.model_dataset, data.image_size, data.cifar_convention,
+      data.augment, data.autoaugment, data.randaugment)
+  return DataPlan(info=info, train_examples=train_examples,
+                  num_classes=num_classes, kind=kind,
+                  preprocessing=preprocessing, eval_split=eval_split)
+
+
+def _check_batches(config: config_lib.TrainConfig, replicas: int) -> None:
+  """Batch sizes against the replica count, XLA against sync BN."""
+  batch = config.schedule.batch_size
+  if batch % replicas:
+    raise TrainError(f"--batch_size={batch} must be a multiple of the "
+                     f"{replicas} replicas (per-replica batch = global / "
+                     "replicas)")
+  if config.runtime.jit_compile and config.runtime.sync_bn and replicas > 1:
+    raise TrainError(
+        "--jit_compile cannot be combined with --sync_bn on more than one "
+        f"replica ({replicas} here): the sync-BN all-reduce cannot run inside "
+        "the XLA-compiled forward/backward. Drop one of the two flags.")
+  if config.eval_batch % replicas:
+    raise TrainError(f"--eval_batch_size={config.eval_batch} must be a "
+                     f"multiple of the {replicas} replicas")
+
+
+def build_model(config: config_lib.TrainConfig, num_classes, strategy):
+  """The network of ``config.model`` (call under ``strategy.scope()``)."""
+  from pyramidnet_tf.model import network  # pylint: disable=g-import-not-at-top
+  kwargs = dataclasses.asdict(config.model)
+  kwargs.update(dataset=config.model_dataset, num_classes=num_classes)
+  try:
+    model = network.PyramidNet(**kwargs)
+  except ValueError as e:
+    raise TrainError(f"invalid model flags: {e}") from None
+  model.set_sync_batch_norm(config.runtime.sync_bn)
+  model.set_channel_multiple(channel_alignment.resolve(
+      config.runtime.channel_multiple, config.runtime.dtype,
+      channel_alignment.local_device_type()))
+  if config.jit_units:
+    try:
+      compile_units.jit_units(model, strategy.num_replicas_in_sync)
+    except ValueError as e:
+      raise TrainError(str(e)) from None
+  return model
+
+
+def model_metadata(config: config_lib.TrainConfig, plan: DataPlan,
+                   class_names) -> Dict[str, Any]:
+  """The metadata of ``model_config.json`` (what evaluate/export/predict
+  need besides the weights), derived from the config."""
+  return {
+      "source": "pyramidnet_tf.train",
+      "data_dir": config.data.data_dir,
+      "data": plan.kind,
+      "preprocessing": plan.preprocessing.to_json(),
+      "class_names": class_names,
+      "ema_decay": config.schedule.ema_decay,
+      "flags": config.flat(),
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+  """What a checkpoint holds, built under the strategy's scope."""
+  model: Any
+  global_step: Any             # int64 tf.Variable
+  optimizer: Any               # optim.NesterovSGD
+  loss_scale: Any              # loss_scale.DynamicLossScale; None but float16
+  averages: Any                # ema.Ema; None without --ema_decay
+  checkpoint: Any              # tf.train.Checkpoint over all of the above
+
+
+def build_state(config: config_lib.TrainConfig, plan: DataPlan,
+                strategy) -> TrainState:
+  """Model, step counter, optimizer, loss scale, EMA and their checkpoint.
+
+  Raises:
+    TrainError: an invalid model or optimizer setting.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import optim  # pylint: disable=g-import-not-at-top
+  schedule = config.schedule
+  with strategy.scope():
+    model = build_model(config, plan.num_classes, strategy)
+    global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                              name="global_step")
+    decay_filter = (optim.default_decay_filter if schedule.decay_bn_and_bias
+                    else optim.no_bn_no_bias_filter)
+    try:
+      optimizer = optim.NesterovSGD(
+          model.trainable_variables, schedule.momentum, schedule.nesterov,
+          schedule.weight_decay, decay_filter, name="optimizer")
+    except ValueError as e:
+      raise TrainError(f"optimizer flags: {e}") from None
+    scaler = (loss_scale_lib.DynamicLossScale(name="loss_scale")
+              if config.runtime.dtype == "float16" else None)
+    averages = (ema_lib.Ema(ema_lib.averaged_variables(model),
+                            schedule.ema_decay, name="ema")
+                if schedule.ema_decay > 0 else None)
+  objects = {"model": model, "optimizer": optimizer,
+             "global_step": global_step}
+  if scaler is not None:
+    objects["loss_scale"] = scaler
+  if averages is not None:
+    objects[ema_lib.CHECKPOINT_KEY] = averages
+  return TrainState(model=model, global_step=global_step,
+                    optimizer=optimizer, loss_scale=scaler,
+                    averages=averages,
+                    checkpoint=tf.train.Checkpoint(**objects))
+
+
+def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
+                   num_classes: int, start_step: int):
+  """The dataset function of ``distribute_datasets_from_function``.
+
+  Args:
+    config: the run's configuration.
+    plan: the data plan (``plan_data``).
+    num_classes: classes of the model (synthetic labels).
+    start_step: the global step the run resumes at (input position).
+  """
+  from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  batch, seed = config.schedule.batch_size, config.runtime.seed
+
+  def train_input(context):
+    pipelines = context.num_input_pipelines
+    per_replica = context.get_per_replica_batch_size(batch)
+    if config.synthetic:
+      size = (224 if config.model_dataset == "imagenet"
+              else (config.data.image_size or 32))
+      return input_pipeline.synthetic_dataset(size, num_classes, per_replica,
+                                              seed)
+    return input_pipeline.train_dataset(
+        plan.info, plan.preprocessing, per_replica, seed,
+        start_step=start_step, num_pipelines=pipelines,
+        pipeline_id=context.input_pipeline_id,
+        replicas_per_pipeline=context.num_replicas_in_sync // pipelines,
+        cache=(plan.info.is_cifar if config.data.cache_data is None
+               else config.data.cache_data),
+        deterministic=config.runtime.deterministic,
+        shuffle_buffer=config.data.shuffle_buffer or None)
+  return train_input
+
+
+def build_train_step(config: config_lib.TrainConfig, state: TrainState,
+                     strategy, schedule):
+  """The inner loop (``step.TrainStep``) of the run's settings."""
+  from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  settings = config.schedule
+  return step_lib.TrainStep(
+      strategy=strategy, model=state.model, optimizer=state.optimizer,
+      schedule=schedule, global_step=state.global_step,
+      global_batch=settings.batch_size, dtype=config.runtime.dtype,
+      label_smoothing=settings.label_smoothing, jit_compile=config.jit_step,
+      loss_scale=state.loss_scale,
+      regularization=step_lib.Regularization(
+          cutmix_prob=settings.cutmix_prob, cutmix_beta=settings.cutmix_beta,
+          mixup_alpha=settings.mixup_alpha, cutout_size=settings.cutout_size,
+          clip_grad_norm=settings.clip_grad_norm, seed=config.runtime.seed),
+      ema=state.averages)
+
+
+def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
+  """Runs training; returns a result dict (also logged as JSON).
+
+  Args:
+    config: the validated run configuration (``cli.train_config``).
+
+  Raises:
+    TrainError: a problem of the settings or data, named.
+    checkpointing.CheckpointError, loop.NonFiniteLossError,
+    model_dir.ModelDirError: see those modules.
+  """
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  runtime, schedule_config, output = (config.runtime, config.schedule,
+                                      config.output)
+  strategy = distribute.create_strategy(
+      runtime.distribution, runtime.cpu_devices, runtime.collective_timeout,
+      runtime.cluster_resolver, runtime.slurm_port_base)
+  # Everything TensorFlow comes after the strategy.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.data import records as records_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import summaries as summaries_lib  # pylint: disable=g-import-not-at-top
+
+  if runtime.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  # Never global seed 0: tf.data's seed helper then compares our per-epoch
+  # shuffle seed (a tensor) with 0 in Python and fails.
+  tf.random.set_seed(runtime.seed + 1)
+  replicas = strategy.num_replicas_in_sync
+  num_workers = distribute.num_workers(strategy)
+  chief = distribute.is_chief(strategy)
+  # Held until the process exits (the kernel drops it even on SIGKILL).
+  model_dir_lock = model_dir_lib.lock(output.model_dir) if chief else None
+  _check_batches(config, replicas)
+  batch = schedule_config.batch_size
+  per_replica_batch = batch // replicas
+
+  plan = plan_data(config)
+  info = plan.info
+  steps_per_epoch = plan.train_examples // batch
+  if steps_per_epoch < 1:
+    raise TrainError(f"the train split has {plan.train_examples} examples, "
+                     f"fewer than one --batch_size={batch}")
+  total_steps = schedule_config.train_steps or max(
+      1, int(round(schedule_config.epochs * steps_per_epoch)))
+  try:
+    schedule = schedules.Schedule(
+        schedule_config.lr_schedule, schedule_config.lr, steps_per_epoch,
+        total_steps, schedule_config.lr_decay_epochs,
+        schedule_config.lr_decay_factor, schedule_config.warmup_epochs)
+  except ValueError as e:
+    raise TrainError(str(e)) from None
+
+  state = build_state(config, plan, strategy)
+  model, global_step, averages = state.model, state.global_step, state.averages
+  try:
+    checkpointing.check_config(output.model_dir, model)
+  except checkpointing.ConfigMismatchError as e:
+    raise TrainError(str(e)) from None
+  # Guards every float variable of the checkpoint against NaN/Inf.
+  checkpointer = checkpointing.Checkpointer(
+      output.model_dir, strategy, state.checkpoint, global_step,
+      output.keep_checkpoints, optional=(ema_lib.CHECKPOINT_KEY,))
+  restored = checkpointer.restore()
+  if averages is not None and restored and not checkpointer.restored_all:
+    logging.info("%s has no EMA: starting it from the restored weights",
+                 restored)
+    averages.reset()
+  start_step = int(global_step.numpy())
+  if restored:
+    logging.info("resumed from %s at step %d", restored, start_step)
+  class_names = manifest_lib.class_names_list(info, model.num_classes)
+
+  def write_configs():
+    model_io.write_config(output.model_dir, model,
+                          model_metadata(config, plan, class_names))
+    config_lib.write(output.model_dir, config)
+  # A fresh run writes its configs after its first checkpoint, so a model
+  # dir with a config always had one (see checkpointing: such a dir without
+  # an intact checkpoint is refused instead of restarted).
+  if chief and restored:
+    write_configs()
+  elif chief:
+    checkpointer.after_first_save(write_configs)
+
+  train_input = train_input_fn(config, plan, model.num_classes, start_step)
+  dataset = strategy.distribute_datasets_from_function(train_input)
+  iterator = iter(dataset)
+  summaries = summaries_lib.Summaries(output.model_dir, chief)
+  if start_step == 0:
+    summaries.flags(config.flat())
+    # A second iterator over the same dataset: building another dataset
+    # would trace its functions on fresh starts only, shifting TF's function
+    # names and so missing the persistent XLA cache on the first resume.
+    with records_lib.named_read_errors(info, ["train"], TrainError):
+      first = strategy.experimental_local_results(next(iter(dataset)))
+    summaries.images("train/augmented_images", first[0][0], 0)
+
+  evaluator = None
+  if plan.eval_split is not None:
+    evaluator = evaluator_lib.Evaluator(
+        strategy=strategy, model=model, info=info,
+        preprocessing=plan.preprocessing, split=plan.eval_split,
+        global_batch=config.eval_batch, dtype=runtime.dtype,
+        averages=averages, error_class=TrainError)
+
+  train_step = build_train_step(config, state, strategy, schedule)
+  checkpoint_every = output.checkpoint_every_steps or steps_per_epoch
+  eval_every = int(round(output.eval_every_epochs * steps_per_epoch))
+  cadence = loop.Cadence(
+      total_steps=total_steps, steps_per_loop=runtime.steps_per_loop,
+      log_every=output.log_every_steps, checkpoint_every=checkpoint_every,
+      eval_every=eval_every if evaluator else 0,
+      histogram_every=output.histogram_every_steps or checkpoint_every,
+      profile=output.profile_steps)
+  sigterm = loop.SigtermFlag()
+  sigterm.install()
+  controller = loop.Controller(
+      strategy=strategy, train_step=train_step, iterator=iterator,
+      cadence=cadence, global_batch=batch, num_workers=num_workers,
+      summaries=summaries, checkpointer=checkpointer, schedule=schedule,
+      evaluate=(loop.EvalAction(evaluator, summaries, global_step,
+                                plan.eval_split)
+                if evaluator else None),
+      sigterm=sigterm, profile_dir=os.path.join(output.model_dir, "profile"))
+  logging.info("training %s: %d replicas on %d worker(s), per-replica batch "
+               "%d, %d steps/epoch, steps %d -> %d, channel multiple %d",
+               config.model_dataset, replicas, num_workers, per_replica_batch,
+               steps_per_epoch, start_step, total_steps,
+               model.channel_multiple)
+  if compile_cache.resolve_cache_dir(runtime.compile_cache_dir,
+                                     output.model_dir, runtime.jit_compile):
+    compile_cache.align_function_names()
+  try:
+    with records_lib.named_read_errors(info, ["train"], TrainError):
+      train_metrics = controller.run()
+  finally:
+    sigterm.uninstall()
+  final_step = int(global_step.numpy())
+  if controller.preempted:
+    result = {"preempted": True, "step": final_step}
+  else:
+    if final_step > start_step and not loop.Cadence.hit(final_step,
+                                                        checkpoint_every):
+      checkpointer.save()
+    eval_metrics = controller.last_eval
+    if (controller.evaluate is not None and output.eval_at_end and
+        (eval_metrics is None or eval_metrics["step"] != final_step)):
+      eval_metrics = controller.evaluate()
+    result = {"step": final_step, "train": train_metrics,
+              "eval": eval_metrics}
+  summaries.flush()
+  if model_dir_lock is not None:
+    model_dir_lock.release()
+  result["weights_fingerprint"] = weights_fingerprint(model)
+  logging.info("result: %s", json.dumps(result))
+  return result
