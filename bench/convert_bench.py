@@ -41,6 +41,7 @@ from PIL import Image  # pylint: disable=wrong-import-position
 
 from data_prep import imagenet  # pylint: disable=wrong-import-position
 from data_prep import shards  # pylint: disable=wrong-import-position
+from data_prep import tf_import  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("only", "all", ["all", "convert", "cifar_read"], "Which benchmark.")
@@ -149,7 +150,7 @@ def worker_startup():
   import subprocess  # pylint: disable=g-import-not-at-top
   before = _children_cpu()
   t0 = time.perf_counter()
-  subprocess.run([sys.executable, "-c", "from data_prep import shards; shards._tf()"],
+  subprocess.run([sys.executable, "-c", "from data_prep import tf_import; tf_import.tensorflow()"],
                  check=True, capture_output=True, cwd=_REPO,
                  env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=_REPO))
   return time.perf_counter() - t0, _children_cpu() - before
@@ -157,7 +158,7 @@ def worker_startup():
 
 def bench_convert(work):
   clean_tar, repair_tar = build_inputs(work)
-  shards._tf()  # pylint: disable=protected-access  # import TF outside the timings
+  tf_import.tensorflow()  # import TF outside the timings
   startup_wall, startup_cpu = worker_startup()
   print(f"one worker's start-up (python + import tensorflow): {startup_wall:.1f} s wall, "
         f"{startup_cpu:.1f} s CPU")
@@ -178,7 +179,7 @@ def bench_convert(work):
 
 
 def bench_cifar_read(work):
-  tf = shards._tf()  # pylint: disable=protected-access
+  tf = tf_import.tensorflow()
   rng = np.random.default_rng(0)
   n = FLAGS.cifar_records
   # CIFAR-like content: 4x4 colour blocks upsampled plus noise (PNG sizes like real CIFAR).

@@ -17,11 +17,8 @@ from data_prep import planning
 from data_prep import progress as progress_lib
 from data_prep import resume
 from data_prep import summary as summary_lib
-from data_prep import tf_import
 from data_prep import writer
 
-# bench/convert_bench.py imports TensorFlow the way a worker does through this name.
-_tf = tf_import.tensorflow
 
 
 def convert(info: manifest_lib.DatasetInfo, splits: Dict[str, Sequence[planning.Item]],

@@ -1,8 +1,8 @@
 """The model's absl flags, defined once for every CLI (train, describe, ...).
 
 Importing this module defines the flags; ``model_kwargs()`` turns their values
-into ``PyramidNet`` arguments and ``build_model()`` builds the network, turning
-a bad combination into an ``app.UsageError`` that names the flag.
+into ``PyramidNet`` arguments and ``architecture()`` validates them, turning a
+bad combination into an ``app.UsageError`` that names the flag.
 """
 
 from absl import app
@@ -98,13 +98,3 @@ def architecture(dataset=None):
   except ValueError as e:
     raise app.UsageError(f"invalid model flags: {e}") from None
 
-
-def build_model(**overrides):
-  """PyramidNet from the flags (keyword arguments override flag values)."""
-  from pyramidnet_tf.model import network as model_lib  # imports TensorFlow
-
-  kwargs = dict(model_kwargs(), **overrides)
-  try:
-    return model_lib.PyramidNet(**kwargs)
-  except ValueError as e:
-    raise app.UsageError(f"invalid model flags: {e}") from None
