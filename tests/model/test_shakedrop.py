@@ -335,7 +335,7 @@ def test_flags_reach_the_model():
     kwargs = model_flags.model_kwargs()
     assert (kwargs["shakedrop"], kwargs["shakedrop_pl"],
             kwargs["shakedrop_level"]) == (True, 0.25, "sample")
-    model = model_flags.build_model()
+    model = model_lib.PyramidNet(**kwargs)
     assert model.stages[-1][-1].shakedrop.keep == pytest.approx(0.25)
     assert model.stages[0][0].shakedrop.level == "sample"
     FLAGS.unparse_flags()
