@@ -18,9 +18,14 @@ setuptools.setup(
     description="PyramidNet (Han, Kim & Kim, CVPR 2017) in TensorFlow 2, without Keras.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # README and CI: 3.11
     packages=setuptools.find_packages(
-        include=["pyramidnet_tf", "pyramidnet_tf.*", "data_prep", "data_prep.*"]),
+        include=["pyramidnet_tf", "pyramidnet_tf.*", "data_prep", "data_prep.*"]) +
+    ["pyramidnet_tf.recipes"],
+    # The flagfiles (one per paper row and recipe) ship inside the package, so
+    # --recipe=NAME and --flagfile=flags/... work after a plain pip install.
+    package_dir={"pyramidnet_tf.recipes": "flags"},
+    package_data={"pyramidnet_tf.recipes": ["*.flags", "*/*.flags"]},
     install_requires=[
         "absl-py>=2.1,<3",
         "numpy>=1.26,<3",

@@ -11,10 +11,11 @@ shapes only (no variables are created), so it is instant for any size.
 
 import json
 
-from absl import app
 from absl import flags
 
+from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import usage
 from pyramidnet_tf.model import complexity
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
@@ -132,9 +133,9 @@ def main(argv):
   dataset = None
   if FLAGS.dataset == "synthetic":  # e.g. flags/smoke.flags
     dataset = FLAGS.synthetic_like
-  problem = train_flags.number_problem(train_flags.MODEL_NUMBER_FLAGS)
-  if problem:
-    raise cli.UserError(problem)
+  problems = train_flags.number_problems(train_flags.MODEL_NUMBER_FLAGS)
+  if problems:
+    raise cli.UserError(cli.problems_text(problems))
   arch = model_flags.architecture(dataset=dataset)
   num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
   cli.check_image_size("image_size", FLAGS.image_size, arch.dataset,
@@ -160,7 +161,8 @@ def main(argv):
 
 def run():
   """The console entry point: parses flags and runs ``main`` guarded."""
-  app.run(cli.guard(PROG, main))
+  console.run(PROG, main, doc=__doc__, groups=usage.DESCRIBE_GROUPS,
+              knobs=usage.DESCRIBE_KNOBS)
 
 
 if __name__ == "__main__":

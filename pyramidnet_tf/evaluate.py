@@ -10,13 +10,16 @@ about; a damaged shard ends the run with one line naming it.
 """
 
 import json
+import os
 import sys
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
@@ -83,7 +86,19 @@ def evaluate() -> dict:
       split=split, dtype=FLAGS.dtype,
       global_batch=evaluator_lib.batch_for_replicas(
           FLAGS.eval_batch_size, strategy.num_replicas_in_sync))
+  logging.info("evaluating %s (%s%s) on %s: %d images, global batch %d, "
+               "%d replica(s)", FLAGS.model_dir, os.path.basename(checkpoint),
+               ", EMA weights" if use_ema else "", split,
+               info.num_examples(split), evaluator.global_batch,
+               strategy.num_replicas_in_sync)
+  begin = time.monotonic()
   metrics = evaluator.run()
+  seconds = time.monotonic() - begin
+  logging.info("evaluated %d images in %.1f s (%.1f img/s, tracing included): "
+               "top-1 error %.2f%%, top-5 error %.2f%%, loss %.4g",
+               metrics["examples"], seconds,
+               metrics["examples"] / max(seconds, 1e-9),
+               metrics["top1_error"], metrics["top5_error"], metrics["loss"])
   return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
           "split": split, "checkpoint": checkpoint, "ema": use_ema,
           **metrics}
@@ -100,7 +115,8 @@ def main(argv):
 
 
 def run():
-  app.run(cli.guard("pyramidnet_tf.evaluate", main))
+  console.run("pyramidnet_tf.evaluate", main, doc=__doc__,
+              groups=usage.EVALUATE_GROUPS, knobs=usage.EVALUATE_KNOBS)
 
 
 if __name__ == "__main__":

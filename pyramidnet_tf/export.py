@@ -28,10 +28,11 @@ import json
 import os
 import uuid
 
-from absl import app
 from absl import flags
 
+from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import usage
 
 flags.DEFINE_string("model_dir", None,
                     "Model directory (pyramidnet_tf.train or import_torch).")
@@ -318,7 +319,8 @@ def main(argv):
 
 def run():
   """The console entry point: parses flags and runs ``main`` guarded."""
-  app.run(cli.guard(PROG, main))
+  console.run(PROG, main, doc=__doc__, groups=usage.EXPORT_GROUPS,
+              knobs=usage.EXPORT_KNOBS)
 
 
 if __name__ == "__main__":

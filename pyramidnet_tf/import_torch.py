@@ -27,7 +27,8 @@ import zipfile
 from absl import app
 from absl import flags
 
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.convert import importer
 from pyramidnet_tf.convert import pytorch
@@ -93,7 +94,8 @@ def main(argv):
 
 def run():
   """The ``pyramidnet-import-torch`` console entry point."""
-  app.run(cli.guard("pyramidnet_tf.import_torch", main))
+  console.run("pyramidnet_tf.import_torch", main, doc=__doc__,
+              groups=usage.IMPORT_GROUPS, knobs=usage.IMPORT_KNOBS)
 
 
 if __name__ == "__main__":

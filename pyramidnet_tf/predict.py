@@ -31,10 +31,11 @@ import os
 import sys
 from typing import Iterator, List, Optional, Tuple
 
-from absl import app
 from absl import flags
 
+from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import usage
 
 flags.DEFINE_string("saved_model", None,
                     "Directory written by pyramidnet_tf.export.")
@@ -343,7 +344,8 @@ def main(argv):
 
 def run():
   """The console entry point: parses flags and runs ``main`` guarded."""
-  app.run(cli.guard(PROG, main))
+  console.run(PROG, main, doc=__doc__, groups=usage.PREDICT_GROUPS,
+              knobs=usage.PREDICT_KNOBS)
 
 
 if __name__ == "__main__":

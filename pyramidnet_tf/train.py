@@ -1,10 +1,17 @@
-"""Trains a PyramidNet: ``python -m pyramidnet_tf.train --flagfile=flags/...``.
+"""Trains a PyramidNet on data prepared by data_prep.
 
-The command line only: flags are parsed (the XLA compile cache is set up
-while they are, see ``cli.compile_cache_flags``), turned into one validated
-``TrainConfig`` (``cli.train_config``) before TensorFlow does any work, and
-handed to ``training.trainer.train``. Expected failures end with one line
-naming the flag or file; rerunning with the same --model_dir resumes.
+  python -m pyramidnet_tf.train --recipe=cifar10/pyramidnet110_a48
+      --data_dir=data/cifar10 --model_dir=runs/c110
+  python -m pyramidnet_tf.train --alpha=48 --depth=164
+      --data_dir=data/cifar10 --model_dir=runs/c164
+
+A recipe is one of the shipped flagfiles, one per row of the paper's tables
+and per published training recipe (--recipes lists them);
+--flagfile=flags/cifar10/pyramidnet110_a48.flags names the same file.
+
+Checkpoints, model_config.json, train_config.json and TensorBoard logs go to
+--model_dir; running the same command again resumes from its newest intact
+checkpoint.
 """
 
 import logging as std_logging
@@ -13,37 +20,41 @@ import sys
 from absl import app
 
 from pyramidnet_tf.cli import compile_cache_flags
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import train_config
 from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import # noqa: F401
-from pyramidnet_tf.training import trainer
+from pyramidnet_tf.cli import usage
 
-
-def train() -> dict:
-  """Trains from the parsed flags; returns the trainer's result dict."""
-  return trainer.train(train_config.from_flags())
+PROG = "pyramidnet_tf.train"
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   std_logging.getLogger().setLevel(std_logging.INFO)
+  # Every flag is checked before TensorFlow is imported (seconds).
+  try:
+    config = train_config.from_flags()
+  except train_config.ConfigError as e:
+    sys.exit(f"{PROG}: error: {e}")
   from pyramidnet_tf.model_dir import access as model_dir  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    train()
-  except (train_config.ConfigError, trainer.TrainError,
-          checkpointing.ConfigMismatchError, loop.NonFiniteLossError,
-          checkpointing.CheckpointError, model_dir.ModelDirError) as e:
-    sys.exit(f"pyramidnet_tf.train: error: {e}")
+    trainer.train(config)
+  except (trainer.TrainError, checkpointing.ConfigMismatchError,
+          loop.NonFiniteLossError, checkpointing.CheckpointError,
+          model_dir.ModelDirError) as e:
+    sys.exit(f"{PROG}: error: {e}")
 
 
 def run():
-  # The compile cache is set up while flags are parsed: TF reads TF_XLA_FLAGS
-  # once, from an absl after-init callback that runs before main.
-  app.run(cli.guard("pyramidnet_tf.train", main),
-          flags_parser=compile_cache_flags.parse_flags_and_configure)
+  # The compile cache is set up while flags are parsed: TensorFlow reads
+  # TF_XLA_FLAGS once, when it first lists its devices.
+  console.run(PROG, main, doc=__doc__, groups=usage.TRAIN_GROUPS,
+              knobs=usage.TRAIN_KNOBS, check_flags=False,
+              flags_parser=compile_cache_flags.parse_flags_and_configure)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ start=$(date +%s)
 bash scripts/setup_env.sh
 PY=.venv/bin/python
 OUT="${1:-runs/quickstart}"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 echo "== 1/5 writing the digits as an image folder"
@@ -20,7 +19,7 @@ $PY -m data_prep.folder --source="$OUT/digits/images" --output_dir="$OUT/data" \
   --val_fraction=0.2 --workers=1
 echo "== 3/5 training (flags/demo.flags)"
 $PY -m pyramidnet_tf.train --flagfile=flags/demo.flags --data_dir="$OUT/data" \
-  --model_dir="$OUT/model" 2>&1 | grep -E "training |step [0-9]+/|eval at|Error|error" || true
+  --model_dir="$OUT/model" 2>&1 | grep -v "^result: " || true
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "training failed" >&2; exit 1; }
 echo "== 4/5 evaluating on the validation split"
 $PY -m pyramidnet_tf.evaluate --model_dir="$OUT/model" --data_dir="$OUT/data" \

@@ -18,4 +18,4 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -c "import tensorflow as tf; print('TensorFlow', tf.__version__)"
+.venv/bin/python -c "import pyramidnet_tf, tensorflow as tf; print('TensorFlow', tf.__version__)"

@@ -11,22 +11,20 @@ TensorFlow work, in every CLI that defines them.
 
 from absl import flags
 
-from pyramidnet_tf.data import augment
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.runtime import distribute
-from pyramidnet_tf.training import step
 
 flags.DEFINE_string("data_dir", None,
                     "Directory written by data_prep (manifest.json + "
                     "TFRecord shards).")
 flags.DEFINE_string("model_dir", None,
                     "Checkpoints, model_config.json and TensorBoard events.")
-flags.DEFINE_enum("distribution", "auto", list(distribute.DISTRIBUTIONS),
+flags.DEFINE_enum("distribution", "auto", list(options.DISTRIBUTIONS),
                   "auto: multi_worker with a multi-task TF_CONFIG, mirrored "
                   "with several GPUs (or --cpu_devices > 1), else "
                   "one_device.")
 flags.DEFINE_enum("cluster_resolver", "tf_config",
-                  list(distribute.CLUSTER_RESOLVERS),
+                  list(options.CLUSTER_RESOLVERS),
                   "Where a multi-worker cluster comes from: tf_config = the "
                   "TF_CONFIG variable (by hand, launch_local, Kubeflow TFJob);"
                   " slurm = TF's SlurmClusterResolver from the SLURM_* "
@@ -42,7 +40,7 @@ flags.DEFINE_float("collective_timeout", 600.0,
                    "Seconds a multi-worker collective may wait for its peers "
                    "before failing (0 = forever): a dead worker becomes an "
                    "error, not a hang.")
-flags.DEFINE_enum("dtype", "float32", list(step.DTYPES),
+flags.DEFINE_enum("dtype", "float32", list(options.DTYPES),
                   "Compute dtype; variables stay float32. float16 uses "
                   "dynamic loss scaling.")
 flags.DEFINE_integer("channel_multiple", 0,
@@ -54,7 +52,7 @@ flags.DEFINE_integer("channel_multiple", 0,
 flags.DEFINE_integer("image_size", 0,
                      "Training/eval image size; 0 = 32 for CIFAR data and "
                      "CIFAR-architecture folder data, 224 for ImageNet.")
-flags.DEFINE_enum("cifar_convention", "pt", list(augment.CIFAR_CONVENTIONS),
+flags.DEFINE_enum("cifar_convention", "pt", list(options.CIFAR_CONVENTIONS),
                   "CIFAR normalisation: pt = CIFAR-10 stats for both datasets,"
                   " black pad before normalising (PyramidNet-PyTorch, "
                   "CutMix); fb = per-dataset stats, pad after normalising "

@@ -6,10 +6,11 @@ that names the flag or file and says what to do, and must keep the
 traceback for real bugs. Doing that in one place keeps the rules and the
 wording the same in every tool.
 
-* ``number_problem`` / ``check_number`` / ``register_number_validator``: a
-  numeric flag must be finite (``nan`` and ``inf`` parse as floats but mean
-  nothing as a learning rate or a length) and inside its range; the message
-  names the flag and the range. ``check_image_size``: an image size is 0
+* ``number_problem`` / ``check_number`` / ``register_number_validator`` /
+  ``flag_problems``: a numeric flag must be finite (``nan`` and ``inf``
+  parse as floats but mean nothing as a learning rate or a length) and
+  inside its range; the message names the flag and the range, and every
+  out-of-range flag of a command line is reported at once. ``check_image_size``: an image size is 0
   (the default) or at least the architecture's total stride.
 * ``storage_problem``: recognises a full disk or a refused write, whether
   Python's ``OSError`` or TensorFlow's status error reports it.
@@ -28,7 +29,7 @@ import math
 import os
 import sys
 import traceback
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -95,17 +96,44 @@ def check_number(name: str, value, low=None, high=None, **kwargs) -> None:
     raise UserError(problem)
 
 
+# flag name -> number_problem keyword arguments, per FlagValues object.
+_NUMBER_CHECKS = {}
+
+
 def register_number_validator(name: str, low=None, high=None,
                               flag_values=flags.FLAGS, **kwargs) -> None:
-  """An absl validator: the check runs while flags are parsed (and whenever
-  the flag is set), before any TensorFlow work, for every CLI defining it."""
+  """Declares ``--name``'s range; ``flag_problems`` checks it.
 
-  def checker(value):
-    problem = number_problem(name, value, low, high, **kwargs)
-    if problem:
-      raise flags.ValidationError(problem)
-    return True
-  flags.register_validator(name, checker, flag_values=flag_values)
+  The checks run after parsing, all at once (absl's own validators stop at
+  the first failing flag), before any TensorFlow work: ``guard`` runs them
+  for every CLI that defines the flag.
+
+  Args:
+    name: the flag, without dashes.
+    low, high, kwargs: as ``number_problem``.
+    flag_values: the FlagValues holding the flag.
+  """
+  _NUMBER_CHECKS.setdefault(id(flag_values), {})[name] = dict(
+      low=low, high=high, **kwargs)
+
+
+def flag_problems(flag_values=flags.FLAGS) -> List[str]:
+  """Every registered range a parsed flag value is out of, one line each."""
+  problems = []
+  for name, kwargs in _NUMBER_CHECKS.get(id(flag_values), {}).items():
+    if name in flag_values:
+      problem = number_problem(name, flag_values[name].value, **kwargs)
+      if problem:
+        problems.append(problem)
+  return problems
+
+
+def problems_text(problems: List[str]) -> str:
+  """One problem as its line; several as a count and an indented list."""
+  if len(problems) == 1:
+    return problems[0]
+  return (f"{len(problems)} problems with the flags:\n" +
+          "\n".join(f"  {problem}" for problem in problems))
 
 
 # The network's total stride: a smaller input leaves its last stage less than
@@ -187,11 +215,22 @@ def _verbose() -> bool:
     return False
 
 
-def guard(prog: str, main: Callable) -> Callable:
-  """``main`` for ``app.run``: expected failures exit with one line."""
+def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
+  """``main`` for ``app.run``: expected failures exit with one line.
+
+  Args:
+    prog: the program's name, the prefix of every error line.
+    main: the absl main.
+    check_flags: first report every ``flag_problems`` line at once (a CLI
+      that collects its own problems together with these passes False).
+  """
 
   def guarded(argv):
     try:
+      if check_flags:
+        problems = flag_problems()
+        if problems:
+          raise UserError(problems_text(problems))
       return main(argv)
     except Exception as e:  # pylint: disable=broad-except
       text = error_text(e)

@@ -8,11 +8,10 @@ bad combination into an ``app.UsageError`` that names the flag.
 from absl import app
 from absl import flags
 
+from pyramidnet_tf import options
 from pyramidnet_tf.model import widths
 
-# shakedrop.py imports TensorFlow; describe must stay TF-free, so its
-# constants are repeated here (tests check they agree).
-SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
+SHAKEDROP_LEVELS = options.SHAKEDROP_LEVELS
 
 flags.DEFINE_enum("dataset", "cifar10", list(widths.DATASETS) + ["synthetic"],
                   "Architecture family and default class count: CIFAR stem "

@@ -1,21 +1,18 @@
 """The trainer's absl flags (model flags come from model_flags, shared ones
-from common_flags). Defaults are the paper's CIFAR recipe (spec 4.1/4.3)."""
+from common_flags). Defaults are the paper's CIFAR recipe (docs/recipes.md, CIFAR)."""
 
-from typing import Optional
+from typing import List
 
 from absl import flags
 
-from pyramidnet_tf.data import autoaugment
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.cli import compile_cache_flags  # pylint: disable=unused-import # noqa: F401
-from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.cli import model_flags  # pylint: disable=unused-import # noqa: F401
-from pyramidnet_tf.training import schedules
 from pyramidnet_tf.model import widths
-from pyramidnet_tf.runtime import compile_units
 
-flags.DEFINE_enum("augment", "auto", list(preprocessing_lib.AUGMENTATIONS),
+flags.DEFINE_enum("augment", "auto", list(options.AUGMENTATIONS),
                   "Training augmentation. auto: CIFAR pad-and-crop + flip for "
                   "data_prep.cifar data, ImageNet-style distorted crop + "
                   "jitter + lighting + flip for ImageNet and image folders. "
@@ -31,7 +28,7 @@ flags.DEFINE_float("epochs", 300, "Training length in epochs (of the train "
 flags.DEFINE_integer("train_steps", None, "Training length in steps; "
                      "overrides --epochs.")
 flags.DEFINE_float("lr", 0.1, "Peak learning rate for --batch_size.")
-flags.DEFINE_enum("lr_schedule", "step", list(schedules.SCHEDULES),
+flags.DEFINE_enum("lr_schedule", "step", list(options.SCHEDULES),
                   "step: x --lr_decay_factor at each of --lr_decay_epochs "
                   "(0-based epochs, as PyTorch); cosine: per-step cosine to "
                   "0.")
@@ -50,7 +47,7 @@ flags.DEFINE_bool("decay_bn_and_bias", True,
                   "excludes them.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
 flags.DEFINE_float("cutmix_prob", 0.0,
-                   "CutMix (clovaai/CutMix-PyTorch; spec 4.4) probability per "
+                   "CutMix (clovaai/CutMix-PyTorch) probability per "
                    "replica mini-batch; 0 = off (0.5 in the CutMix "
                    "PyramidNet recipe). With --mixup_alpha > 0 too, each "
                    "batch gets CutMix with this probability, else Mixup "
@@ -80,7 +77,7 @@ flags.DEFINE_float("ema_decay", 0.0,
                    "pyramidnet_tf.export then use the averaged weights.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
 flags.DEFINE_enum(
-    "jit_scope", "step", list(compile_units.JIT_SCOPES),
+    "jit_scope", "step", list(options.JIT_SCOPES),
     "With --jit_compile, what one XLA program covers. step: the whole "
     "forward/backward (fastest steady state); unit: each residual unit's "
     "forward and backward separately (stem, head, loss and update stay "
@@ -102,13 +99,15 @@ flags.DEFINE_float("eval_every_epochs", 1.0,
 flags.DEFINE_integer("log_every_steps", 100,
                      "Train-metric summaries and log lines cadence.")
 flags.DEFINE_integer("histogram_every_steps", 0,
-                     "Weight and BN histograms cadence; 0 = with each "
-                     "checkpoint.")
+                     "Weight and BN-statistics histograms every N steps "
+                     "(TensorBoard's Histograms/Distributions); 0 = off.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and "
                      "augmentation.")
 flags.DEFINE_list("profile_steps", [],
-                  "START,STOP: profiler trace over these global steps into "
-                  "--model_dir/profile (view with tensorboard-plugin-profile).")
+                  "START,STOP: profiler trace (XPlane) of these global steps, "
+                  "written to --model_dir/tensorboard/plugins/profile/ for "
+                  "TensorFlow's profiler tools (not installed with this "
+                  "package).")
 flags.DEFINE_bool("deterministic", False,
                   "Deterministic ops and input order (slower): repeated runs "
                   "and resumed runs give identical weights.")
@@ -120,13 +119,13 @@ flags.DEFINE_integer("shuffle_buffer", 0,
                      "otherwise.")
 flags.DEFINE_bool("eval_at_end", True, "Evaluate after the last step.")
 flags.DEFINE_enum("autoaugment", "none",
-                  list(autoaugment.AUTOAUGMENT_POLICIES),
+                  list(options.AUTOAUGMENT_POLICIES),
                   "AutoAugment policy added to training augmentation, "
                   "before normalisation (after pad-crop-flip with "
                   "--cifar_convention=pt or distorted crop-flip; before the "
                   "pad-crop-flip with fb): cifar10 = the paper's 25 CIFAR-10 "
-                  "sub-policies (used with PyramidNet-272 + ShakeDrop, spec "
-                  "4.5/6), imagenet = its ImageNet policy.")
+                  "sub-policies (used with PyramidNet-272 + ShakeDrop, "
+                  "docs/recipes.md), imagenet = its ImageNet policy.")
 flags.DEFINE_list("randaugment", [],
                   "N,M: RandAugment instead, N operations per image drawn "
                   "from its 14, each at magnitude M (0..30 on AutoAugment's "
@@ -150,8 +149,7 @@ NUMBER_RANGES = {
     "clip_grad_norm": dict(low=0, note="0 = off"),
     "eval_every_epochs": dict(low=0, note="0 = only at the end"),
     "log_every_steps": dict(low=0, integer=True, note="0 = only at the end"),
-    "histogram_every_steps": dict(low=0, integer=True,
-                                  note="0 = with each checkpoint"),
+    "histogram_every_steps": dict(low=0, integer=True, note="0 = off"),
     "seed": dict(low=0, high=2**31 - 1, integer=True),
     "shuffle_buffer": dict(low=0, integer=True, note="0 = the default"),
     "drop_rate": dict(low=0, high=1, high_open=True),
@@ -162,12 +160,13 @@ NUMBER_RANGES = {
 MODEL_NUMBER_FLAGS = ("drop_rate", "shakedrop_pl", "num_classes")
 
 
-def number_problem(names=None) -> Optional[str]:
-  """Why the first of ``names`` (default: every flag of NUMBER_RANGES) is out
-  of its range, or None when all are fine."""
+def number_problems(names=None) -> List[str]:
+  """Why each of ``names`` (default: every flag of NUMBER_RANGES) is out of
+  its range; empty when all are fine."""
+  problems = []
   for name in names or NUMBER_RANGES:
     problem = cli.number_problem(name, flags.FLAGS[name].value,
                                  **NUMBER_RANGES[name])
     if problem:
-      return problem
-  return None
+      problems.append(problem)
+  return problems

@@ -25,7 +25,9 @@ normalisation, with its own seed folded from the image's seed.
 
 import tensorflow as tf
 
-CIFAR_CONVENTIONS = ("pt", "fb")
+from pyramidnet_tf import options
+
+CIFAR_CONVENTIONS = options.CIFAR_CONVENTIONS
 
 # fb.resnet.torch, 0-255 units.
 CIFAR_STATS = {

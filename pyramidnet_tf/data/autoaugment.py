@@ -39,10 +39,12 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from pyramidnet_tf import options
+
 FILL = 128.0
 MAX_LEVEL = 10.0
 MAX_RANDAUGMENT_MAGNITUDE = 30
-AUTOAUGMENT_POLICIES = ("none", "cifar10", "imagenet")
+AUTOAUGMENT_POLICIES = options.AUTOAUGMENT_POLICIES
 
 # Cubuk et al., "AutoAugment: Learning Augmentation Strategies from Data",
 # CVPR 2019, appendix table of the CIFAR-10 policy: 25 sub-policies of two

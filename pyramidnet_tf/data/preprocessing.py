@@ -13,6 +13,7 @@ import tensorflow as tf
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import autoaugment as autoaugment_lib
 from pyramidnet_tf.data import manifest as manifest_lib
+from pyramidnet_tf import options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Preprocessing:
                                   policy=self._policy)
 
 
-AUGMENTATIONS = ("auto", "cifar", "imagenet")
+AUGMENTATIONS = options.AUGMENTATIONS
 
 
 def preprocessing_for(info_dataset: str, model_dataset: str, image_size: int,

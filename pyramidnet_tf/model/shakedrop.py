@@ -37,8 +37,9 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from pyramidnet_tf.model import layers
+from pyramidnet_tf import options
 
-LEVELS = ("batch", "sample", "pixel")
+LEVELS = options.SHAKEDROP_LEVELS
 DEFAULT_KEEP_PROB = 0.5
 DEFAULT_LEVEL = "batch"
 

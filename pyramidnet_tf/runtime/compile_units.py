@@ -29,8 +29,9 @@ from typing import Optional
 import tensorflow as tf
 
 from pyramidnet_tf.model import units
+from pyramidnet_tf import options
 
-JIT_SCOPES = ("step", "unit")
+JIT_SCOPES = options.JIT_SCOPES
 
 
 class _JitUnit:

@@ -29,8 +29,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-CLUSTER_RESOLVERS = ("tf_config", "slurm")
+from pyramidnet_tf import options
+
+DISTRIBUTIONS = options.DISTRIBUTIONS
+CLUSTER_RESOLVERS = options.CLUSTER_RESOLVERS
 # What SlurmClusterResolver reads when it is given no jobs / tasks_per_node.
 SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
                    "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE")

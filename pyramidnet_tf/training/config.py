@@ -195,6 +195,30 @@ class TrainConfig:
     """One XLA program for the whole forward/backward."""
     return self.runtime.jit_compile and self.runtime.jit_scope == "step"
 
+  def experiment_values(self) -> dict:
+    """The settings that define the experiment, for TensorBoard's hparams.
+
+    The network, the data's treatment, the schedule and optimiser, the
+    regularisers, dtype, sync BN and seed; not where files go, cadences,
+    cluster plumbing or speed knobs that leave the results unchanged.
+    """
+    values = dataclasses.asdict(self.model)
+    data = self.data
+    values.update(image_size=data.image_size, augment=data.augment,
+                  autoaugment=data.autoaugment,
+                  randaugment=(",".join(str(v) for v in data.randaugment)
+                               if data.randaugment else "none"),
+                  cifar_convention=data.cifar_convention)
+    if self.synthetic:
+      values["synthetic_like"] = data.synthetic_like
+    schedule = dataclasses.asdict(self.schedule)
+    schedule["lr_decay_epochs"] = ",".join(
+        str(v) for v in self.schedule.lr_decay_epochs)
+    values.update(schedule)
+    values.update(dtype=self.runtime.dtype, sync_bn=self.runtime.sync_bn,
+                  seed=self.runtime.seed)
+    return values
+
   @property
   def jit_units(self) -> bool:
     """One XLA program per residual unit."""

@@ -86,6 +86,7 @@ class EvalAction:
     self.summaries = summaries
     self.global_step = global_step
     self.split = split
+    self.best: Optional[dict] = None  # lowest top-1 error so far
 
   def __call__(self) -> dict:
     metrics = self.evaluator.run()
@@ -94,7 +95,10 @@ class EvalAction:
         "loss", "top1_error", "top5_error")}, step)
     logging.info("eval at step %d on %s: %s", step, self.split,
                  json.dumps(metrics))
-    return dict(metrics, step=step, split=self.split)
+    result = dict(metrics, step=step, split=self.split)
+    if self.best is None or result["top1_error"] < self.best["top1_error"]:
+      self.best = result
+    return result
 
 
 class TrainLog:
@@ -105,8 +109,9 @@ class TrainLog:
   """
 
   def __init__(self, *, summaries, schedule, global_batch: int,
-               num_workers: int, total_steps: int):
+               num_workers: int, total_steps: int, progress=None):
     self.summaries = summaries
+    self.progress = progress
     self.schedule = schedule
     self.global_batch = global_batch
     self.num_workers = num_workers
@@ -146,8 +151,11 @@ class TrainLog:
       scalars["examples_per_sec"] = rate
       scalars["examples_per_sec_per_worker"] = rate / self.num_workers
     self.summaries.scalars("train", scalars, step)
-    logging.info("step %d/%d: %s", step, self.total_steps,
-                 ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    if self.progress is not None:
+      self.progress.log_line(step, scalars)
+    else:
+      logging.info("step %d/%d: %s", step, self.total_steps,
+                   ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
     self._reset()
     return metrics
 
@@ -189,7 +197,7 @@ class Controller:
                summaries, checkpointer, schedule,
                evaluate: Optional[Callable[[], dict]] = None,
                sigterm: Optional[SigtermFlag] = None,
-               profile_dir: str = ""):
+               profile_dir: str = "", progress=None):
     """Keeps the step, its input and the actions' collaborators.
 
     Args:
@@ -207,6 +215,8 @@ class Controller:
         ``EvalAction``), or None for no evaluation.
       sigterm: the SIGTERM flag to honour, if any.
       profile_dir: where a profiler trace goes.
+      progress: ``progress.TrainProgress`` for the console lines (None:
+        plain log lines of the metrics only).
     """
     self.strategy = strategy
     self.train_step = train_step
@@ -220,6 +230,7 @@ class Controller:
     self.evaluate = evaluate
     self.sigterm = sigterm
     self.profile_dir = profile_dir
+    self.progress = progress
     self._agree = None
     if num_workers > 1:
       self._agree = tf.function(self._any_worker)
@@ -262,9 +273,14 @@ class Controller:
     log = TrainLog(summaries=self.summaries, schedule=self.schedule,
                    global_batch=self.global_batch,
                    num_workers=self.num_workers,
-                   total_steps=cadence.total_steps)
+                   total_steps=cadence.total_steps, progress=self.progress)
     profiler = Profiler(cadence.profile, self.profile_dir)
     metrics = {}
+    first_call = True
+    if self.progress is not None and step < cadence.total_steps:
+      self.progress.compiling()
+    if step < cadence.total_steps:
+      self.summaries.trace_graph()   # the step's graph, once per process
     while step < cadence.total_steps:
       profiler.before(step)
       stop = cadence.next_stop(step)
@@ -279,6 +295,13 @@ class Controller:
       new_step = self._check_call(int(bad_step.numpy()), step)
       log.record(loop_totals, new_step - step, elapsed)
       step = new_step
+      if first_call:
+        self.summaries.write_graph("train_step", step)
+      if self.progress is not None:
+        self.progress.clear()
+        if first_call:
+          self.progress.first_call_done(step)
+      first_call = False
       profiler.after(step)
       if Cadence.hit(step, cadence.log_every) or step >= cadence.total_steps:
         metrics = log.write(step)
@@ -294,6 +317,10 @@ class Controller:
         self.checkpointer.save()
         self.preempted = True
         break
+      if self.progress is not None:
+        self.progress.update(step)
+    if self.progress is not None:
+      self.progress.clear()
     profiler.stop()
     self.summaries.flush()
     return metrics

@@ -19,7 +19,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
-SCHEDULES = ("step", "cosine")
+from pyramidnet_tf import options
+
+SCHEDULES = options.SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
+from pyramidnet_tf import options
 from pyramidnet_tf.training import loss_scale as loss_scale_lib
 from pyramidnet_tf.training import mixing
 
@@ -66,8 +67,7 @@ def stats_vector(loss_sum, top1_correct, top5_correct, examples) -> tf.Tensor:
 # Fold-in constants of the per-replica step seed.
 _MIXING_STREAM, _MODEL_STREAM = 1, 2
 
-DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16,
-          "float16": tf.float16}
+DTYPES = {name: tf.as_dtype(name) for name in options.DTYPES}
 
 
 def cross_entropy(logits, labels, num_classes: int,

@@ -1,5 +1,17 @@
 """TensorBoard output, written by the chief only.
 
+Where: ``<model_dir>/tensorboard`` (``logdir``), one TensorBoard run.
+TensorBoard's hparams dashboard shows no metric values for a session in the
+logdir's root (run "."), so the events live one level down: ``tensorboard
+--logdir <model_dir>`` and ``--logdir`` of a parent of many model dirs both
+show every hparams row with its metrics.
+
+What: scalars (below), the augmented first batch as images, the run's flags
+as text, the experiment's settings as hparams with the eval and train
+metrics declared, the train step's graph once, and (opt-in,
+``--histogram_every_steps``) weight and BN-statistics histograms, which
+would otherwise come first in the Time Series dashboard.
+
 Why a wrapper: in multi-worker runs every worker executes the same code, but
 only the chief may write event files (non-chiefs get a no-op writer), and the
 scalar tag names are a contract other tools read: train/loss,
@@ -8,9 +20,26 @@ train/examples_per_sec, train/step_time, eval/loss, eval/top1_error,
 eval/top5_error (plus train/examples_per_sec_per_worker).
 """
 
-from typing import Dict, Mapping
+import os
+from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
+
+SUBDIR = "tensorboard"
+# (tag, display name) of the metrics declared to the hparams dashboard.
+HPARAM_METRICS = (
+    ("eval/top1_error", "eval top-1 error (%)"),
+    ("eval/top5_error", "eval top-5 error (%)"),
+    ("eval/loss", "eval loss"),
+    ("train/loss", "train loss"),
+    ("train/top1_error", "train top-1 error (%)"),
+    ("train/examples_per_sec", "train images/s"),
+)
+
+
+def logdir(model_dir: str) -> str:
+  """Where a model dir's TensorBoard events go."""
+  return os.path.join(model_dir, SUBDIR)
 
 
 class Summaries:
@@ -84,29 +113,47 @@ class Summaries:
         tf.summary.histogram(base + "/moving_variance",
                              bn.moving_variance.read_value())
 
-  def flags(self, values: Dict[str, object], step: int = 0):
-    """The run's flags as a markdown table and as TensorBoard hparams.
+  def flags(self, values: Dict[str, object],
+            hparams: Optional[Dict[str, object]] = None, step: int = 0):
+    """The run's flags as a markdown table, and its hparams.
 
     Args:
-      values: flag name -> value; values other than bool, int, float and
-        str become strings in the hparams, None values are left out of
-        them.
+      values: every flag name -> value (the text table).
+      hparams: the settings that define the experiment (default: all of
+        ``values``); values other than bool, int, float and str become
+        strings, None values are left out.
       step: the step to record them at.
     """
     if not self.enabled:
       return
-    from tensorboard.plugins.hparams import summary_v2 as hparams  # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
     rows = ["| flag | value |", "|---|---|"]
     rows += [f"| {k} | {v} |" for k, v in sorted(values.items())]
     clean = {}
-    for key, value in values.items():
+    for key, value in (values if hparams is None else hparams).items():
       if isinstance(value, (bool, int, float, str)):
         clean[key] = value
       elif value is not None:
         clean[key] = str(value)
     with self.writer.as_default(step=step):
       tf.summary.text("flags", "\n".join(rows))
-      hparams.hparams(clean)
+      hp.hparams_config(
+          hparams=[hp.HParam(name) for name in sorted(clean)],
+          metrics=[hp.Metric(tag, display_name=name)
+                   for tag, name in HPARAM_METRICS])
+      hp.hparams(clean)
+
+  def trace_graph(self) -> None:
+    """Starts recording the graph of the next traced function (the train
+    step; see ``write_graph``)."""
+    if self.enabled:
+      tf.summary.trace_on(graph=True, profiler=False)
+
+  def write_graph(self, name: str, step: int) -> None:
+    """Writes the graph recorded since ``trace_graph`` (Graphs dashboard)."""
+    if self.enabled:
+      with self.writer.as_default(step=step):
+        tf.summary.trace_export(name=name, step=step)
 
   def flush(self):
     """Writes buffered events to disk."""

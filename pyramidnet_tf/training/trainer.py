@@ -16,7 +16,6 @@ config's field names.
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any, Dict, Optional
 
 from absl import logging
@@ -25,6 +24,7 @@ from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
+from pyramidnet_tf.training import progress as progress_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
 SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
@@ -267,6 +267,49 @@ def build_train_step(config: config_lib.TrainConfig, state: TrainState,
       ema=state.averages)
 
 
+def _devices_text(strategy) -> str:
+  """``2 x GPU`` style summary of the local worker's replica devices."""
+  counts: Dict[str, int] = {}
+  for device in strategy.extended.worker_devices:
+    kind = device.rsplit("device:", 1)[-1].split(":")[0] or device
+    counts[kind] = counts.get(kind, 0) + 1
+  return ", ".join(f"{n} x {kind}" for kind, n in counts.items())
+
+
+def plan_line(config: config_lib.TrainConfig, model, strategy, *,
+              num_workers: int, steps_per_epoch: int, start_step: int,
+              total_steps: int) -> str:
+  """The run's start line: network, length, batch, devices, precision.
+
+  Args:
+    config: the run's configuration.
+    model: the built PyramidNet.
+    strategy: the strategy it trains under.
+    num_workers: hosts taking part.
+    steps_per_epoch: steps per epoch of the train split.
+    start_step: the step training starts or resumes at.
+    total_steps: the step it ends at.
+  """
+  arch = model.arch
+  units = "bottleneck" if arch.bottleneck else "basic"
+  replicas = strategy.num_replicas_in_sync
+  batch = config.schedule.batch_size
+  runtime = config.runtime
+  resumed = f", resuming at step {start_step}" if start_step else ""
+  xla = f"on ({runtime.jit_scope})" if runtime.jit_compile else "off"
+  return (
+      f"training {config.model_dataset} PyramidNet-{arch.depth} "
+      f"({arch.mode} alpha={arch.alpha:g}, {units} units, "
+      f"{model.num_classes} classes): {total_steps} steps = "
+      f"{progress_lib.epochs_text(total_steps / steps_per_epoch)} epochs of "
+      f"{steps_per_epoch} "
+      f"steps{resumed}; global batch {batch} = {replicas} "
+      f"replica{'s' if replicas > 1 else ''} x {batch // replicas} on "
+      f"{num_workers} worker{'s' if num_workers > 1 else ''} "
+      f"({_devices_text(strategy)} each); {runtime.dtype}, XLA {xla}, "
+      f"channel multiple {model.channel_multiple}")
+
+
 def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   """Runs training; returns a result dict (also logged as JSON).
 
@@ -309,7 +352,6 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   model_dir_lock = model_dir_lib.lock(output.model_dir) if chief else None
   _check_batches(config, replicas)
   batch = schedule_config.batch_size
-  per_replica_batch = batch // replicas
 
   plan = plan_data(config)
   info = plan.info
@@ -362,9 +404,10 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   train_input = train_input_fn(config, plan, model.num_classes, start_step)
   dataset = strategy.distribute_datasets_from_function(train_input)
   iterator = iter(dataset)
-  summaries = summaries_lib.Summaries(output.model_dir, chief)
+  summaries = summaries_lib.Summaries(summaries_lib.logdir(output.model_dir),
+                                      chief)
   if start_step == 0:
-    summaries.flags(config.flat())
+    summaries.flags(config.flat(), config.experiment_values())
     # A second iterator over the same dataset: building another dataset
     # would trace its functions on fresh starts only, shifting TF's function
     # names and so missing the persistent XLA cache on the first resume.
@@ -387,10 +430,14 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       total_steps=total_steps, steps_per_loop=runtime.steps_per_loop,
       log_every=output.log_every_steps, checkpoint_every=checkpoint_every,
       eval_every=eval_every if evaluator else 0,
-      histogram_every=output.histogram_every_steps or checkpoint_every,
+      histogram_every=output.histogram_every_steps,
       profile=output.profile_steps)
   sigterm = loop.SigtermFlag()
   sigterm.install()
+  progress = progress_lib.TrainProgress(
+      start_step=start_step, total_steps=total_steps,
+      steps_per_epoch=steps_per_epoch, global_batch=batch,
+      jit_compile=runtime.jit_compile)
   controller = loop.Controller(
       strategy=strategy, train_step=train_step, iterator=iterator,
       cadence=cadence, global_batch=batch, num_workers=num_workers,
@@ -398,12 +445,11 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       evaluate=(loop.EvalAction(evaluator, summaries, global_step,
                                 plan.eval_split)
                 if evaluator else None),
-      sigterm=sigterm, profile_dir=os.path.join(output.model_dir, "profile"))
-  logging.info("training %s: %d replicas on %d worker(s), per-replica batch "
-               "%d, %d steps/epoch, steps %d -> %d, channel multiple %d",
-               config.model_dataset, replicas, num_workers, per_replica_batch,
-               steps_per_epoch, start_step, total_steps,
-               model.channel_multiple)
+      sigterm=sigterm, profile_dir=summaries_lib.logdir(output.model_dir),
+      progress=progress)
+  logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
+                               steps_per_epoch=steps_per_epoch,
+                               start_step=start_step, total_steps=total_steps))
   if compile_cache.resolve_cache_dir(runtime.compile_cache_dir,
                                      output.model_dir, runtime.jit_compile):
     compile_cache.align_function_names()
@@ -429,5 +475,10 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   if model_dir_lock is not None:
     model_dir_lock.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
+  if chief and not controller.preempted:
+    best = controller.evaluate.best if controller.evaluate else None
+    progress.summary(final_step=final_step, last_eval=result["eval"],
+                     best_eval=best, checkpoint=checkpointer.latest(),
+                     model_dir=output.model_dir)
   logging.info("result: %s", json.dumps(result))
   return result

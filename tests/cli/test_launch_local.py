@@ -48,7 +48,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
   for index in range(2):
     mine = [l for l in lines if l.startswith(f"[worker {index}] ")]
     assert any("step 4/4" in l for l in mine), out.stdout[-4000:]
-    assert any("2 replicas on 2 worker(s)" in l for l in mine)
+    assert any("2 replicas x 4 on 2 workers" in l for l in mine)
   assert "[launch_local] all 2 worker(s) exited 0" in lines
   events = glob.glob(os.path.join(model_dir, "**", "events.out.*"),
                      recursive=True)

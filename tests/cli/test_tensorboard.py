@@ -1,12 +1,16 @@
-"""TensorBoard shows a real run: HTTP API values and a headless-browser screenshot.
+"""TensorBoard shows a real run: HTTP API values and headless-browser screenshots.
 
-Trains a tiny model (with evaluation), starts TensorBoard on 127.0.0.1 over its
-model_dir, and checks through TensorBoard's own HTTP API that our scalar tags
-hold exactly the values the run wrote (read independently from the event
-files). Then headless Chromium (Debian's `chromium`, installed by .ci/run)
-screenshots the scalars dashboard; that part skips with a message only where
-no Chromium can be found.
+Trains a tiny model (with evaluation and histograms), starts TensorBoard on
+127.0.0.1 over its model_dir, and checks through TensorBoard's own HTTP API
+that our scalar tags hold exactly the values the run wrote (read
+independently from the event files), that the hparams dashboard has the
+experiment's settings with metric values (with the model dir and with a
+parent of it as --logdir), and that the graph, images, text and histograms
+dashboards have data. Then headless Chromium (Debian's `chromium`, installed
+by .ci/run) screenshots every one of those dashboards; that part skips with a
+message only where no Chromium can be found.
 """
+import contextlib
 
 import glob
 import json
@@ -65,17 +69,20 @@ def run_dir(tmp_path_factory):
   result = fx.run_cli("pyramidnet_tf.train", fx.TINY_MODEL + [
       f"--data_dir={data}", f"--model_dir={model_dir}", "--nobottleneck",
       "--batch_size=16", "--epochs=2", "--steps_per_loop=2",
-      "--log_every_steps=2", "--eval_every_epochs=1", "--lr=0.05"])
+      "--log_every_steps=2", "--eval_every_epochs=1", "--lr=0.05",
+      "--histogram_every_steps=4"])
   assert result.returncode == 0, result.stderr[-3000:]
   return model_dir
 
 
-@pytest.fixture(scope="module")
-def tensorboard(run_dir):
+@contextlib.contextmanager
+def _serve(logdir: str):
+  """TensorBoard over ``logdir`` on a free port; yields (base URL, tags)."""
   port = _free_port()
-  log = open(os.path.join(os.path.dirname(run_dir), "tensorboard.log"), "w")
+  log = open(os.path.join(os.path.dirname(logdir.rstrip("/")),
+                          f"tensorboard_{port}.log"), "w")
   process = subprocess.Popen(
-      [sys.executable, "-m", "tensorboard.main", f"--logdir={run_dir}",
+      [sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
        "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
        "--reload_interval=1"],
       stdout=log, stderr=subprocess.STDOUT, env=fx.cli_env())
@@ -103,6 +110,98 @@ def tensorboard(run_dir):
     except subprocess.TimeoutExpired:
       process.kill()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def tensorboard(run_dir):
+  with _serve(run_dir) as served:
+    yield served
+
+
+def _post(url: str, body: dict):
+  request = urllib.request.Request(
+      url, data=json.dumps(body).encode(),
+      headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+  with urllib.request.urlopen(request, timeout=30) as response:
+    return json.loads(response.read().decode())
+
+
+def _hparams(base: str):
+  experiment = _post(f"{base}/data/plugin/hparams/experiment",
+                     {"experimentName": ""})
+  groups = _post(f"{base}/data/plugin/hparams/session_groups", {
+      "experimentName": "", "startIndex": 0, "sliceSize": 10,
+      "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                          "STATUS_FAILURE", "STATUS_RUNNING"],
+      "colParams": []})
+  return experiment, groups.get("sessionGroups", [])
+
+
+def test_hparams_show_the_experiments_settings_and_metric_values_with_either_logdir(
+    run_dir, tensorboard):
+  written = _event_scalars(run_dir)
+  last_error = written["eval/top1_error"][max(written["eval/top1_error"])]
+  with _serve(os.path.dirname(run_dir)) as parent:
+    for base in (tensorboard[0], parent[0]):
+      experiment, groups = _hparams(base)
+      names = {info["name"] for info in experiment["hparamInfos"]}
+      assert {"depth", "alpha", "lr", "batch_size", "weight_decay",
+              "dtype"} <= names
+      assert not names & {"model_dir", "data_dir", "slurm_port_base",
+                          "cpu_devices", "log_every_steps", "steps_per_loop"}
+      metrics = {m["name"]["tag"]: m for m in experiment["metricInfos"]}
+      assert "eval/top1_error" in metrics
+      assert metrics["eval/top1_error"]["displayName"] == (
+          "eval top-1 error (%)")
+      assert len(groups) == 1, groups
+      values = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}
+      assert values.get("eval/top1_error") == pytest.approx(last_error), (
+          base, groups[0])
+      assert "train/loss" in values
+
+
+def test_graph_images_text_and_histograms_dashboards_have_data(tensorboard):
+  base, _ = tensorboard
+  listing = _get(f"{base}/data/plugins_listing")
+  for plugin in ("scalars", "images", "histograms", "text", "hparams",
+                 "graphs", "timeseries"):
+    assert listing[plugin]["enabled"], (plugin, listing[plugin])
+  runs = _get(f"{base}/data/plugin/graphs/info")
+  (run,) = [name for name, info in runs.items()
+            if info.get("tags", {}).get("train_step", {}).get("op_graph")]
+  with urllib.request.urlopen(f"{base}/data/plugin/graphs/graph?" +
+                              urllib.parse.urlencode({
+                                  "run": run, "tag": "train_step",
+                                  "conceptual": "false"}),
+                              timeout=30) as response:
+    graph = response.read().decode()
+  assert graph.count("node {") > 50  # the train step's ops
+  assert "Conv2D" in graph
+  text_tags = _get(f"{base}/data/plugin/text/tags")
+  assert any("flags" in tags for tags in text_tags.values())
+  image_tags = _get(f"{base}/data/plugin/images/tags")
+  assert any("train/augmented_images" in tags for tags in image_tags.values())
+  histogram_tags = _get(f"{base}/data/plugin/histograms/tags")
+  flat = [t for tags in histogram_tags.values() for t in tags]
+  assert any(t.startswith("weights/") for t in flat)
+  assert any(t.startswith("batch_norm/") for t in flat)
+
+
+def test_time_series_opens_on_scalars_not_histograms(run_dir):
+  """Histograms are opt-in: without the flag a run writes none."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  model_dir = os.path.join(os.path.dirname(run_dir), "no_histograms")
+  data = os.path.join(os.path.dirname(run_dir), "data")
+  result = fx.run_cli("pyramidnet_tf.train", fx.TINY_MODEL + [
+      f"--data_dir={data}", f"--model_dir={model_dir}", "--nobottleneck",
+      "--batch_size=16", "--train_steps=2", "--log_every_steps=1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  acc = event_accumulator.EventAccumulator(os.path.join(model_dir,
+                                                        "tensorboard"))
+  acc.Reload()
+  tensors = acc.Tags()["tensors"]
+  assert "train/loss" in tensors
+  assert not [t for t in tensors if t.startswith(("weights/", "batch_norm/"))]
 
 
 def test_scalars_api_holds_the_runs_values(run_dir, tensorboard):
@@ -137,13 +236,18 @@ def _chromium():
   return None
 
 
-def test_scalars_dashboard_screenshot(run_dir, tensorboard, tmp_path):
+DASHBOARDS = ("timeseries", "scalars", "images", "histograms", "text",
+              "hparams", "graphs")
+
+
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_dashboard_screenshot(run_dir, tensorboard, tmp_path, dashboard):
   browser = _chromium()
   if browser is None:
     pytest.skip("no Chromium on this machine (.ci/run installs Debian's "
                 "chromium; `apt-get install chromium` here)")
   base, _ = tensorboard
-  shot = tmp_path / "scalars.png"
+  shot = tmp_path / f"{dashboard}.png"
   # Chromium puts a Unix socket in TMPDIR; sandboxed test dirs (Bazel) can
   # exceed the 107-byte socket path limit, so give it a short one.
   try:
@@ -158,8 +262,8 @@ def test_scalars_dashboard_screenshot(run_dir, tensorboard, tmp_path):
        f"--user-data-dir={os.path.join(short, 'profile')}",
        "--window-size=1280,900",
        "--virtual-time-budget=15000", f"--screenshot={shot}",
-       f"{base}/?runFilter=&tagFilter=train#scalars"],
-      capture_output=True, text=True, timeout=120, check=False, env=env)
+       f"{base}/#{dashboard}"],
+      capture_output=True, text=True, timeout=180, check=False, env=env)
   shutil.rmtree(short, ignore_errors=True)
   assert result.returncode == 0 and shot.exists(), result.stderr[-3000:]
   image = tf.io.decode_png(shot.read_bytes(), channels=3).numpy()
@@ -167,10 +271,10 @@ def test_scalars_dashboard_screenshot(run_dir, tensorboard, tmp_path):
   # A rendered dashboard, not a blank or error page: many distinct colours
   # (charts, text, the orange TensorBoard header).
   colours = np.unique(image.reshape(-1, 3)[::7], axis=0)
-  assert len(colours) > 50, len(colours)
+  assert len(colours) > 50, (dashboard, len(colours))
   header = image[:40].reshape(-1, 3).mean(axis=0)
   assert header[0] > 200 and header[2] < 120, header  # orange-ish bar
   saved = os.environ.get("PYRAMIDNET_SCREENSHOT_DIR")
   if saved:
     os.makedirs(saved, exist_ok=True)
-    shutil.copy(shot, os.path.join(saved, "tensorboard_scalars.png"))
+    shutil.copy(shot, os.path.join(saved, f"tensorboard_{dashboard}.png"))

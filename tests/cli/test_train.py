@@ -47,7 +47,7 @@ def test_learns_writes_summaries_and_imports_no_keras(data_dir, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-c", _NO_KERAS_WRAPPER] + _args(
           data_dir, model_dir, "--epochs=5", "--lr_schedule=cosine",
-          "--eval_every_epochs=5"),
+          "--eval_every_epochs=5", "--histogram_every_steps=12"),
       cwd=fx.REPO, env=fx.cli_env(), capture_output=True, text=True,
       timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,7 +61,8 @@ def test_learns_writes_summaries_and_imports_no_keras(data_dir, tmp_path):
   assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-30")
 
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  acc = event_accumulator.EventAccumulator(model_dir, size_guidance={
+  acc = event_accumulator.EventAccumulator(
+      os.path.join(model_dir, "tensorboard"), size_guidance={
       event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
   acc.Reload()
   tags = set(acc.Tags()["tensors"])
@@ -204,7 +205,8 @@ def test_synthetic_data_mirrored_sync_bn_bfloat16(tmp_path):
       "--dtype=bfloat16", "--log_every_steps=2", "--profile_steps=1,3"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "2 replicas" in proc.stderr
-  traces = glob.glob(os.path.join(str(tmp_path), "profile", "**", "*.xplane.pb"),
+  traces = glob.glob(os.path.join(str(tmp_path), "tensorboard", "plugins", "profile",
+                                  "**", "*.xplane.pb"),
                      recursive=True)
   assert traces, os.listdir(str(tmp_path))
   result = fx.train_result(proc.stderr)

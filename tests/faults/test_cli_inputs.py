@@ -380,9 +380,11 @@ def test_train_flags_are_checked_before_tensorflow_work(args, message,
     ("pyramidnet_tf.train", ["--lr=nan"], "pyramidnet_tf.train: error: --lr "
      "must be a finite number > 0; got nan"),
     ("pyramidnet_tf.train", ["--cpu_devices=0"],
-     "flag --cpu_devices=0: --cpu_devices must be an integer >= 1; got 0"),
+     "pyramidnet_tf.train: error: --cpu_devices must be an integer >= 1; "
+     "got 0"),
     ("pyramidnet_tf.evaluate", ["--eval_batch_size=-1"],
-     "flag --eval_batch_size=-1: --eval_batch_size must be an integer >= 0"),
+     "pyramidnet_tf.evaluate: error: --eval_batch_size must be an integer "
+     ">= 0"),
     ("pyramidnet_tf.describe", ["--drop_rate=nan"],
      "pyramidnet_tf.describe: error: --drop_rate must be a finite number in "
      "[0, 1); got nan"),

@@ -150,9 +150,9 @@ def test_two_slurm_resolved_workers_train_together(tmp_path):
     break
   assert codes == [0, 0], "\n=====\n".join(t[-3000:] for t in text)
   assert f"'worker': ['127.0.0.1:{base}', '127.0.0.1:{base + 1}']" in text[0]
-  assert "2 replicas on 2 worker(s)" in text[0]
+  assert "2 replicas x 4 on 2 workers" in text[0]
   results = [fx.train_result(t) for t in text]
   assert results[0]["step"] == results[1]["step"] == 2
   assert results[0]["weights_fingerprint"] == results[1][
       "weights_fingerprint"]
-  assert len(glob.glob(os.path.join(model_dir, "events.out.*"))) == 1
+  assert len(glob.glob(os.path.join(model_dir, "tensorboard", "events.out.*"))) == 1

@@ -103,7 +103,7 @@ def test_two_workers_agree_and_only_the_chief_writes(data_dir, tmp_path,
   assert results[0]["weights_fingerprint"] == results[1][
       "weights_fingerprint"]
   assert results[0]["step"] == results[1]["step"] == 6
-  assert "2 replicas on 2 worker(s)" in logs[0]
+  assert "2 replicas x 4 on 2 workers" in logs[0]
   # Only the chief's events and checkpoints; no temp dir left behind.
   events = glob.glob(os.path.join(model_dir, "**", "events.out.*"),
                      recursive=True)

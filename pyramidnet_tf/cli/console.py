@@ -1,0 +1,138 @@
+"""How every command-line tool starts: help, flag files, quiet logs, errors.
+
+``run(prog, main, doc=..., groups=...)`` replaces ``absl.app.run`` for the
+tools of ``pyramidnet_tf``:
+
+1. ``--recipe=NAME`` and ``--flagfile=flags/...`` are resolved to shipped
+   flagfiles (``recipes``); ``--recipes`` lists them.
+2. ``--help`` / ``-h`` / ``--helpshort`` print the tool's task-grouped flags
+   (``usage``), ``--helpfull`` every flag; both exit 0 without importing
+   TensorFlow.
+3. After parsing, logging is made quiet unless ``--verbosity`` >= 1: the
+   tool's own lines without absl's ``I1203 07:10:00.123 1234 file.py:12]``
+   prefix, TensorFlow's C++ log at ERROR and its Python log at ERROR
+   (TensorFlow is imported later, by the code that needs it, so the
+   setting is in place when it loads).
+4. ``main`` runs under ``errors.guard``: every out-of-range flag is reported
+   at once, and expected failures end with one line.
+"""
+
+import logging
+import os
+import sys
+from typing import Callable, Optional
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from pyramidnet_tf.cli import errors
+from pyramidnet_tf.cli import recipes
+from pyramidnet_tf.cli import usage
+
+FLAGS = flags.FLAGS
+_HELP = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
+_HELPFULL = ("--helpfull", "-helpfull")
+
+
+class PlainFormatter(logging.Formatter):
+  """A log record as its message; warnings and errors say what they are."""
+
+  def format(self, record):
+    message = record.getMessage()
+    if record.exc_info:
+      message += "\n" + self.formatException(record.exc_info)
+    if record.levelno >= logging.ERROR:
+      return f"error: {message}"
+    if record.levelno >= logging.WARNING:
+      return f"warning: {message}"
+    return message
+
+
+class OtherLibrariesFilter(logging.Filter):
+  """Drops other libraries' records below ERROR (TensorFlow logs INFO lines
+  such as checkpoint sharding timings through absl, the same logger as
+  ours)."""
+
+  _PACKAGES = ("tensorflow", "tensorboard", "keras", "tf_keras")
+
+  def filter(self, record):
+    if record.levelno >= logging.ERROR:
+      return True
+    parts = record.pathname.replace("\\", "/").split("/")
+    return not any(package in parts for package in self._PACKAGES)
+
+
+def verbose() -> bool:
+  """Whether the user asked for more than the quiet default."""
+  try:
+    return FLAGS["verbosity"].value >= 1
+  except (KeyError, flags.UnparsedFlagAccessError):
+    return False
+
+
+def configure_logging(is_verbose: bool) -> None:
+  """Quiet (default) or verbose logging for the rest of the process.
+
+  Args:
+    is_verbose: keep absl's prefixes and TensorFlow's own log lines.
+  """
+  if is_verbose:
+    return
+  # Read by TensorFlow's C++ runtime when it loads; a value the user set wins.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.getLogger("tensorflow").setLevel(logging.ERROR)
+  handler = absl_logging.get_absl_handler()
+  handler.python_handler.setFormatter(PlainFormatter())
+  if not any(isinstance(f, OtherLibrariesFilter) for f in handler.filters):
+    handler.addFilter(OtherLibrariesFilter())
+  # TensorFlow's deprecation notices go through the warnings module too.
+  import warnings  # pylint: disable=g-import-not-at-top
+  for module in ("tensorflow", "keras", "tensorboard"):
+    warnings.filterwarnings("ignore", module=module)
+
+
+def _print_help(prog: str, doc: str, groups: usage.Groups, knobs,
+                full: bool) -> None:
+  sys.stdout.write(usage.help_text(prog, doc, groups, knobs, full=full))
+  sys.stdout.flush()
+
+
+def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
+        knobs=(), check_flags: bool = True,
+        flags_parser: Optional[Callable] = None) -> None:
+  """Runs a tool's ``main`` as described in the module docstring.
+
+  Args:
+    prog: the tool's name in messages, e.g. "pyramidnet_tf.train".
+    main: the absl main (takes the remaining argv).
+    doc: what the tool does, with example commands (its module docstring).
+    groups: the task groups of its flags (``usage``).
+    knobs: the flags --helpfull adds; None = every other project flag.
+    check_flags: report ``errors.flag_problems`` before ``main`` (False when
+      ``main`` reports them together with its own checks).
+    flags_parser: absl's ``flags_parser`` hook, if the tool needs one.
+  """
+  argv = list(sys.argv)
+  options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if "--recipes" in options or "-recipes" in options:
+    sys.stdout.write(recipes.listing())
+    sys.exit(0)
+  if any(arg in _HELPFULL for arg in options):
+    _print_help(prog, doc, groups, knobs, full=True)
+    sys.exit(0)
+  if any(arg in _HELP for arg in options):
+    _print_help(prog, doc, groups, knobs, full=False)
+    sys.exit(0)
+  try:
+    argv = recipes.expand_argv(argv)
+  except recipes.RecipeError as e:
+    sys.exit(f"{prog}: error: {e}")
+
+  def quiet_main(remaining):
+    configure_logging(verbose())
+    return main(remaining)
+
+  kwargs = {} if flags_parser is None else {"flags_parser": flags_parser}
+  app.run(errors.guard(prog, quiet_main, check_flags=check_flags),
+          argv=argv, **kwargs)

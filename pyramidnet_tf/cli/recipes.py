@@ -1,0 +1,127 @@
+"""Shipped flagfiles: found by name, and by their repository path anywhere.
+
+Every paper row and published recipe is a flagfile under ``flags/``. In a
+checkout they sit next to the package; a ``pip install`` ships them inside
+it as ``pyramidnet_tf/recipes/`` (setup.py maps ``flags/`` there). Two ways
+to name one, both working from any directory:
+
+* ``--recipe=cifar10/pyramidnet110_a48`` (the path under ``flags/``,
+  ``.flags`` optional);
+* ``--flagfile=flags/cifar10/pyramidnet110_a48.flags``, the path the
+  flagfiles' own "Run:" lines and the README use: when no such file exists
+  relative to the working directory, the shipped one is read.
+
+``expand_argv`` rewrites both into a ``--flagfile`` of an existing file
+before absl parses the command line.
+"""
+
+import os
+from typing import List, Optional
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUFFIX = ".flags"
+
+
+class RecipeError(ValueError):
+  """An unknown recipe name; the message lists the known ones."""
+
+
+def recipes_dir() -> Optional[str]:
+  """The directory of the shipped flagfiles, or None when there is none."""
+  for candidate in (os.path.join(_PACKAGE_DIR, "recipes"),
+                    os.path.join(os.path.dirname(_PACKAGE_DIR), "flags")):
+    if os.path.isdir(candidate):
+      return candidate
+  return None
+
+
+def names() -> List[str]:
+  """Every shipped flagfile, as ``--recipe`` takes it (no ``.flags``)."""
+  root = recipes_dir()
+  found = []
+  if root is None:
+    return found
+  for folder, _, files in os.walk(root):
+    for name in files:
+      if name.endswith(SUFFIX):
+        path = os.path.relpath(os.path.join(folder, name), root)
+        found.append(path[:-len(SUFFIX)].replace(os.sep, "/"))
+  return sorted(found)
+
+
+def summary(name: str) -> str:
+  """The first comment line of recipe ``name`` (what it is)."""
+  with open(path_of(name), encoding="utf-8") as f:
+    for line in f:
+      if line.startswith("#"):
+        return line.lstrip("# ").strip()
+  return ""
+
+
+def path_of(name: str) -> str:
+  """The file of recipe ``name``.
+
+  Raises:
+    RecipeError: no such recipe; the message lists them.
+  """
+  root = recipes_dir()
+  relative = name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
+  if relative.startswith("flags/"):
+    relative = relative[len("flags/"):]
+  if root is not None:
+    path = os.path.join(root, *relative.split("/")) + SUFFIX
+    if os.path.isfile(path):
+      return path
+  known = names()
+  raise RecipeError(
+      f"--recipe={name}: no such shipped flagfile; choices: "
+      f"{', '.join(known) if known else '(none installed)'}")
+
+
+def expand_argv(argv: List[str]) -> List[str]:
+  """``argv`` with ``--recipe`` and missing ``flags/...`` flagfiles resolved.
+
+  Args:
+    argv: the command line (program name first).
+
+  Raises:
+    RecipeError: for an unknown ``--recipe`` (or ``--recipe`` without a
+      name).
+  """
+  out = argv[:1]
+  args = iter(argv[1:])
+  for arg in args:
+    if arg == "--":
+      out.append(arg)
+      out.extend(args)
+      break
+    if arg in ("--recipe", "-recipe"):
+      value = next(args, None)
+      if value is None:
+        raise RecipeError("--recipe needs a name, e.g. "
+                          "--recipe=cifar10/pyramidnet110_a48")
+      out.append(f"--flagfile={path_of(value)}")
+    elif arg.startswith(("--recipe=", "-recipe=")):
+      out.append(f"--flagfile={path_of(arg.split('=', 1)[1])}")
+    elif arg.startswith(("--flagfile=", "-flagfile=")):
+      value = arg.split("=", 1)[1]
+      if (not os.path.exists(value) and
+          value.replace(os.sep, "/").startswith("flags/")):
+        try:
+          value = path_of(value)
+        except RecipeError:
+          pass  # absl reports the missing file with its own path
+      out.append(f"--flagfile={value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def listing() -> str:
+  """``--recipes``: every shipped flagfile and its first comment line."""
+  known = names()
+  if not known:
+    return "no shipped flagfiles found\n"
+  width = max(len(name) for name in known)
+  lines = [f"{name:<{width}}  {summary(name)}" for name in known]
+  return "\n".join(lines) + f"\n\nfrom {recipes_dir()}\n"
