@@ -11,6 +11,8 @@ from typing import Callable
 
 from absl import flags
 
+from pyramidnet_tf.cli import console
+
 from data_prep import DataPrepError
 
 
@@ -44,6 +46,8 @@ def main_with_errors(tool: str, body: Callable[[], int]) -> Callable:
   """An absl main that runs `body`; DataPrepError and OSError become 'tool: error: ...', exit 1."""
 
   def main(argv):
+    # Plain lines (no absl prefixes) unless --verbosity >= 1, as the trainer's tools.
+    console.configure_logging(console.verbose())
     if len(argv) > 1:  # one line, not absl's full help text
       print(f"{tool}: error: unexpected arguments: {' '.join(argv[1:])} (every input is a "
             "--flag; see --helpshort)", file=sys.stderr)

@@ -1,20 +1,20 @@
-"""TensorFlow for data_prep, imported on first use and without Keras.
+"""TensorFlow for data_prep, imported on first use, without Keras or banners.
 
 Planning a conversion and the main process of a worker pool need no TensorFlow, so it is
-imported only where records are written or read. The TensorFlow wheel depends on Keras and
-its __init__ imports parts of Keras when Keras is installed; data_prep uses no Keras, so
-TensorFlow is imported with `keras` / `tf_keras` hidden (they import normally again
-afterwards). PYRAMIDNET_TF_ALLOW_KERAS=1 turns the hiding off.
+imported only where records are written or read, through the same guards as the trainer's
+(``pyramidnet_tf.tf_import``: Keras hidden while TensorFlow imports, TensorFlow's start-up
+banners dropped). PYRAMIDNET_TF_ALLOW_KERAS=1 turns the Keras hiding off.
 """
 
 import os
-import sys
+
+from pyramidnet_tf import tf_import as guarded_import
 
 _tf_module = None
 
 
 def tensorflow():
-  """The tensorflow module, imported (without Keras) on the first call.
+  """The tensorflow module, imported on the first call.
 
   Returns:
     The module.
@@ -22,16 +22,7 @@ def tensorflow():
   global _tf_module
   if _tf_module is None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    hidden = []
-    if "tensorflow" not in sys.modules and os.environ.get("PYRAMIDNET_TF_ALLOW_KERAS") != "1":
-      hidden = [name for name in ("keras", "tf_keras") if name not in sys.modules]
-    for name in hidden:
-      sys.modules[name] = None  # `import keras` raises ImportError while TF imports
-    try:
+    with guarded_import.keras_hidden(), guarded_import.banners_dropped():
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    finally:
-      for name in hidden:
-        if name in sys.modules and sys.modules[name] is None:
-          del sys.modules[name]
     _tf_module = tf
   return _tf_module

@@ -280,3 +280,13 @@ def test_predict_on_a_model_dir_says_to_export_first_in_one_line(
       "directory (checkpoints), not an export: run `python -m "
       f"pyramidnet_tf.export --model_dir={model_dir} --export_dir=EXPORT_DIR`"
       " first, then pass --saved_model=EXPORT_DIR")
+
+
+def test_demo_flags_state_the_error_the_readme_quickstart_shows():
+  readme = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
+  demo = open(os.path.join(REPO_ROOT, "flags", "demo.flags"),
+              encoding="utf-8").read()
+  (shown,) = re.findall(r"quickstart done in \d+ s: validation top-1 error "
+                        r"([\d.]+) %", readme)
+  (stated,) = re.findall(r"Measured top-1 error: ([\d.]+) %", demo)
+  assert shown == stated
