@@ -113,6 +113,35 @@ def _check_architecture(f) -> None:
     raise ConfigError(str(e)) from None
 
 
+def _check_data_service(f) -> None:
+  """--data_service and its companions (format and combinations)."""
+  import re  # pylint: disable=g-import-not-at-top
+  if not f.data_service:
+    for name in ("data_service_mode", "data_service_job_name"):
+      if f[name].present:
+        raise ConfigError(f"--{name} needs --data_service=grpc://HOST:PORT")
+    return
+  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  try:
+    service_address.parse_address("data_service", f.data_service)
+  except cli.UserError as e:
+    raise ConfigError(str(e)) from None
+  if f.dataset == "synthetic":
+    raise ConfigError("--data_service has nothing to prepare with "
+                      "--dataset=synthetic; drop one of the two")
+  if f.deterministic:
+    raise ConfigError("--data_service cannot be --deterministic: the order "
+                      "in which service workers deliver batches varies; "
+                      "drop one of the two")
+  if f.cache_data:
+    raise ConfigError("--cache_data does not apply with --data_service (the "
+                      "service workers read the records); drop it")
+  if f.data_service_job_name and not re.match(r"^[A-Za-z0-9._\-]+$",
+                                              f.data_service_job_name):
+    raise ConfigError("--data_service_job_name takes letters, digits and "
+                      f". _ -; got {f.data_service_job_name!r}")
+
+
 def check_checkpoint_flags(f=FLAGS) -> None:
   """Checkpoint flags and --model_dir (writable), before TensorFlow starts.
 
@@ -152,6 +181,7 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   profile = _profile_steps(f)
   decay_epochs = _decay_epochs(f)
   _check_architecture(f)
+  _check_data_service(f)
   if check_model_dir:
     check_checkpoint_flags(f)
   values = {name: f[name].value for name in config_lib.field_names()}
