@@ -20,6 +20,8 @@ import time
 import pytest
 
 from pyramidnet_tf import launch_local
+from pyramidnet_tf.training import config as config_lib
+from pyramidnet_tf.training import trainer
 from tests import train_fixtures as fx
 
 _START_TIMEOUT = 120
@@ -177,8 +179,9 @@ def test_training_survives_a_lost_worker_and_a_dispatcher_restart(service,
                               train_per_class=8, eval_per_class=2, size=16,
                               shards=3)
   steps = 40
+  model_dir = str(tmp_path / "model")
   args = fx.TINY_MODEL + [
-      f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'model'}",
+      f"--data_dir={data_dir}", f"--model_dir={model_dir}",
       "--batch_size=8", f"--train_steps={steps}", "--steps_per_loop=1",
       "--log_every_steps=1", "--eval_every_epochs=0", "--noeval_at_end",
       "--checkpoint_every_steps=1000", "--collective_timeout=120",
@@ -202,7 +205,13 @@ def test_training_survives_a_lost_worker_and_a_dispatcher_restart(service,
         trainers.wait(timeout=30)
   text = open(log_path).read()
   assert code == 0, text[-4000:]
-  assert "training input from the tf.data service" in text
+  # The trainers' job is in the dispatcher's journal: they read through it.
+  job = trainer.service_job_name(config_lib.TrainConfig.from_values(
+      {"model_dir": model_dir}), 0)
+  journal = b"".join(
+      open(os.path.join(parent, name), "rb").read()
+      for parent, _, names in os.walk(service.work_dir) for name in names)
+  assert job.encode() in journal
   results = _results(text)
   assert results[0]["step"] == results[1]["step"] == steps
   assert (results[0]["weights_fingerprint"] ==
