@@ -112,7 +112,8 @@ def service(tmp_path):
     s.close()
 
 
-def _id_dataset(files, service, job_name, epochs):
+def _id_dataset(files, service, job_name, epochs,
+                mode="distributed_epoch"):
   """The trainer's service path with a ``prepare`` that yields record ids."""
   from pyramidnet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
 
@@ -120,7 +121,7 @@ def _id_dataset(files, service, job_name, epochs):
     del record
     return epoch, file_index * 1000 + index
   return pipeline.service_stream(
-      files, prepare, seed=3, service=service, mode="distributed_epoch",
+      files, prepare, seed=3, service=service, mode=mode,
       job_name=job_name, start_epoch=1, end_epoch=1 + epochs,
       shuffle_buffer=4)
 
@@ -153,7 +154,14 @@ def test_every_record_once_per_epoch_across_consumers(service, tmp_path):
   assert sorted(counts) == sorted((e, i) for e in range(1, 1 + epochs)
                                   for i in ids)
   assert seen[0] and seen[1]   # the job was shared, not duplicated
-  assert service.stop() == [0, 0, 0]
+  # parallel_epochs: each service worker makes whole epochs of its own, with
+  # its own salt in the epoch's seeds, so no element is a copy of another.
+  parallel = [(int(e), int(i)) for e, i in _id_dataset(
+      files, service.address, "parallel", 2, mode="parallel_epochs")]
+  assert len(parallel) == 2 * 2 * len(ids)   # 2 workers x 2 epochs
+  assert len(set(parallel)) == len(parallel)
+  assert collections.Counter(i for _, i in parallel) == {i: 4 for i in ids}
+  assert service.stop() == [0, 0, 0]   # SIGTERM: every server exits 0
 
 
 def _wait_for(log_path, text, proc, timeout):
