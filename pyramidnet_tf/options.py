@@ -24,3 +24,5 @@ SCHEDULES = ("step", "cosine")
 DTYPES = ("float32", "bfloat16", "float16")
 # model.shakedrop: the granularity of ShakeDrop's random draws.
 SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
+# data.pipeline: how tf.data service workers split the training input.
+SERVICE_MODES = ("distributed_epoch", "parallel_epochs")

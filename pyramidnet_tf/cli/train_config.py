@@ -126,6 +126,35 @@ def _checkpoint_problems(f, problems: List[str]) -> None:
                     f"epoch); got {f.checkpoint_every_steps}")
 
 
+def _check_data_service(f, problems: List[str]) -> None:
+  """--data_service and its companions (format and combinations)."""
+  import re  # pylint: disable=g-import-not-at-top
+  if not f.data_service:
+    for name in ("data_service_mode", "data_service_job_name"):
+      if f[name].present:
+        problems.append(f"--{name} needs --data_service=grpc://HOST:PORT")
+    return
+  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  try:
+    service_address.parse_address("data_service", f.data_service)
+  except cli.UserError as e:
+    problems.append(str(e))
+  if f.dataset == "synthetic":
+    problems.append("--data_service has nothing to prepare with "
+                    "--dataset=synthetic; drop one of the two")
+  if f.deterministic:
+    problems.append("--data_service cannot be --deterministic: the order "
+                    "in which service workers deliver batches varies; "
+                    "drop one of the two")
+  if f.cache_data:
+    problems.append("--cache_data does not apply with --data_service (the "
+                    "service workers read the records); drop it")
+  if f.data_service_job_name and not re.match(r"^[A-Za-z0-9._\-]+$",
+                                              f.data_service_job_name):
+    problems.append("--data_service_job_name takes letters, digits and "
+                    f". _ -; got {f.data_service_job_name!r}")
+
+
 def check_checkpoint_flags(f=FLAGS) -> None:
   """Checkpoint flags and --model_dir (writable), before TensorFlow starts.
 
@@ -172,6 +201,7 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   profile = _profile_steps(f, problems)
   decay_epochs = _decay_epochs(f, problems)
   _check_architecture(f, problems)
+  _check_data_service(f, problems)
   if check_model_dir:
     _checkpoint_problems(f, problems)
   if problems:

@@ -131,6 +131,24 @@ flags.DEFINE_list("randaugment", [],
                   "from its 14, each at magnitude M (0..30 on AutoAugment's "
                   "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
                   "off. Not with --autoaugment.")
+flags.DEFINE_string("data_service", "",
+                    "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(python -m pyramidnet_tf.data_service): the training "
+                    "input is read, decoded and augmented on its workers "
+                    "instead of this host's CPUs. Empty: local input. "
+                    "Evaluation stays local.")
+flags.DEFINE_enum("data_service_mode", "distributed_epoch",
+                  list(options.SERVICE_MODES),
+                  "With --data_service: distributed_epoch = the service "
+                  "workers share each epoch file by file, every example once "
+                  "per epoch; parallel_epochs = every service worker "
+                  "produces whole epochs of its own (examples repeat across "
+                  "workers).")
+flags.DEFINE_string("data_service_job_name", "",
+                    "With --data_service: the job all trainer workers of this "
+                    "run share (letters, digits, . _ -); empty: derived from "
+                    "--model_dir. The resume step is appended, so a resumed "
+                    "run starts a fresh job.")
 
 # The range of each numeric trainer and model flag that its absl type leaves
 # open: "nan" and "inf" parse as floats, absl's bounds let nan through, and a

@@ -22,7 +22,8 @@ _CLUSTER = ("distribution", "cluster_resolver", "collective_timeout")
 
 TRAIN_GROUPS: Groups = (
     ("Model", _MODEL),
-    ("Data", ("data_dir", "image_size", "augment", "cifar_convention")),
+    ("Data", ("data_dir", "image_size", "augment", "cifar_convention",
+              "data_service", "data_service_mode", "data_service_job_name")),
     ("Schedule and optimiser", (
         "batch_size", "epochs", "train_steps", "lr", "lr_schedule",
         "lr_decay_epochs", "lr_decay_factor", "warmup_epochs", "momentum",
@@ -80,6 +81,11 @@ IMPORT_GROUPS: Groups = (
         "drop_rate", "shakedrop", "shakedrop_pl", "shakedrop_level")),
 )
 IMPORT_KNOBS = ()
+
+DATA_SERVICE_GROUPS: Groups = (
+    ("Server", ("role", "port", "dispatcher", "work_dir", "worker_address")),
+)
+DATA_SERVICE_KNOBS = ("worker_timeout", "heartbeat_interval")
 
 _FLAGFILE_OPTIONS = """\
 Command-line files:

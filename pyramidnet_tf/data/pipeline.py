@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from pyramidnet_tf import options
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
@@ -209,3 +210,143 @@ def synthetic_dataset(image_size: int, num_classes: int,
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.OFF)
   return ds.with_options(options)
+
+
+# Processing modes of ``service_train_dataset`` (TensorFlow's names).
+SERVICE_MODES = options.SERVICE_MODES
+_NO_END = 2 ** 62
+
+
+def _random_salt():
+  """A fresh random int64 each time the op runs (seeds 0, 0: from the OS).
+
+  The raw op bypasses TF's global seed, which would give every tf.data
+  service worker the same value.
+  """
+  return tf.raw_ops.RandomUniformInt(
+      shape=tf.constant([], tf.int32), minval=tf.constant(0, tf.int64),
+      maxval=tf.constant(2 ** 40, tf.int64), seed=0, seed2=0)
+
+
+def service_stream(files, prepare, seed: int, service: str, mode: str,
+                   job_name: str, start_epoch: int = 0,
+                   end_epoch: Optional[int] = None,
+                   shuffle_buffer: int = 1, batch: Optional[int] = None,
+                   cycle_length: int = 8) -> tf.data.Dataset:
+  """Records of ``files`` prepared on tf.data service workers, epoch after
+  epoch, consumed as one job shared by every dataset with ``job_name``.
+
+  Why (epoch, file) splits: in ``distributed_epoch`` mode the dispatcher
+  hands each index ``k`` of ``range(start_epoch * F, end_epoch * F)`` (F
+  files) to exactly one service worker, which reads file ``k % F`` of epoch
+  ``k // F``'s seeded file order. So every record is produced once per
+  epoch across all service workers and all consumers (at most once when a
+  service worker dies with splits in hand), service workers share an epoch
+  file by file, and seeds come from the epoch and the record's place in its
+  file, not from which worker reads it. ``parallel_epochs``: every service
+  worker produces every epoch, with a random salt of its own in the file
+  order and augmentation seeds so that workers do not produce copies.
+
+  Args:
+    files: the shard paths (readable by every service worker).
+    prepare: ``(epoch, file_index, record_index, record) -> element``, run
+      on the service workers (decoding, augmentation); ``epoch`` includes
+      the worker's salt in ``parallel_epochs`` mode.
+    seed: the run's seed (file orders, augmentation).
+    service: the dispatcher, ``grpc://HOST:PORT``.
+    mode: one of ``SERVICE_MODES``.
+    job_name: consumers with the same name share one job (each element goes
+      to one of them).
+    start_epoch: the first epoch produced.
+    end_epoch: stop before this epoch; None: never (training).
+    shuffle_buffer: records shuffled in each service worker's buffer.
+    batch: batch the prepared elements on the service workers (full batches
+      only); None: single elements.
+    cycle_length: files each service worker reads at a time.
+  """
+  if mode not in SERVICE_MODES:
+    raise ValueError(f"mode must be one of {', '.join(SERVICE_MODES)}; got "
+                     f"{mode!r}")
+  num_files = len(files)
+  file_names = tf.constant(list(files))
+  stream_seed = _stream_seed(seed, 0)
+  end = _NO_END if end_epoch is None else end_epoch * num_files
+
+  def read(k, salt):
+    epoch = k // num_files
+    epoch_seed = tf.stack([tf.constant(stream_seed, tf.int64) + salt, epoch])
+    order = tf.argsort(tf.random.stateless_uniform([num_files], epoch_seed))
+    file_index = tf.cast(tf.gather(order, k % num_files), tf.int64)
+    records = tf.data.TFRecordDataset(tf.gather(file_names, file_index))
+    return records.enumerate().map(
+        lambda index, record: prepare(epoch + salt, file_index,
+                                      index, record))
+
+  def epochs(salt):
+    return tf.data.Dataset.range(start_epoch * num_files, end).interleave(
+        lambda k: read(k, salt), cycle_length=min(cycle_length, num_files),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  if mode == "distributed_epoch":
+    # The range must be the source: it is what the dispatcher splits.
+    ds = epochs(tf.constant(0, tf.int64))
+  else:
+    ds = tf.data.Dataset.range(1).map(lambda _: _random_salt()).flat_map(
+        epochs)
+  ds = ds.shuffle(max(1, shuffle_buffer))
+  if batch:
+    ds = ds.batch(batch, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  ds = ds.apply(tf.data.experimental.service.distribute(
+      processing_mode=mode, service=service, job_name=job_name))
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.OFF)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def service_train_dataset(info: manifest_lib.DataInfo,
+                          preprocessing: preprocessing_lib.Preprocessing,
+                          per_replica_batch: int, seed: int, service: str,
+                          mode: str, job_name: str, start_epoch: int = 0,
+                          split: str = "train",
+                          shuffle_buffer: Optional[int] = None
+                          ) -> tf.data.Dataset:
+  """``train_dataset``'s per-replica batches, prepared by tf.data service
+  workers (``service_stream``) instead of this host's CPUs.
+
+  Every trainer worker reads the whole split through the same job, so
+  there is no per-worker sharding; the order is not deterministic and a
+  resumed run restarts at the beginning of the epoch it stopped in.
+
+  Args:
+    info: the data directory (shard paths must be readable by the service
+      workers).
+    preprocessing: the training augmentation.
+    per_replica_batch: images per batch (batched on the service workers).
+    seed: the run's seed.
+    service: the dispatcher, ``grpc://HOST:PORT``.
+    mode: one of ``SERVICE_MODES``.
+    job_name: shared by all trainer workers of the run.
+    start_epoch: the epoch the run resumes in.
+    split: the split to train on.
+    shuffle_buffer: records in each service worker's shuffle buffer;
+      None: ``SHUFFLE_BUFFER`` of the data's kind.
+  """
+  files = [s.path for s in info.shards(split)]
+  if not files:
+    raise manifest_lib.DataError(f"{info.data_dir}: split {split!r} is empty")
+  label_base = info.label_base
+  stream_seed = _stream_seed(seed, 0)
+
+  def prepare(epoch, file_index, index, record):
+    encoded, image_format, height, width, label = _parse(record)
+    element_seed = tf.stack([stream_seed + epoch,
+                             file_index * 2 ** 32 + index])
+    image = preprocessing.train_image(encoded, image_format, height, width,
+                                      element_seed)
+    return image, tf.cast(label - label_base, tf.int32)
+  buffer = shuffle_buffer or SHUFFLE_BUFFER[preprocessing.kind]
+  buffer = max(1, min(buffer, info.num_examples(split)))
+  return service_stream(files, prepare, seed, service, mode, job_name,
+                        start_epoch=start_epoch, shuffle_buffer=buffer,
+                        batch=per_replica_batch)

@@ -55,6 +55,9 @@ class DataConfig:
   cache_data: Optional[bool] = None
   shuffle_buffer: int = 0
   eval_batch_size: int = 0
+  data_service: str = ""
+  data_service_mode: str = "distributed_epoch"
+  data_service_job_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -216,6 +216,23 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
                     checkpoint=tf.train.Checkpoint(**objects))
 
 
+def service_job_name(config: config_lib.TrainConfig, start_step: int) -> str:
+  """The tf.data service job every trainer worker of this run joins.
+
+  ``--data_service_job_name``, or one derived from ``--model_dir`` (the same
+  on every worker), plus the resume step: a resumed run starts a fresh job
+  instead of joining the interrupted run's, whose position is lost.
+
+  Args:
+    config: the run's configuration.
+    start_step: the global step the run resumes at.
+  """
+  name = config.data.data_service_job_name or (
+      "pyramidnet-" + hashlib.sha256(
+          config.output.model_dir.encode()).hexdigest()[:16])
+  return f"{name}-from-step-{start_step}"
+
+
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
                    num_classes: int, start_step: int):
   """The dataset function of ``distribute_datasets_from_function``.
@@ -237,6 +254,14 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
               else (config.data.image_size or 32))
       return input_pipeline.synthetic_dataset(size, num_classes, per_replica,
                                               seed)
+    if config.data.data_service:
+      return input_pipeline.service_train_dataset(
+          plan.info, plan.preprocessing, per_replica, seed,
+          service=config.data.data_service,
+          mode=config.data.data_service_mode,
+          job_name=service_job_name(config, start_step),
+          start_epoch=start_step * batch // plan.train_examples,
+          shuffle_buffer=config.data.shuffle_buffer or None)
     return input_pipeline.train_dataset(
         plan.info, plan.preprocessing, per_replica, seed,
         start_step=start_step, num_pipelines=pipelines,
@@ -401,6 +426,10 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   elif chief:
     checkpointer.after_first_save(write_configs)
 
+  if config.data.data_service:
+    logging.info("training input from the tf.data service at %s (%s, job %s)",
+                 config.data.data_service, config.data.data_service_mode,
+                 service_job_name(config, start_step))
   train_input = train_input_fn(config, plan, model.num_classes, start_step)
   dataset = strategy.distribute_datasets_from_function(train_input)
   iterator = iter(dataset)

@@ -18,7 +18,8 @@ import pytest
 
 from tests import REPO_ROOT
 
-TOOLS = ("train", "evaluate", "export", "predict", "describe", "import_torch")
+TOOLS = ("train", "evaluate", "export", "predict", "describe", "import_torch",
+         "data_service")
 
 
 @pytest.fixture(scope="module")
