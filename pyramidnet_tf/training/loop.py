@@ -14,7 +14,6 @@ SIGTERM by saving at the current step and returning.
 """
 
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -93,8 +92,10 @@ class EvalAction:
     step = int(self.global_step.numpy())
     self.summaries.scalars("eval", {k: metrics[k] for k in (
         "loss", "top1_error", "top5_error")}, step)
-    logging.info("eval at step %d on %s: %s", step, self.split,
-                 json.dumps(metrics))
+    logging.info("eval at step %d on %s: top-1 error %.2f%%, top-5 error "
+                 "%.2f%%, loss %.4g (%d images)", step, self.split,
+                 metrics["top1_error"], metrics["top5_error"], metrics["loss"],
+                 metrics["examples"])
     result = dict(metrics, step=step, split=self.split)
     if self.best is None or result["top1_error"] < self.best["top1_error"]:
       self.best = result

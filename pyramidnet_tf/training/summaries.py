@@ -126,7 +126,8 @@ class Summaries:
     """
     if not self.enabled:
       return
-    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+    # summary_v2, not hparams.api: the api module imports Keras.
+    from tensorboard.plugins.hparams import summary_v2 as hp  # pylint: disable=g-import-not-at-top
     rows = ["| flag | value |", "|---|---|"]
     rows += [f"| {k} | {v} |" for k, v in sorted(values.items())]
     clean = {}

@@ -151,7 +151,8 @@ def test_sigterm_saves_and_resume_loses_no_step(data_dir, tmp_path):
                                  "--noeval_at_end"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"at step {stopped}" in proc.stderr
-  assert f"steps {stopped} -> {stopped + 2}" in proc.stderr
+  assert f": {stopped + 2} steps = " in proc.stderr  # the plan line
+  assert f"resuming at step {stopped};" in proc.stderr
   assert fx.train_result(proc.stderr)["step"] == stopped + 2
 
 
