@@ -7,6 +7,7 @@ names the flag to change. Below this module the trainer reads only the
 config.
 """
 
+import os
 from typing import Optional, Sequence, Tuple
 
 from absl import app
@@ -100,17 +101,66 @@ def _decay_epochs(f) -> Tuple[int, ...]:
   return decay_epochs
 
 
-def _check_architecture(f) -> None:
+def _check_architecture(f, dataset: Optional[str] = None) -> None:
+  """--image_size and the model flags; with ``dataset`` (the architecture
+  an --init_from source supplies, already valid) only --image_size."""
   synthetic = f.dataset == "synthetic"
   try:
     cli.check_image_size(
         "image_size", f.image_size,
-        f.synthetic_like if synthetic else f.dataset,
+        dataset or (f.synthetic_like if synthetic else f.dataset),
         "32 for CIFAR-architecture data, 224 for ImageNet")
-    if not synthetic:
+    if not synthetic and dataset is None:
       model_flags.architecture()  # UsageError naming the bad model flag
   except (cli.UserError, app.UsageError) as e:
     raise ConfigError(str(e)) from None
+
+
+def _finetune_architecture(f) -> Optional[dict]:
+  """Checks --init_from, --freeze and --backbone_lr_scale; returns the
+  architecture settings the source gives (None without --init_from)."""
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
+  try:
+    finetune.parse_freeze(f.freeze)
+  except finetune.FinetuneError as e:
+    raise ConfigError(str(e)) from None
+  if not f.init_from:
+    for name, unset in (("freeze", f.freeze == "none"),
+                        ("backbone_lr_scale", f.backbone_lr_scale == 1.0)):
+      if not unset:
+        raise ConfigError(f"--{name} fine-tunes a pretrained model: it needs "
+                          "--init_from=MODEL_DIR (a directory of import_torch "
+                          "or of the trainer)")
+    return None
+  if f.dataset == "synthetic":
+    raise ConfigError("--init_from needs real data (--data_dir), not "
+                      "--dataset=synthetic")
+  if f.model_dir and os.path.abspath(f.init_from) == os.path.abspath(
+      f.model_dir):
+    raise ConfigError(f"--init_from={f.init_from} is --model_dir itself; "
+                      "rerunning in a model dir resumes it anyway: drop "
+                      "--init_from, or pass a new --model_dir")
+  try:
+    source = store.read_config(f.init_from)
+    store.find_checkpoint(f.init_from)
+  except FileNotFoundError as e:
+    raise ConfigError(f"--init_from={f.init_from}: {e}") from None
+  except ValueError as e:
+    raise ConfigError(f"--init_from={f.init_from}: model_config.json is not "
+                      f"valid JSON ({e})") from None
+  given = {name: f[name].value for name in finetune.ARCHITECTURE_FIELDS
+           if f[name].present}
+  try:
+    resolved = finetune.resolve_architecture(
+        f.init_from, source.get("model", {}), given)
+    finetune.check_freeze_fits(f.freeze, resolved["dataset"])
+  except KeyError as e:
+    raise ConfigError(f"--init_from={f.init_from}: model_config.json has no "
+                      f"{e} in its model section") from None
+  except finetune.FinetuneError as e:
+    raise ConfigError(str(e)) from None
+  return resolved
 
 
 def check_checkpoint_flags(f=FLAGS) -> None:
@@ -151,10 +201,12 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   randaugment = _randaugment(f)
   profile = _profile_steps(f)
   decay_epochs = _decay_epochs(f)
-  _check_architecture(f)
+  source_architecture = _finetune_architecture(f)
+  _check_architecture(f, (source_architecture or {}).get("dataset"))
   if check_model_dir:
     check_checkpoint_flags(f)
   values = {name: f[name].value for name in config_lib.field_names()}
   values.update(randaugment=randaugment, profile_steps=profile,
                 lr_decay_epochs=decay_epochs)
+  values.update(source_architecture or {})
   return config_lib.TrainConfig.from_values(values)
