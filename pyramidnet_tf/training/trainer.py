@@ -220,8 +220,12 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
       raise TrainError(f"optimizer flags: {e}") from None
     scaler = (loss_scale_lib.DynamicLossScale(name="loss_scale")
               if config.runtime.dtype == "float16" else None)
+    # Frozen weights and their BN statistics: their averages stay exact.
+    frozen_state = [v for m in finetune.frozen_modules(
+        model, config.finetune.freeze) for v in m.variables]
     averages = (ema_lib.Ema(ema_lib.averaged_variables(model),
-                            schedule.ema_decay, name="ema")
+                            schedule.ema_decay, name="ema",
+                            fixed=frozen_state)
                 if schedule.ema_decay > 0 else None)
   objects = {"model": model, "optimizer": optimizer,
              "global_step": global_step}

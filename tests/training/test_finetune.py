@@ -188,3 +188,35 @@ def test_resolve_architecture_takes_unset_flags_and_checks_set_ones():
     finetune.resolve_architecture("src", source, {"depth": 110})
   with pytest.raises(finetune.FinetuneError, match="--dataset=imagenet"):
     finetune.resolve_architecture("src", source, {"dataset": "imagenet"})
+
+
+def test_ema_of_frozen_parts_stays_exact(tiny_pyramidnet):
+  """Blending a frozen weight with itself could round; its average is not
+  blended, so an EMA export keeps the frozen weights bit for bit."""
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  model = tiny_pyramidnet(seed=8)
+  parts = finetune.frozen_modules(model, "stages:1")
+  fixed = [v for m in parts for v in m.variables]
+  frozen = finetune.freeze(model, "stages:1")
+  scales = finetune.lr_scales(model, frozen, 1.0)
+  averages = ema_lib.Ema(ema_lib.averaged_variables(model), 0.7, fixed=fixed)
+  opt = optim.NesterovSGD(model.trainable_variables, 0.9, True, 1e-2,
+                          lr_scale=lambda v: scales[id(v)])
+  train_step = step_lib.TrainStep(
+      strategy=tf.distribute.get_strategy(), model=model, optimizer=opt,
+      schedule=schedules.Schedule("step", 0.1, 10, 100),
+      global_step=tf.Variable(0, dtype=tf.int64), global_batch=8,
+      ema=averages)
+  rng = np.random.default_rng(5)
+  images = tf.constant(rng.normal(size=(8, 16, 16, 3)).astype(np.float32))
+  labels = tf.constant(rng.integers(0, 10, 8).astype(np.int32))
+  train_step.loop(iter(tf.data.Dataset.from_tensors((images, labels))
+                       .repeat()), tf.constant(3))
+  fixed_ids = {id(v) for v in fixed}
+  pairs = list(zip(ema_lib.averaged_variables(model), averages.averages))
+  for v, average in pairs:
+    if id(v) in fixed_ids:
+      np.testing.assert_array_equal(average.numpy(), v.numpy(), err_msg=v.name)
+  moved = [v for v, average in pairs if id(v) not in fixed_ids and
+           not np.array_equal(average.numpy(), v.numpy())]
+  assert moved   # the others are averaged
