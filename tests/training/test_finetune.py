@@ -220,3 +220,25 @@ def test_ema_of_frozen_parts_stays_exact(tiny_pyramidnet):
   moved = [v for v, average in pairs if id(v) not in fixed_ids and
            not np.array_equal(average.numpy(), v.numpy())]
   assert moved   # the others are averaged
+
+
+@pytest.mark.parametrize("ema_decay", [0.5, 0.0])
+def test_the_source_gives_its_ema_weights_when_it_kept_an_ema(
+    tiny_pyramidnet, tmp_path, ema_decay):
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  model = tiny_pyramidnet(seed=9)
+  averages = ema_lib.Ema(ema_lib.averaged_variables(model), 0.5, name="ema")
+  expected_ema = _values(averages.averages)
+  for v in model.trainable_variables:
+    v.assign(v + 1.0)   # raw weights != averages
+  raw = _values(ema_lib.averaged_variables(model))
+  directory = str(tmp_path / "trained")
+  tf.train.Checkpoint(model=model, **{ema_lib.CHECKPOINT_KEY: averages}).write(
+      directory + "/ckpt-3")
+  store.write_config(directory, model, {"ema_decay": ema_decay})
+  source, _, path, used_ema = finetune.load_source(directory)
+  assert path.endswith("ckpt-3") and used_ema == (ema_decay > 0)
+  want = expected_ema if ema_decay > 0 else raw
+  for v, value in zip(ema_lib.averaged_variables(source), want):
+    np.testing.assert_array_equal(v.numpy(), value, err_msg=v.name)
