@@ -141,9 +141,11 @@ def _finetune_architecture(f) -> Optional[dict]:
     raise ConfigError(f"--init_from={f.init_from} is --model_dir itself; "
                       "rerunning in a model dir resumes it anyway: drop "
                       "--init_from, or pass a new --model_dir")
+  settings = finetune.settings_source(f.init_from, f.model_dir)
   try:
-    source = store.read_config(f.init_from)
-    store.find_checkpoint(f.init_from)
+    source = store.read_config(settings)
+    if settings == f.init_from:   # else a resume: the source may be gone
+      store.find_checkpoint(f.init_from)
   except FileNotFoundError as e:
     raise ConfigError(f"--init_from={f.init_from}: {e}") from None
   except ValueError as e:
@@ -153,7 +155,7 @@ def _finetune_architecture(f) -> Optional[dict]:
            if f[name].present}
   try:
     resolved = finetune.resolve_architecture(
-        f.init_from, source.get("model", {}), given)
+        settings, source.get("model", {}), given)
     finetune.check_freeze_fits(f.freeze, resolved["dataset"])
   except KeyError as e:
     raise ConfigError(f"--init_from={f.init_from}: model_config.json has no "

@@ -19,7 +19,8 @@ The rules:
   names where both sides record them, differ from the source's; otherwise it
   is kept. The source's input normalisation (channel order, mean and std)
   is kept, so the new model directory records it for evaluate/export/predict.
-  A run that finds its own checkpoint resumes from it and ignores the source.
+  A run that finds its own checkpoint resumes from it and ignores the source
+  (its own model_config.json then gives architecture and normalisation).
 * ``--freeze``: ``none``, ``stem`` (first convolution and its BN),
   ``stages:N`` (the stem and the first N stages) or ``backbone`` (all but the
   classifier ``fc``). Frozen variables are left out of the gradient and of
@@ -271,6 +272,22 @@ def needs_new_head(source_classes: int, source_names: Optional[List[str]],
   if source_classes != classes:
     return True
   return bool(source_names and names and list(source_names) != list(names))
+
+
+def settings_source(init_from: str, model_dir: Optional[str]) -> str:
+  """The directory whose model_config.json gives architecture and input
+  normalisation: ``model_dir`` once the run has written its own (a resume,
+  which then works even if the source is gone), else ``init_from``.
+
+  Args:
+    init_from: the ``--init_from`` directory.
+    model_dir: the run's ``--model_dir`` (None: not known).
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  if model_dir and os.path.exists(os.path.join(model_dir, store.CONFIG_FILE)):
+    return model_dir
+  return init_from
 
 
 def source_preprocessing(directory: str, image_size: int = 0,

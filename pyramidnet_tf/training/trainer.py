@@ -111,7 +111,8 @@ def plan_data(config: config_lib.TrainConfig) -> DataPlan:
     # Fed as the source was fed, so its features mean what they meant.
     preprocessing = dataclasses.replace(
         preprocessing, **finetune.source_normalisation(
-            finetune.source_preprocessing(config.finetune.init_from,
+            finetune.source_preprocessing(finetune.settings_source(
+                config.finetune.init_from, config.output.model_dir),
                                           data.image_size,
                                           data.cifar_convention)))
   return DataPlan(info=info, train_examples=train_examples,

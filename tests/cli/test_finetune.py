@@ -4,6 +4,7 @@ fine-tuning flags' errors."""
 
 import json
 import os
+import shutil
 
 from absl import flags
 import numpy as np
@@ -68,7 +69,9 @@ def test_finetune_an_imported_model_on_a_folder(source_dir, folder_data,
                                                 tmp_path):
   data_dir, image = folder_data
   model_dir = str(tmp_path / "run")
-  args = [f"--init_from={source_dir}", "--freeze=stem",
+  copy = str(tmp_path / "source_copy")
+  shutil.copytree(source_dir, copy)
+  args = [f"--init_from={copy}", "--freeze=stem",
           "--backbone_lr_scale=0.5", "--image_size=16",
           f"--data_dir={data_dir}", f"--model_dir={model_dir}",
           "--batch_size=8", "--log_every_steps=2", "--steps_per_loop=2",
@@ -116,7 +119,9 @@ def test_finetune_an_imported_model_on_a_folder(source_dir, folder_data,
   top = json.loads(proc.stdout.splitlines()[0])["top5"]
   assert sorted(t["class_name"] for t in top) == ["cat", "dog", "emu"]
 
-  # A restart resumes the run's own checkpoint, not --init_from.
+  # A restart resumes the run's own checkpoint, not --init_from, which may
+  # be gone by then.
+  shutil.rmtree(copy)
   proc = fx.run_cli(TRAIN, args + ["--train_steps=4"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resumed from" in proc.stderr and "not applied" in proc.stderr
