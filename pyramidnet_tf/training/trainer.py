@@ -208,6 +208,11 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
                                   config.finetune.backbone_lr_scale)
     except finetune.FinetuneError as e:
       raise TrainError(str(e)) from None
+    if (config.finetune.freeze == "backbone" and
+        config.finetune.backbone_lr_scale != 1.0):
+      logging.warning("--backbone_lr_scale=%g has no effect with "
+                      "--freeze=backbone (the backbone is not trained)",
+                      config.finetune.backbone_lr_scale)
     if frozen:
       logging.info("--freeze=%s: %d of %d trainable variables frozen (their "
                    "BNs in inference mode)", config.finetune.freeze,
