@@ -7,6 +7,7 @@ names the flag to change. Below this module the trainer reads only the
 config.
 """
 
+import os
 from typing import List, Optional, Sequence, Tuple
 
 from absl import app
@@ -101,16 +102,19 @@ def _decay_epochs(f, problems: List[str]) -> Tuple[int, ...]:
   return decay_epochs
 
 
-def _check_architecture(f, problems: List[str]) -> None:
+def _check_architecture(f, problems: List[str],
+                        dataset: Optional[str] = None) -> None:
+  """--image_size and the model flags; with ``dataset`` (the architecture
+  an --init_from source supplies, already valid) only --image_size."""
   synthetic = f.dataset == "synthetic"
   try:
     cli.check_image_size(
         "image_size", f.image_size,
-        f.synthetic_like if synthetic else f.dataset,
+        dataset or (f.synthetic_like if synthetic else f.dataset),
         "32 for CIFAR-architecture data, 224 for ImageNet")
   except cli.UserError as e:
     problems.append(str(e))
-  if not synthetic:
+  if not synthetic and dataset is None:
     try:
       model_flags.architecture()  # UsageError naming the bad model flag
     except app.UsageError as e:
@@ -153,6 +157,58 @@ def _check_data_service(f, problems: List[str]) -> None:
                                               f.data_service_job_name):
     problems.append("--data_service_job_name takes letters, digits and "
                     f". _ -; got {f.data_service_job_name!r}")
+
+
+def _finetune_architecture(f) -> Optional[dict]:
+  """Checks --init_from, --freeze and --backbone_lr_scale; returns the
+  architecture settings the source gives (None without --init_from)."""
+  if (not f.init_from and f.freeze == "none" and
+      f.backbone_lr_scale == 1.0):
+    return None  # no fine-tuning: nothing to read, no TensorFlow import
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
+  try:
+    finetune.parse_freeze(f.freeze)
+  except finetune.FinetuneError as e:
+    raise ConfigError(str(e)) from None
+  if not f.init_from:
+    for name, unset in (("freeze", f.freeze == "none"),
+                        ("backbone_lr_scale", f.backbone_lr_scale == 1.0)):
+      if not unset:
+        raise ConfigError(f"--{name} fine-tunes a pretrained model: it needs "
+                          "--init_from=MODEL_DIR (a directory of import_torch "
+                          "or of the trainer)")
+    return None
+  if f.dataset == "synthetic":
+    raise ConfigError("--init_from needs real data (--data_dir), not "
+                      "--dataset=synthetic")
+  if f.model_dir and os.path.abspath(f.init_from) == os.path.abspath(
+      f.model_dir):
+    raise ConfigError(f"--init_from={f.init_from} is --model_dir itself; "
+                      "rerunning in a model dir resumes it anyway: drop "
+                      "--init_from, or pass a new --model_dir")
+  settings = finetune.settings_source(f.init_from, f.model_dir)
+  try:
+    source = store.read_config(settings)
+    if settings == f.init_from:   # else a resume: the source may be gone
+      store.find_checkpoint(f.init_from)
+  except FileNotFoundError as e:
+    raise ConfigError(f"--init_from={f.init_from}: {e}") from None
+  except ValueError as e:
+    raise ConfigError(f"--init_from={f.init_from}: model_config.json is not "
+                      f"valid JSON ({e})") from None
+  given = {name: f[name].value for name in finetune.ARCHITECTURE_FIELDS
+           if f[name].present}
+  try:
+    resolved = finetune.resolve_architecture(
+        settings, source.get("model", {}), given)
+    finetune.check_freeze_fits(f.freeze, resolved["dataset"])
+  except KeyError as e:
+    raise ConfigError(f"--init_from={f.init_from}: model_config.json has no "
+                      f"{e} in its model section") from None
+  except finetune.FinetuneError as e:
+    raise ConfigError(str(e)) from None
+  return resolved
 
 
 def check_checkpoint_flags(f=FLAGS) -> None:
@@ -200,7 +256,12 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   randaugment = _randaugment(f, problems)
   profile = _profile_steps(f, problems)
   decay_epochs = _decay_epochs(f, problems)
-  _check_architecture(f, problems)
+  source_architecture = None
+  try:
+    source_architecture = _finetune_architecture(f)
+  except ConfigError as e:
+    problems.append(str(e))
+  _check_architecture(f, problems, (source_architecture or {}).get("dataset"))
   _check_data_service(f, problems)
   if check_model_dir:
     _checkpoint_problems(f, problems)
@@ -211,4 +272,5 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   values = {name: f[name].value for name in config_lib.field_names()}
   values.update(randaugment=randaugment, profile_steps=profile,
                 lr_decay_epochs=decay_epochs)
+  values.update(source_architecture or {})
   return config_lib.TrainConfig.from_values(values)

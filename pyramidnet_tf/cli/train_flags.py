@@ -150,6 +150,25 @@ flags.DEFINE_string("data_service_job_name", "",
                     "--model_dir. The resume step is appended, so a resumed "
                     "run starts a fresh job.")
 
+flags.DEFINE_string(
+    "init_from", None,
+    "Fine-tune: start from the weights and BN statistics of this model dir "
+    "(written by import_torch or the trainer; its EMA weights if it kept an "
+    "EMA), not its optimiser state or step. Architecture flags left unset "
+    "are taken from its model_config.json, those set must agree; the "
+    "classifier is new when the data's classes differ; its input "
+    "normalisation is kept. A checkpoint of --model_dir itself wins (resume).")
+flags.DEFINE_string(
+    "freeze", "none",
+    "With --init_from: none, stem (first conv + BN), stages:N (the stem and "
+    "the first N stages) or backbone (all but the classifier fc). Frozen "
+    "variables get no update (no weight decay, no momentum); their BNs run "
+    "in inference mode, so the statistics stay as loaded.")
+flags.DEFINE_float(
+    "backbone_lr_scale", 1.0,
+    "With --init_from: learning rate of every variable but the classifier's "
+    "kernel and bias, as a fraction of --lr's schedule; 0 < F <= 1.")
+
 # The range of each numeric trainer and model flag that its absl type leaves
 # open: "nan" and "inf" parse as floats, absl's bounds let nan through, and a
 # negative count or rate means nothing. Keyword arguments of
@@ -174,6 +193,7 @@ NUMBER_RANGES = {
     "shakedrop_pl": dict(low=0, high=1),
     "num_classes": dict(low=0, integer=True,
                         note="0 or unset = the dataset's"),
+    "backbone_lr_scale": dict(low=0, high=1, low_open=True),
 }
 MODEL_NUMBER_FLAGS = ("drop_rate", "shakedrop_pl", "num_classes")
 

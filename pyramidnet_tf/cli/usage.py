@@ -40,6 +40,7 @@ TRAIN_GROUPS: Groups = (
         "model_dir", "checkpoint_every_steps", "keep_checkpoints",
         "eval_every_epochs", "eval_at_end", "eval_batch_size",
         "log_every_steps", "profile_steps")),
+    ("Fine-tuning", ("init_from", "freeze", "backbone_lr_scale")),
     ("Cluster", _CLUSTER),
 )
 # Shown by --helpfull only.

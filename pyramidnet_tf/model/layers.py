@@ -236,6 +236,9 @@ class BatchNorm(tf.Module):
     self.eps = eps
     self.momentum = momentum
     self.cross_replica = cross_replica
+    # Fine-tuning's frozen parts: inference mode even in training calls, so
+    # the moving statistics stay as loaded and the output ignores the batch.
+    self.frozen = False
     with self.name_scope:
       self.gamma = tf.Variable(tf.ones([channels]), name="gamma")
       self.beta = tf.Variable(tf.zeros([channels]), name="beta")
@@ -329,12 +332,13 @@ class BatchNorm(tf.Module):
       x: NHWC with ``physical_channels`` channels, in the compute dtype.
       training: normalise with the batch's moments (the global batch's when
         ``cross_replica``) and update ``moving_mean`` / ``moving_variance``
-        if True; with the moving statistics if False.
+        if True; with the moving statistics if False (always when
+        ``frozen``).
 
     Returns:
       A tensor of the shape and dtype of ``x``; padding channels are zero.
     """
-    if not training:
+    if not training or self.frozen:
       return self._fused_inference(x)
     context = _replica_context_for_sync() if self.cross_replica else None
     if context is None:

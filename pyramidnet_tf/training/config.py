@@ -116,9 +116,18 @@ class OutputConfig:
   profile_steps: Tuple[int, int] = (0, 0)   # [start, stop); (0, 0): off
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """Where the start values come from and what stays fixed
+  (``training.finetune``)."""
+  init_from: Optional[str] = None
+  freeze: str = "none"
+  backbone_lr_scale: float = 1.0
+
+
 SECTIONS = (("model", ModelConfig), ("data", DataConfig),
             ("schedule", ScheduleConfig), ("runtime", RuntimeConfig),
-            ("output", OutputConfig))
+            ("output", OutputConfig), ("finetune", FinetuneConfig))
 
 
 def field_names() -> Tuple[str, ...]:
@@ -142,6 +151,7 @@ class TrainConfig:
   schedule: ScheduleConfig = ScheduleConfig()
   runtime: RuntimeConfig = RuntimeConfig()
   output: OutputConfig = OutputConfig()
+  finetune: FinetuneConfig = FinetuneConfig()
 
   @classmethod
   def from_values(cls, values: Dict[str, Any]) -> "TrainConfig":

@@ -58,7 +58,8 @@ class Ema(tf.Module):
   is checkpointed under ``ema`` without a second copy of the model.
   """
 
-  def __init__(self, variables, decay: float, name: Optional[str] = None):
+  def __init__(self, variables, decay: float, name: Optional[str] = None,
+               fixed=()):
     """Creates one float32 average per variable, set to its current value.
 
     Args:
@@ -67,6 +68,11 @@ class Ema(tf.Module):
       decay: weight of the old average per step, in [0, 1) (--ema_decay;
         0 copies the weights at every update).
       name: module name; prefixes the averages' names.
+      fixed: variables (of ``variables``) that do not change, e.g. those
+        fine-tuning freezes: their averages are not blended, so they stay
+        bit for bit the value ``reset`` copied (blending x with itself can
+        round). They still have an average, so checkpoints do not depend
+        on what is frozen.
 
     Raises:
       ValueError: if ``decay`` is outside [0, 1).
@@ -79,6 +85,9 @@ class Ema(tf.Module):
     # Not an attribute tf.Module tracks: the checkpoint would hold the model's
     # variables a second time, under ``ema``.
     self._sources = _Untracked(list(variables))
+    fixed_ids = {id(v) for v in fixed}
+    self._blended = _Untracked([id(v) not in fixed_ids
+                                for v in self._sources.items])
     self.averages = []
     with self.name_scope:
       for v in self._sources.items:
@@ -113,8 +122,9 @@ class Ema(tf.Module):
     context = tf.distribute.get_replica_context()
     if context is None:
       raise RuntimeError("Ema.update must run in a replica context")
-    for v, average in zip(self._sources.items, self.averages):
-      if _is_on_read(v):
+    for v, average, blended in zip(self._sources.items, self.averages,
+                                   self._blended.items):
+      if blended and _is_on_read(v):
         average.assign(self._blend(average, v, apply_mask))
     context.merge_call(self._update_mirrored, args=(apply_mask,))
 
@@ -127,8 +137,9 @@ class Ema(tf.Module):
 
   def _update_mirrored(self, strategy, apply_mask):
     updates = []
-    for v, average in zip(self._sources.items, self.averages):
-      if _is_on_read(v):
+    for v, average, blended in zip(self._sources.items, self.averages,
+                                   self._blended.items):
+      if not blended or _is_on_read(v):
         continue
       updates.append(strategy.extended.update(
           average, lambda a, w, m: a.assign(self._blend(a, w, m)),

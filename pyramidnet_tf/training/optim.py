@@ -55,7 +55,8 @@ class NesterovSGD(tf.Module):
   def __init__(self, variables: Sequence[tf.Variable], momentum: float = 0.9,
                nesterov: bool = True, weight_decay: float = 1e-4,
                decay_filter: Callable[[tf.Variable], bool] = default_decay_filter,
-               name: Optional[str] = None):
+               name: Optional[str] = None,
+               lr_scale: Optional[Callable[[tf.Variable], float]] = None):
     """Creates one zero momentum slot per variable.
 
     Args:
@@ -67,6 +68,11 @@ class NesterovSGD(tf.Module):
       decay_filter: which variables get weight decay (e.g.
         ``no_bn_no_bias_filter``); called once per variable here.
       name: module name; prefixes the slots' names.
+      lr_scale: learning-rate multiplier per variable (fine-tuning's
+        --backbone_lr_scale), in [0, 1]; 0 freezes the variable: it gets no
+        gradient, no weight decay and no momentum, and its slot stays zero
+        (slots exist for every variable, so checkpoints do not depend on
+        what is frozen). None: 1 for all.
 
     Raises:
       ValueError: for a momentum outside [0, 1), Nesterov with momentum 0,
@@ -84,6 +90,11 @@ class NesterovSGD(tf.Module):
     self.weight_decay = float(weight_decay)
     self._variables = list(variables)
     self._decays = [decay_filter(v) for v in self._variables]
+    self._scales = [1.0 if lr_scale is None else float(lr_scale(v))
+                    for v in self._variables]
+    bad = [s for s in self._scales if not 0.0 <= s <= 1.0]
+    if bad:
+      raise ValueError(f"learning-rate scales must be in [0, 1]; got {bad[0]}")
     self.slots = []
     with self.name_scope:
       for v in self._variables:
@@ -99,6 +110,12 @@ class NesterovSGD(tf.Module):
   def decayed_variable_names(self):
     """Names of the variables that get weight decay (for logs and tests)."""
     return [v.name for v, d in zip(self._variables, self._decays) if d]
+
+  @property
+  def trained_variables(self):
+    """The variables ``apply`` updates (learning-rate scale > 0), in order;
+    ``apply`` takes one gradient for each."""
+    return [v for v, s in zip(self._variables, self._scales) if s > 0]
 
   def _update_one(self, var, slot, grad, lr, decays, apply_mask):
     grad = tf.cast(grad, var.dtype)
@@ -126,8 +143,9 @@ class NesterovSGD(tf.Module):
     strategy.
 
     Args:
-      grads: one gradient per variable, already summed over replicas; any
-        float dtype (cast to the variable's).
+      grads: one gradient per variable of ``trained_variables`` (all of them
+        unless some are frozen), already summed over replicas; any float
+        dtype (cast to the variable's).
       lr: the learning rate, a float or float32 scalar tensor.
       apply_mask: optional scalar bool tensor; False keeps variables and
         slots unchanged (a float16 step with non-finite gradients). None
@@ -141,9 +159,9 @@ class NesterovSGD(tf.Module):
         variables, or a gradient is None.
       RuntimeError: if called in a cross-replica context.
     """
-    if len(grads) != len(self._variables):
-      raise ValueError(f"{len(grads)} gradients for {len(self._variables)} "
-                       "variables")
+    trained = len(self.trained_variables)
+    if len(grads) != trained:
+      raise ValueError(f"{len(grads)} gradients for {trained} variables")
     context = tf.distribute.get_replica_context()
     if context is None:
       raise RuntimeError("NesterovSGD.apply must run in a replica context")
@@ -152,16 +170,23 @@ class NesterovSGD(tf.Module):
 
   def _apply_cross_replica(self, strategy, grads, lr, apply_mask):
     updates = []
-    for var, slot, grad, decays in zip(self._variables, self.slots, grads,
-                                       self._decays):
+    grads = iter(grads)
+    for var, slot, decays, scale in zip(self._variables, self.slots,
+                                        self._decays, self._scales):
+      if scale == 0:
+        continue   # frozen: not even decay or momentum moves it
+      grad = next(grads)
       if grad is None:
         raise ValueError(f"no gradient for {var.name}")
       updates.append(strategy.extended.update(
-          var, self._update_fn(decays), args=(slot, grad, lr, apply_mask),
-          group=True))
+          var, self._update_fn(decays, scale),
+          args=(slot, grad, lr, apply_mask), group=True))
     return tf.group(updates)
 
-  def _update_fn(self, decays):
+  def _update_fn(self, decays, scale=1.0):
     def fn(var, slot, grad, lr, apply_mask):
+      # Inside the update, where lr is this replica's plain tensor.
+      if scale != 1.0:
+        lr = lr * scale
       return self._update_one(var, slot, grad, lr, decays, apply_mask)
     return fn

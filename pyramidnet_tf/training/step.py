@@ -170,7 +170,10 @@ class TrainStep(tf.Module):
     self.loss_scale = loss_scale if dtype == "float16" else None
     self.regularization = regularization or Regularization()
     self.ema = ema
-    self.variables_to_train = list(model.trainable_variables)
+    # All trainable variables but those fine-tuning freezes (no gradient is
+    # computed for them, nor backpropagated through a frozen prefix).
+    self.variables_to_train = list(getattr(
+        optimizer, "trained_variables", model.trainable_variables))
     grads = self._forward_backward
     self._grads = tf.function(grads, jit_compile=True) if jit_compile else grads
     self.loop = tf.function(self._loop)

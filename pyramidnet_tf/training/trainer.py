@@ -24,6 +24,7 @@ from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
+from pyramidnet_tf.training import finetune
 from pyramidnet_tf.training import progress as progress_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
@@ -106,6 +107,14 @@ def plan_data(config: config_lib.TrainConfig) -> DataPlan:
   preprocessing = preprocessing_lib.preprocessing_for(
       kind, config.model_dataset, data.image_size, data.cifar_convention,
       data.augment, data.autoaugment, data.randaugment)
+  if config.finetune.init_from:
+    # Fed as the source was fed, so its features mean what they meant.
+    preprocessing = dataclasses.replace(
+        preprocessing, **finetune.source_normalisation(
+            finetune.source_preprocessing(finetune.settings_source(
+                config.finetune.init_from, config.output.model_dir),
+                                          data.image_size,
+                                          data.cifar_convention)))
   return DataPlan(info=info, train_examples=train_examples,
                   num_classes=num_classes, kind=kind,
                   preprocessing=preprocessing, eval_split=eval_split)
@@ -194,15 +203,35 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
     decay_filter = (optim.default_decay_filter if schedule.decay_bn_and_bias
                     else optim.no_bn_no_bias_filter)
     try:
+      frozen = finetune.freeze(model, config.finetune.freeze)
+      scales = finetune.lr_scales(model, frozen,
+                                  config.finetune.backbone_lr_scale)
+    except finetune.FinetuneError as e:
+      raise TrainError(str(e)) from None
+    if (config.finetune.freeze == "backbone" and
+        config.finetune.backbone_lr_scale != 1.0):
+      logging.warning("--backbone_lr_scale=%g has no effect with "
+                      "--freeze=backbone (the backbone is not trained)",
+                      config.finetune.backbone_lr_scale)
+    if frozen:
+      logging.info("--freeze=%s: %d of %d trainable variables frozen (their "
+                   "BNs in inference mode)", config.finetune.freeze,
+                   len(frozen), len(model.trainable_variables))
+    try:
       optimizer = optim.NesterovSGD(
           model.trainable_variables, schedule.momentum, schedule.nesterov,
-          schedule.weight_decay, decay_filter, name="optimizer")
+          schedule.weight_decay, decay_filter, name="optimizer",
+          lr_scale=lambda v: scales[id(v)])
     except ValueError as e:
       raise TrainError(f"optimizer flags: {e}") from None
     scaler = (loss_scale_lib.DynamicLossScale(name="loss_scale")
               if config.runtime.dtype == "float16" else None)
+    # Frozen weights and their BN statistics: their averages stay exact.
+    frozen_state = [v for m in finetune.frozen_modules(
+        model, config.finetune.freeze) for v in m.variables]
     averages = (ema_lib.Ema(ema_lib.averaged_variables(model),
-                            schedule.ema_decay, name="ema")
+                            schedule.ema_decay, name="ema",
+                            fixed=frozen_state)
                 if schedule.ema_decay > 0 else None)
   objects = {"model": model, "optimizer": optimizer,
              "global_step": global_step}
@@ -231,6 +260,37 @@ def service_job_name(config: config_lib.TrainConfig, start_step: int) -> str:
       "pyramidnet-" + hashlib.sha256(
           config.output.model_dir.encode()).hexdigest()[:16])
   return f"{name}-from-step-{start_step}"
+
+
+def initialise_from(directory: str, model, averages, class_names) -> None:
+  """Copies the source's weights and BN statistics into a fresh run.
+
+  Args:
+    directory: the ``--init_from`` model directory.
+    model: the run's network (built under the strategy's scope).
+    averages: the run's ``ema.Ema`` or None; restarted from the copied
+      weights.
+    class_names: the data's class names (its manifest), or None.
+
+  Raises:
+    TrainError: the source cannot be read or does not fit the model.
+  """
+  try:
+    source, metadata, path, used_ema = finetune.load_source(directory)
+    new_head = finetune.needs_new_head(
+        source.num_classes, metadata.get("class_names"), model.num_classes,
+        class_names)
+    copied = finetune.copy_weights(source, model, new_head, directory)
+  except finetune.FinetuneError as e:
+    raise TrainError(str(e)) from None
+  if averages is not None:
+    averages.reset()
+  logging.info(
+      "initialised from %s%s: %d variables (weights and BN statistics; "
+      "optimiser state and step start fresh); classes %d -> %d: %s",
+      path, " (its EMA weights)" if used_ema else "", copied,
+      source.num_classes, model.num_classes,
+      "new classifier" if new_head else "classifier kept")
 
 
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
@@ -410,9 +470,15 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
                  restored)
     averages.reset()
   start_step = int(global_step.numpy())
-  if restored:
-    logging.info("resumed from %s at step %d", restored, start_step)
   class_names = manifest_lib.class_names_list(info, model.num_classes)
+  if restored:
+    logging.info("resumed from %s at step %d%s", restored, start_step,
+                 f" (--init_from={config.finetune.init_from} not applied: "
+                 "the run's own checkpoint wins)"
+                 if config.finetune.init_from else "")
+  elif config.finetune.init_from:
+    initialise_from(config.finetune.init_from, model, averages,
+                    info.class_names if info is not None else None)
 
   def write_configs():
     model_io.write_config(output.model_dir, model,

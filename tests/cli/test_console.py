@@ -49,7 +49,7 @@ def test_help_lists_the_tools_flags_by_task_without_tensorflow(
   assert result.returncode == 0, result.stderr[-2000:]
   out = result.stdout
   assert out.startswith(f"usage: python -m pyramidnet_tf.{tool}")
-  assert "(default:" in out
+  assert "(default:" in out or "(no default)" in out
   assert "--helpfull" in out
 
 
@@ -266,15 +266,14 @@ def test_the_python_version_the_readme_names_is_the_one_setup_requires():
   assert sys.version_info[:2] >= tuple(int(v) for v in required.split("."))
 
 
-def test_predict_on_a_model_dir_says_to_export_first_in_one_line(
-    tmp_path, no_tensorflow):
+def test_predict_on_a_model_dir_says_to_export_first_in_one_line(tmp_path):
   model_dir = tmp_path / "model"
   model_dir.mkdir()
   (model_dir / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
   image = tmp_path / "a.jpg"
   image.write_bytes(b"\xff\xd8\xff\xe0")
   result = _run(["pyramidnet_tf.predict", f"--saved_model={model_dir}",
-                 str(image)], pythonpath=[no_tensorflow])
+                 str(image)])
   assert result.returncode == 1
   assert result.stderr.strip() == (
       f"pyramidnet_tf.predict: error: --saved_model={model_dir} is a model "

@@ -1,0 +1,338 @@
+"""Fine-tuning: start a run from another model directory, freeze a prefix of
+the network, train the backbone at a fraction of the head's learning rate.
+
+Why one module: ``--init_from``, ``--freeze`` and ``--backbone_lr_scale``
+share one notion of the network's parts, and the trainer only has to ask
+three questions (which architecture, which start values, which learning-rate
+multiplier per variable).
+
+The rules:
+
+* ``--init_from=DIR`` (a directory of ``import_torch`` or of the trainer)
+  supplies the weights and BN statistics, nothing else: the run's optimiser
+  slots, step and schedule start fresh. If the source was trained with an
+  EMA, its averaged weights are taken (what ``evaluate`` and ``export`` of
+  the source use by default); the new run's EMA, if any, starts from them.
+  Architecture flags left off the command line are taken from the source's
+  ``model_config.json``; those given must agree with it. The classifier is
+  new (initialised as usual) when the data's class count, or its class
+  names where both sides record them, differ from the source's; otherwise it
+  is kept. The source's input normalisation (channel order, mean and std)
+  is kept, so the new model directory records it for evaluate/export/predict.
+  A run that finds its own checkpoint resumes from it and ignores the source
+  (its own model_config.json then gives architecture and normalisation).
+* ``--freeze``: ``none``, ``stem`` (first convolution and its BN),
+  ``stages:N`` (the stem and the first N stages) or ``backbone`` (all but the
+  classifier ``fc``). Frozen variables are left out of the gradient and of
+  the optimiser's update (no weight decay, no momentum), and the frozen BNs
+  run in inference mode, so their statistics do not move and their outputs
+  do not depend on the batch.
+* ``--backbone_lr_scale=F``: every variable except the classifier's kernel
+  and bias is updated with F times the learning rate.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+FREEZE_CHOICES = ("none", "stem", "stages:N", "backbone")
+# Architecture settings (what decides the variables and their shapes).
+ARCHITECTURE_FIELDS = ("dataset", "depth", "alpha", "bottleneck", "mode",
+                       "rounding")
+CIFAR_FAMILY = ("cifar10", "cifar100")
+
+
+class FinetuneError(ValueError):
+  """A fine-tuning setting or source that cannot be used; one line."""
+
+
+def parse_freeze(value: str) -> Tuple[str, int]:
+  """``--freeze`` as (kind, stages).
+
+  Args:
+    value: ``none``, ``stem``, ``stages:N`` (N >= 1) or ``backbone``.
+
+  Returns:
+    (``"none"|"stem"|"stages"|"backbone"``, N for stages else 0).
+
+  Raises:
+    FinetuneError: any other value, naming the choices.
+  """
+  text = (value or "").strip()
+  if text in ("none", "stem", "backbone"):
+    return text, 0
+  if text.startswith("stages:"):
+    count = text[len("stages:"):]
+    if count.isdigit() and int(count) >= 1:
+      return "stages", int(count)
+  raise FinetuneError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)} "
+                      f"(N >= 1); got {value!r}")
+
+
+def num_stages(dataset: str) -> int:
+  """Stages of the network family: 4 for ImageNet, 3 for CIFAR."""
+  return 4 if dataset == "imagenet" else 3
+
+
+def check_freeze_fits(freeze: str, dataset: str) -> None:
+  """Raises FinetuneError if ``stages:N`` exceeds the network's stages.
+
+  Args:
+    freeze: the ``--freeze`` value.
+    dataset: the architecture family.
+  """
+  kind, count = parse_freeze(freeze)
+  if kind == "stages" and count > num_stages(dataset):
+    raise FinetuneError(
+        f"--freeze=stages:{count}: a {dataset} PyramidNet has "
+        f"{num_stages(dataset)} stages; use stages:1..{num_stages(dataset)}, "
+        "or backbone to train only the classifier")
+
+
+def resolve_architecture(source_dir: str, source_model: Dict,
+                         given: Dict) -> Dict:
+  """The architecture settings of a run started from ``source_dir``.
+
+  Args:
+    source_dir: the ``--init_from`` directory (for messages).
+    source_model: the "model" section of its ``model_config.json``.
+    given: the architecture flags set on the command line (name -> value);
+      those absent are taken from the source.
+
+  Returns:
+    name -> value for every name of ``ARCHITECTURE_FIELDS``.
+
+  Raises:
+    FinetuneError: a given flag disagrees with the source, naming both.
+  """
+  resolved = {name: source_model[name] for name in ARCHITECTURE_FIELDS}
+  diffs = []
+  for name, value in given.items():
+    saved = source_model[name]
+    if name == "dataset" and value in CIFAR_FAMILY and saved in CIFAR_FAMILY:
+      resolved[name] = value   # one network; only the default class count
+      continue
+    if name == "alpha":
+      same = float(value) == float(saved)
+    else:
+      same = value == saved
+    if not same:
+      diffs.append(f"--{name}={value} but {source_dir} holds {name} {saved!r}")
+    resolved[name] = value
+  if diffs:
+    raise FinetuneError(
+        "--init_from: the model flags differ from the source's "
+        f"model_config.json ({'; '.join(diffs)}); drop these flags to take "
+        "the source's architecture")
+  return resolved
+
+
+def frozen_modules(model, freeze: str) -> List:
+  """The submodules of ``model`` that ``--freeze`` holds fixed.
+
+  Args:
+    model: a ``PyramidNet``.
+    freeze: the ``--freeze`` value.
+
+  Raises:
+    FinetuneError: an invalid value, or more stages than the model has.
+  """
+  kind, count = parse_freeze(freeze)
+  if kind == "none":
+    return []
+  if kind == "backbone":
+    return [m for name, m in _parts(model) if name != "fc"]
+  if kind == "stages" and count > model.num_stages:
+    raise FinetuneError(f"--freeze=stages:{count}: the model has "
+                        f"{model.num_stages} stages")
+  modules = [model.conv1, model.bn1]
+  for stage in model.stages[:count]:
+    modules.extend(stage)
+  return modules
+
+
+def _parts(model):
+  parts = [("conv1", model.conv1), ("bn1", model.bn1)]
+  for index, stage in enumerate(model.stages):
+    parts += [(f"layer{index + 1}", unit) for unit in stage]
+  return parts + [("bn_final", model.bn_final), ("fc", model.fc)]
+
+
+def freeze(model, freeze_value: str) -> List:
+  """Puts the frozen BNs in inference mode; returns the frozen variables.
+
+  Args:
+    model: a ``PyramidNet`` (its ``BatchNorm.frozen`` flags are set).
+    freeze_value: the ``--freeze`` value.
+
+  Returns:
+    The frozen trainable variables (those the optimiser must not touch).
+  """
+  from pyramidnet_tf.model import layers  # pylint: disable=g-import-not-at-top
+  frozen = []
+  for module in frozen_modules(model, freeze_value):
+    for bn in ([module] if isinstance(module, layers.BatchNorm) else
+               [m for m in module.submodules
+                if isinstance(m, layers.BatchNorm)]):
+      bn.frozen = True
+    frozen.extend(module.trainable_variables)
+  return frozen
+
+
+def lr_scales(model, frozen, backbone_lr_scale: float) -> Dict[int, float]:
+  """Learning-rate multiplier per trainable variable (by ``id``).
+
+  Args:
+    model: a ``PyramidNet``.
+    frozen: variables that get 0 (see ``freeze``).
+    backbone_lr_scale: multiplier of every other variable but the
+      classifier's kernel and bias (which get 1).
+  """
+  head = {id(model.fc.kernel), id(model.fc.bias)}
+  frozen_ids = {id(v) for v in frozen}
+  return {id(v): 0.0 if id(v) in frozen_ids else
+          (1.0 if id(v) in head else float(backbone_lr_scale))
+          for v in model.trainable_variables}
+
+
+def source_normalisation(preprocessing) -> Dict:
+  """The normalisation a source model was fed with, made explicit.
+
+  Args:
+    preprocessing: the source's ``Preprocessing`` (``preprocessing_of``).
+
+  Returns:
+    ``{"color", "mean", "std"}`` (0-255 units): the values
+    ``dataclasses.replace`` puts into the new run's preprocessing.
+  """
+  from pyramidnet_tf.data import augment  # pylint: disable=g-import-not-at-top
+  if preprocessing.mean is not None:
+    mean, std = preprocessing.mean, preprocessing.std
+  elif preprocessing.kind == "cifar":
+    mean, std = augment.cifar_stats(preprocessing.stats_dataset,
+                                    preprocessing.convention)
+  else:
+    mean, std = augment.IMAGENET_MEAN, augment.IMAGENET_STD
+  return {"color": preprocessing.color,
+          "mean": tuple(float(m) for m in mean),
+          "std": tuple(float(s) for s in std)}
+
+
+def copy_weights(source, target, new_head: bool, source_dir: str) -> int:
+  """Copies every variable of ``source`` into ``target`` by name.
+
+  Names are the authors' state_dict keys (``PyramidNet.torch_variables``),
+  so the two networks only need the same architecture.
+
+  Args:
+    source: the loaded source ``PyramidNet``.
+    target: the run's network (e.g. under a strategy's scope).
+    new_head: leave ``fc`` as initialised (its shape may differ).
+    source_dir: the ``--init_from`` directory, for messages.
+
+  Returns:
+    The number of variables copied.
+
+  Raises:
+    FinetuneError: a variable is missing or has another shape, naming it.
+  """
+  src, dst = source.torch_variables(), target.torch_variables()
+  problems = []
+  for key in sorted(set(src) ^ set(dst)):
+    problems.append(f"{key}: only in {'the source' if key in src else 'the flags model'}")
+  pairs = []
+  for key, (variable, _) in dst.items():
+    if key not in src or variable is None:
+      continue
+    if new_head and key.startswith("fc."):
+      continue
+    source_variable = src[key][0]
+    if source_variable.shape != variable.shape:
+      problems.append(f"{key}: {tuple(source_variable.shape)} in "
+                      f"{source_dir}, {tuple(variable.shape)} here")
+    pairs.append((source_variable, variable))
+  if problems:
+    raise FinetuneError(f"--init_from={source_dir} does not fit the model: " +
+                        "; ".join(problems[:3]) +
+                        (f"; and {len(problems) - 3} more"
+                         if len(problems) > 3 else ""))
+  for source_variable, variable in pairs:
+    variable.assign(source_variable.read_value())
+  return len(pairs)
+
+
+def needs_new_head(source_classes: int, source_names: Optional[List[str]],
+                   classes: int, names: Optional[List[str]]) -> bool:
+  """Whether the classifier must be replaced.
+
+  Args:
+    source_classes: the source's ``num_classes``.
+    source_names: the class names the source recorded, or None.
+    classes: the run's class count.
+    names: the run's class names (from its manifest), or None.
+  """
+  if source_classes != classes:
+    return True
+  return bool(source_names and names and list(source_names) != list(names))
+
+
+def settings_source(init_from: str, model_dir: Optional[str]) -> str:
+  """The directory whose model_config.json gives architecture and input
+  normalisation: ``model_dir`` once the run has written its own (a resume,
+  which then works even if the source is gone), else ``init_from``.
+
+  Args:
+    init_from: the ``--init_from`` directory.
+    model_dir: the run's ``--model_dir`` (None: not known).
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  if model_dir and os.path.exists(os.path.join(model_dir, store.CONFIG_FILE)):
+    return model_dir
+  return init_from
+
+
+def source_preprocessing(directory: str, image_size: int = 0,
+                         convention: str = "pt"):
+  """The preprocessing the model of ``directory`` expects (its recorded one,
+  or the input convention import_torch recorded).
+
+  Args:
+    directory: the ``--init_from`` model directory.
+    image_size: --image_size (used only when nothing is recorded).
+    convention: --cifar_convention (likewise).
+  """
+  from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  config = store.read_config(directory)
+  return access.preprocessing_of(config.get("metadata", {}),
+                                 config["model"], image_size, convention)
+
+
+def load_source(directory: str):
+  """The source network with the weights its evaluate would use.
+
+  Args:
+    directory: the ``--init_from`` model directory.
+
+  Returns:
+    (network, metadata, checkpoint path, whether EMA weights were taken).
+
+  Raises:
+    FinetuneError: the checkpoint does not fit its own model_config.json.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  path = store.find_checkpoint(directory)
+  try:
+    # Called outside the strategy's scope: plain variables, only read from.
+    source, metadata = store.load_model(directory, path)
+    use_ema = (ema_lib.should_use("auto", metadata) and
+               ema_lib.checkpoint_has_averages(path))
+    if use_ema:
+      ema_lib.load_averages(source, path)
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    raise FinetuneError(f"--init_from={directory}: {path} does not fit its "
+                        f"model_config.json ({first[:200]})") from None
+  return source, metadata, path, use_ema
+
