@@ -84,6 +84,33 @@ def _check_numbers(f) -> None:
                       f"{f.ema_decay}")
 
 
+def _check_cluster(f) -> None:
+  """The cluster resolver's environment, before the strategy is created."""
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  if f.cluster_resolver not in ("slurm", "k8s_indexed"):
+    return
+  if f.distribution not in ("auto", "multi_worker"):
+    raise ConfigError(f"--cluster_resolver={f.cluster_resolver} needs "
+                      "--distribution=auto or multi_worker; got "
+                      f"--distribution={f.distribution}")
+  if f.cluster_resolver == "slurm":
+    missing = distribute.missing_slurm_variables()
+    if missing:
+      raise ConfigError(
+          "--cluster_resolver=slurm needs the variables srun sets for each "
+          f"task ({', '.join(distribute.SLURM_VARIABLES)}); missing: "
+          f"{', '.join(missing)}. Start the trainer with srun inside an "
+          "allocation, or use --cluster_resolver=tf_config with TF_CONFIG.")
+    return
+  try:
+    distribute.use_k8s_indexed_tf_config(
+        distribute.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
+                                         f.k8s_service, f.k8s_job_name),
+        check_only=True)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def _profile_steps(f) -> Tuple[int, int]:
   profile = _int_list("profile_steps", f.profile_steps)
   if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
@@ -152,6 +179,7 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   profile = _profile_steps(f)
   decay_epochs = _decay_epochs(f)
   _check_architecture(f)
+  _check_cluster(f)
   if check_model_dir:
     check_checkpoint_flags(f)
   values = {name: f[name].value for name in config_lib.field_names()}
