@@ -6,6 +6,7 @@ stand-in for socket.gethostname), and check the cluster the trainer builds
 from them, and the one-line errors when a piece is missing or disagrees.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -132,3 +133,98 @@ def test_trainer_outside_a_pod_is_one_line(tmp_path):
       "pyramidnet_tf.train: error: --cluster_resolver=k8s_indexed needs "
       "JOB_COMPLETION_INDEX"), proc.stderr[-2000:]
   assert not (tmp_path / "m").exists()
+
+
+def _run(*args):
+  return subprocess.run(list(args), capture_output=True, text=True,
+                        timeout=30)
+
+
+@pytest.fixture
+def two_pod_network(tmp_path):
+  """Two network namespaces joined by a veth pair, like two pods.
+
+  Yields (namespace, address) per pod; skips where namespaces cannot be made
+  (not root, no ``ip``). Each pod gets its own network so both workers listen
+  on the same --k8s_port, as pods do.
+  """
+  if os.geteuid() != 0 or _run("sh", "-c", "command -v ip unshare"
+                               ).returncode != 0:
+    pytest.skip("needs root, ip and unshare for two pod-like network "
+                "namespaces")
+  tag = f"k8st{os.getpid() % 100000}"
+  names = [f"{tag}p0", f"{tag}p1"]
+  subnet = 100 + os.getpid() % 100
+  pods = [(names[i], f"10.{subnet}.{os.getpid() % 200}.{i + 1}")
+          for i in range(2)]
+  try:
+    for name in names:
+      if _run("ip", "netns", "add", name).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    veth = [f"{tag}v0", f"{tag}v1"]
+    steps = [("ip", "link", "add", veth[0], "type", "veth", "peer", "name",
+              veth[1])]
+    for (name, address), link in zip(pods, veth):
+      steps += [("ip", "link", "set", link, "netns", name),
+                ("ip", "-n", name, "addr", "add", f"{address}/24", "dev",
+                 link),
+                ("ip", "-n", name, "link", "set", link, "up"),
+                ("ip", "-n", name, "link", "set", "lo", "up")]
+    for step in steps:
+      result = _run(*step)
+      if result.returncode != 0:
+        pytest.skip(f"cannot join the namespaces ({' '.join(step)}: "
+                    f"{result.stderr.strip()})")
+    yield pods
+  finally:
+    for name in names:
+      _run("ip", "netns", "del", name)  # also removes the veth pair
+
+
+def test_two_indexed_job_pods_train_together(tmp_path, two_pod_network):
+  """Two 'pods' (own network, hostname <job>-<i>, /etc/hosts standing in for
+  the headless Service's DNS) train a tiny synthetic model."""
+  job, service, port = "tinyjob", "tinysvc", 2222
+  hosts = tmp_path / "hosts"
+  hosts.write_text("127.0.0.1 localhost\n" + "".join(
+      f"{address} {job}-{i}.{service}\n"
+      for i, (_, address) in enumerate(two_pod_network)))
+  model_dir = str(tmp_path / "model")
+  args = ["--dataset=synthetic", "--synthetic_like=cifar10", "--depth=8",
+          "--alpha=4", "--nobottleneck", "--image_size=16", "--batch_size=8",
+          "--train_steps=2", "--steps_per_loop=2", "--log_every_steps=2",
+          "--collective_timeout=60", "--cluster_resolver=k8s_indexed",
+          "--k8s_num_workers=2", f"--k8s_service={service}",
+          f"--k8s_port={port}", f"--model_dir={model_dir}"]
+  procs, logs = [], []
+  try:
+    for index, (namespace, _) in enumerate(two_pod_network):
+      log = open(tmp_path / f"pod{index}.log", "w")
+      logs.append(log)
+      env = {k: v for k, v in fx.cli_env().items()
+             if k not in ("TF_CONFIG", "JOB_COMPLETION_INDEX")}
+      env["JOB_COMPLETION_INDEX"] = str(index)
+      procs.append(subprocess.Popen(
+          ["ip", "netns", "exec", namespace, "unshare", "--uts", "--mount",
+           "--fork", "sh", "-c",
+           f'hostname {job}-{index} && mount --bind {hosts} /etc/hosts && '
+           'exec "$@"', "pod", sys.executable, "-m", "pyramidnet_tf.train",
+           *args], cwd=fx.REPO, env=env, stdout=log, stderr=log))
+    codes = [p.wait(timeout=180) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait(timeout=30)
+    for log in logs:
+      log.close()
+  text = [(tmp_path / f"pod{i}.log").read_text() for i in range(2)]
+  assert codes == [0, 0], "\n=====\n".join(t[-3000:] for t in text)
+  assert (f"'worker': ['{job}-0.{service}:{port}', "
+          f"'{job}-1.{service}:{port}']") in text[0]
+  assert "2 replicas on 2 worker(s)" in text[0]
+  results = [fx.train_result(t) for t in text]
+  assert results[0]["step"] == results[1]["step"] == 2
+  assert results[0]["weights_fingerprint"] == results[1][
+      "weights_fingerprint"]
+  assert len(glob.glob(os.path.join(model_dir, "events.out.*"))) == 1
