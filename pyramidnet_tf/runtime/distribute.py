@@ -131,7 +131,7 @@ def k8s_indexed_tf_config(num_workers: int, port: int = K8S_DEFAULT_PORT,
     raise ValueError(
         f"--cluster_resolver=k8s_indexed needs {K8S_INDEX_VARIABLE}, which "
         "Kubernetes sets in the pods of an Indexed Job (completionMode: "
-        "Indexed); it is not set. Run the trainer in such a pod (see "
+        "Indexed); it is not set. Run in such a pod (see "
         "k8s/indexed-job-pyramidnet.yaml), or use --cluster_resolver="
         "tf_config with TF_CONFIG.")
   if not raw.isdigit():
