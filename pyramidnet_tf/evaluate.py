@@ -47,7 +47,11 @@ def evaluate() -> dict:
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
-                                        FLAGS.slurm_port_base)
+                                        FLAGS.slurm_port_base,
+                                        k8s_num_workers=FLAGS.k8s_num_workers,
+                                        k8s_port=FLAGS.k8s_port,
+                                        k8s_service=FLAGS.k8s_service,
+                                        k8s_job_name=FLAGS.k8s_job_name)
   from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import records as records_lib  # pylint: disable=g-import-not-at-top

@@ -15,7 +15,7 @@ AUTOAUGMENT_POLICIES = ("none", "cifar10", "imagenet")
 CIFAR_CONVENTIONS = ("pt", "fb")
 # runtime.distribute: tf.distribute strategies and cluster resolvers.
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-CLUSTER_RESOLVERS = ("tf_config", "slurm")
+CLUSTER_RESOLVERS = ("tf_config", "slurm", "k8s_indexed")
 # runtime.compile_units: what one XLA program covers.
 JIT_SCOPES = ("step", "unit")
 # training.schedules: learning-rate schedules.
@@ -26,3 +26,5 @@ DTYPES = ("float32", "bfloat16", "float16")
 SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
 # data.pipeline: how tf.data service workers split the training input.
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+# runtime.distribute: the port of every worker of a Kubernetes Indexed Job.
+K8S_DEFAULT_PORT = 2222

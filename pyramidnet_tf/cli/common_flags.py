@@ -28,10 +28,26 @@ flags.DEFINE_enum("cluster_resolver", "tf_config",
                   "Where a multi-worker cluster comes from: tf_config = the "
                   "TF_CONFIG variable (by hand, launch_local, Kubeflow TFJob);"
                   " slurm = TF's SlurmClusterResolver from the SLURM_* "
-                  "variables of an srun job step (implies multi_worker).")
+                  "variables of an srun job step (implies multi_worker); "
+                  "k8s_indexed = a pod of a Kubernetes Indexed Job: worker i "
+                  "is the pod with JOB_COMPLETION_INDEX i, reached as "
+                  "<job>-<i>.<--k8s_service>:<--k8s_port>.")
 flags.DEFINE_integer("slurm_port_base", 8888,
                      "With --cluster_resolver=slurm: the port of the first "
                      "worker on each node (the next ones use +1, +2, ...).")
+flags.DEFINE_integer("k8s_num_workers", 0,
+                     "With --cluster_resolver=k8s_indexed (required): the "
+                     "Indexed Job's completions, one worker per pod.")
+flags.DEFINE_integer("k8s_port", options.K8S_DEFAULT_PORT,
+                     "With --cluster_resolver=k8s_indexed: the port every "
+                     "worker pod listens on.")
+flags.DEFINE_string("k8s_service", None,
+                    "With --cluster_resolver=k8s_indexed (required): the "
+                    "headless Service named as the pod template's subdomain.")
+flags.DEFINE_string("k8s_job_name", None,
+                    "With --cluster_resolver=k8s_indexed: the Indexed Job's "
+                    "name; unset = taken from the pod's hostname "
+                    "(<job>-<JOB_COMPLETION_INDEX>).")
 flags.DEFINE_integer("cpu_devices", 1,
                      "Split the CPU into this many logical devices (replicas) "
                      "when there is no GPU: CPU tests of multi-replica "
@@ -62,6 +78,9 @@ flags.DEFINE_integer("eval_batch_size", 0,
                      "in pyramidnet_tf.evaluate.")
 
 cli.register_number_validator("slurm_port_base", 1, 65535, integer=True)
+cli.register_number_validator("k8s_num_workers", 0, integer=True,
+                              note="0 = unset; required by k8s_indexed")
+cli.register_number_validator("k8s_port", 1, 65535, integer=True)
 cli.register_number_validator("cpu_devices", 1, integer=True)
 cli.register_number_validator("collective_timeout", 0,
                               note="seconds; 0 = wait forever")

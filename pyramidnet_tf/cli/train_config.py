@@ -85,6 +85,33 @@ def _check_numbers(f, problems: List[str]) -> None:
                     f"{f.ema_decay}")
 
 
+def _check_cluster(f, problems: List[str]) -> None:
+  """The cluster resolver's environment, before the strategy is created."""
+  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  if f.cluster_resolver not in ("slurm", "k8s_indexed"):
+    return
+  if f.distribution not in ("auto", "multi_worker"):
+    problems.append(f"--cluster_resolver={f.cluster_resolver} needs "
+                      "--distribution=auto or multi_worker; got "
+                      f"--distribution={f.distribution}")
+  if f.cluster_resolver == "slurm":
+    missing = distribute.missing_slurm_variables()
+    if missing:
+      problems.append(
+          "--cluster_resolver=slurm needs the variables srun sets for each "
+          f"task ({', '.join(distribute.SLURM_VARIABLES)}); missing: "
+          f"{', '.join(missing)}. Start the trainer with srun inside an "
+          "allocation, or use --cluster_resolver=tf_config with TF_CONFIG.")
+    return
+  try:
+    distribute.use_k8s_indexed_tf_config(
+        distribute.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
+                                         f.k8s_service, f.k8s_job_name),
+        check_only=True)
+  except ValueError as e:
+    problems.append(str(e))
+
+
 def _profile_steps(f, problems: List[str]) -> Tuple[int, int]:
   profile = _int_list("profile_steps", f.profile_steps, problems)
   if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
@@ -263,6 +290,7 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
     problems.append(str(e))
   _check_architecture(f, problems, (source_architecture or {}).get("dataset"))
   _check_data_service(f, problems)
+  _check_cluster(f, problems)
   if check_model_dir:
     _checkpoint_problems(f, problems)
   if problems:

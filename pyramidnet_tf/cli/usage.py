@@ -18,7 +18,8 @@ Groups = Sequence[Tuple[str, Sequence[str]]]
 
 _MODEL = ("dataset", "depth", "alpha", "bottleneck", "mode", "num_classes",
           "rounding")
-_CLUSTER = ("distribution", "cluster_resolver", "collective_timeout")
+_CLUSTER = ("distribution", "cluster_resolver", "collective_timeout",
+            "k8s_num_workers", "k8s_port", "k8s_service", "k8s_job_name")
 
 TRAIN_GROUPS: Groups = (
     ("Model", _MODEL),

@@ -90,6 +90,10 @@ class RuntimeConfig:
   distribution: str = "auto"
   cluster_resolver: str = "tf_config"
   slurm_port_base: int = 8888
+  k8s_num_workers: int = 0
+  k8s_port: int = 2222
+  k8s_service: Optional[str] = None
+  k8s_job_name: Optional[str] = None
   cpu_devices: int = 1
   collective_timeout: float = 600.0
   dtype: str = "float32"

@@ -411,7 +411,9 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
                                       config.output)
   strategy = distribute.create_strategy(
       runtime.distribution, runtime.cpu_devices, runtime.collective_timeout,
-      runtime.cluster_resolver, runtime.slurm_port_base)
+      runtime.cluster_resolver, runtime.slurm_port_base,
+      k8s_num_workers=runtime.k8s_num_workers, k8s_port=runtime.k8s_port,
+      k8s_service=runtime.k8s_service, k8s_job_name=runtime.k8s_job_name)
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top

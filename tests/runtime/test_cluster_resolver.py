@@ -86,7 +86,7 @@ def test_missing_slurm_variable_is_named(slurm_env, monkeypatch):
 
 def test_bad_choices_are_named(slurm_env):
   with pytest.raises(ValueError, match=r"--cluster_resolver must be one of "
-                     r"tf_config, slurm; got 'k8s'"):
+                     r"tf_config, slurm, k8s_indexed; got 'k8s'"):
     distribute.create_strategy("auto", cluster_resolver="k8s")
   slurm_env(procid=0, num_tasks=1, nodelist="localhost", tasks_per_node="1")
   with pytest.raises(ValueError, match=r"--cluster_resolver=slurm needs "
@@ -94,6 +94,21 @@ def test_bad_choices_are_named(slurm_env):
     distribute.create_strategy("mirrored", cluster_resolver="slurm")
   with pytest.raises(ValueError, match=r"--slurm_port_base must be in"):
     distribute.slurm_resolver(port_base=70000)
+
+
+def test_trainer_outside_srun_is_one_line(tmp_path):
+  """The CLI checks the SLURM_* variables before TensorFlow starts."""
+  env = {k: v for k, v in fx.cli_env().items() if not k.startswith("SLURM_")}
+  proc = subprocess.run(
+      [sys.executable, "-m", "pyramidnet_tf.train", "--dataset=synthetic",
+       "--cluster_resolver=slurm", f"--model_dir={tmp_path / 'm'}"],
+      cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "pyramidnet_tf.train: error: --cluster_resolver=slurm needs the "
+      "variables srun sets"), proc.stderr[-2000:]
+  assert "missing: SLURM_PROCID" in proc.stderr
 
 
 def _consecutive_free_ports():
