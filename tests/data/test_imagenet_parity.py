@@ -204,6 +204,17 @@ def test_train_pipeline_matches_the_per_image_definition(jpeg_dir, name):
                              want.std(axis=(0, 1, 2)), atol=1e-5)
 
 
+def test_train_crop_box_is_the_reference_box():
+  rng = np.random.default_rng(3)
+  for i in range(60):
+    shape = tf.constant([int(rng.integers(20, 600)),
+                         int(rng.integers(20, 600)), 3])
+    seed = tf.constant([int(rng.integers(0, 2**40)), i], tf.int64)
+    np.testing.assert_array_equal(
+        augment.train_crop_box(shape, seed).numpy(),
+        _ref_box(shape, _ref_seeds(seed, 4)[0]).numpy())
+
+
 def test_train_crop_boxes_vary_and_stay_inside(jpeg_dir):
   """The reference's boxes (which the pixels above pin down) are the
   inception crop: inside the image, area 8-100 %, aspect 3/4-4/3."""
