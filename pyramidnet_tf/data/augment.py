@@ -18,6 +18,15 @@ for JPEGs), bicubic resize, flip, colour jitter 0.4 (brightness, contrast,
 saturation in random order) and PCA lighting 0.1 as fb.resnet.torch, ImageNet
 normalisation. Eval: resize the short side to size*256/224, centre crop.
 
+Why ImageNet-style work is split in two (``imagenet_view`` per image,
+``imagenet_colour`` per batch): what follows the resize is affine in each
+pixel's colour, so it collapses into one 3x3 map and offset per image and is
+applied to the whole batch in one pass; per-op work on each image cost more
+than decoding it. Evaluation normalises per batch too; it decodes whole
+images, because resizing the full image and then cropping cannot be
+reproduced from a crop-decoded window (the resize grid depends on the full
+size, and crop-decoding changes the pixels at the window's edges).
+
 An optional AutoAugment/RandAugment policy (pyramidnet_tf.data.autoaugment) runs
 on the 0-255 image after the crop and flip and before colour jitter and
 normalisation, with its own seed folded from the image's seed.
