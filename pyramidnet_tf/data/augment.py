@@ -18,6 +18,15 @@ for JPEGs), bicubic resize, flip, colour jitter 0.4 (brightness, contrast,
 saturation in random order) and PCA lighting 0.1 as fb.resnet.torch, ImageNet
 normalisation. Eval: resize the short side to size*256/224, centre crop.
 
+Why ImageNet-style work is split in two (``imagenet_view`` per image,
+``imagenet_colour`` per batch): what follows the resize is affine in each
+pixel's colour, so it collapses into one 3x3 map and offset per image and is
+applied to the whole batch in one pass; per-op work on each image cost more
+than decoding it. Evaluation normalises per batch too; it decodes whole
+images, because resizing the full image and then cropping cannot be
+reproduced from a crop-decoded window (the resize grid depends on the full
+size, and crop-decoding changes the pixels at the window's edges).
+
 An optional AutoAugment/RandAugment policy (pyramidnet_tf.data.autoaugment) runs
 on the 0-255 image after the crop and flip and before colour jitter and
 normalisation, with its own seed folded from the image's seed.
@@ -218,6 +227,11 @@ def _blend(image, other, alpha):
   return image * alpha + other * (1.0 - alpha)
 
 
+# The six orders of brightness (0), contrast (1) and saturation (2).
+_JITTER_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1),
+                  (2, 1, 0))
+
+
 def color_jitter(image, seed, strength: float = 0.4):
   """fb.resnet.torch ColorJitter on [0, 1] RGB: brightness, contrast and
   saturation factors 1 + U(-s, s), applied in a random order.
@@ -240,7 +254,7 @@ def color_jitter(image, seed, strength: float = 0.4):
   def saturation(x):
     return _blend(x, _grayscale(x), alphas[2])
   ops = (brightness, contrast, saturation)
-  orders = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+  orders = _JITTER_ORDERS
   index = tf.random.stateless_uniform([], order_seed, 0, len(orders),
                                       dtype=tf.int32)
 
@@ -276,8 +290,13 @@ def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
                    jitter: float = 0.4, lighting: float = 0.1, stats=None,
                    bgr: bool = False, policy=None):
   """Distorted crop + resize + flip + [policy] + colour jitter + lighting +
-  normalise. ``policy(image, seed)`` sees the flipped 0-255 float image, as
-  in AutoAugment (the flip commutes with the colour ops after it).
+  normalise, for one image. ``policy(image, seed)`` sees the flipped 0-255
+  float image, as in AutoAugment (the flip commutes with the colour ops
+  after it).
+
+  The trainer's pipeline runs the same two parts apart (``imagenet_view``
+  per image, ``imagenet_colour`` per batch); this composes them on a batch
+  of one.
 
   Args:
     encoded: scalar string tensor, the record's image bytes; JPEGs are
@@ -296,32 +315,180 @@ def imagenet_train(encoded, image_format, height, width, seed, size: int = 224,
   Returns:
     The normalised float32 ``[size, size, 3]`` image.
   """
-  box_seed, jitter_seed, light_seed, flip_seed = _seeds(seed, 4)
+  image = imagenet_view(encoded, image_format, height, width, seed, size,
+                        policy)
+  params = colour_params(seed, jitter, lighting)
+  batch = tf.nest.map_structure(lambda t: t[None], (image, params))
+  return imagenet_colour(*batch, jitter=jitter, lighting=lighting,
+                         stats=stats, bgr=bgr)[0]
+
+
+def _clip_0_255(image):
+  # One pass (tf.clip_by_value is a minimum then a maximum).
+  return tf.raw_ops.ClipByValue(t=image, clip_value_min=0.0,
+                                clip_value_max=255.0)
+
+
+def train_crop_box(shape, seed):
+  """The distorted crop of an image in ImageNet-style training.
+
+  Args:
+    shape: int32 [3] (height, width, channels) of the image.
+    seed: the image's int32/int64 [2] stateless seed.
+
+  Returns:
+    int32 [4]: (offset_y, offset_x, height, width), inside the image, area
+    8-100 % of it, aspect ratio 3/4-4/3 (the whole image when ten draws
+    miss).
+  """
+  box_seed = _seeds(seed, 4)[0]
+  return tf.stack(_distorted_box(shape, box_seed))
+
+
+def imagenet_view(encoded, image_format, height, width, seed, size: int = 224,
+                  policy=None):
+  """The per-image part of ImageNet training augmentation: the distorted
+  crop (decoded alone for JPEGs), bicubic resize, clip, flip, [policy].
+
+  Args:
+    encoded: scalar string tensor, the record's image bytes.
+    image_format: the record's format string (see ``decode``).
+    height: image height in pixels (raw records only).
+    width: image width in pixels (raw records only).
+    seed: the image's int32/int64 [2] stateless seed (the same seed as
+      ``colour_params`` takes: each part derives its own streams).
+    size: output side in pixels.
+    policy: an AutoAugment/RandAugment callable, or None.
+
+  Returns:
+    float32 ``[size, size, 3]`` RGB in [0, 255] (unless a policy leaves it).
+  """
+  _, _, _, flip_seed = _seeds(seed, 4)
 
   def from_jpeg():
-    shape = tf.image.extract_jpeg_shape(encoded)
-    y, x, h, w = _distorted_box(shape, box_seed)
-    return tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]),
-                                         channels=3)
+    box = train_crop_box(tf.image.extract_jpeg_shape(encoded), seed)
+    return tf.image.decode_and_crop_jpeg(encoded, box, channels=3)
 
   def from_other():
     image = decode(encoded, image_format, height, width)
-    y, x, h, w = _distorted_box(tf.shape(image), box_seed)
+    y, x, h, w = tf.unstack(train_crop_box(tf.shape(image), seed))
     return tf.slice(image, tf.stack([y, x, 0]), tf.stack([h, w, 3]))
   image = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
   image.set_shape([None, None, 3])
-  image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [size, size],
-                          method="bicubic")
-  image = tf.clip_by_value(image, 0.0, 1.0)
+  # The flip on the uint8 crop (a quarter of the bytes of the float
+  # image): bicubic resizing is mirror-symmetric, so this is the flip of the
+  # resized image up to float rounding (1e-4 of a pixel level).
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  # Bicubic resize reads uint8 as its values: no float copy of the crop.
+  image = tf.image.resize(image, [size, size], method="bicubic")
+  image = _clip_0_255(image)
   if policy is not None:
-    image = policy(image * 255.0, policy_seed(seed)) / 255.0
+    image = policy(image, policy_seed(seed))
+  return image
+
+
+def colour_params(seed, jitter: float = 0.4, lighting: float = 0.1):
+  """An image's colour-augmentation draws, from its seed: what
+  ``imagenet_colour`` applies to a batch. The draws are those of
+  ``color_jitter`` and ``pca_lighting`` for the same seed.
+
+  Args:
+    seed: the image's int32/int64 [2] stateless seed.
+    jitter: colour jitter strength; 0 = off (factors 1, order 0).
+    lighting: PCA lighting standard deviation; 0 = off (coefficients 0).
+
+  Returns:
+    (factors float32 [3]: brightness, contrast, saturation; order int32:
+    index into the six orders; lighting float32 [3]: PCA coefficients).
+  """
+  _, jitter_seed, light_seed, _ = _seeds(seed, 4)
   if jitter > 0:
-    image = color_jitter(image, jitter_seed, jitter)
+    order_seed, b_seed, c_seed, s_seed = _seeds(jitter_seed, 4)
+    factors = tf.stack([1.0 + tf.random.stateless_uniform([], s, -jitter,
+                                                          jitter)
+                        for s in (b_seed, c_seed, s_seed)])
+    order = tf.random.stateless_uniform([], order_seed, 0,
+                                        len(_JITTER_ORDERS), dtype=tf.int32)
+  else:
+    factors, order = tf.ones([3]), tf.constant(0, tf.int32)
   if lighting > 0:
-    image = pca_lighting(image, light_seed, lighting)
+    alpha = tf.random.stateless_normal([3], light_seed, 0.0, lighting)
+  else:
+    alpha = tf.zeros([3])
+  return factors, order, alpha
+
+
+def imagenet_colour(images, params, jitter: float = 0.4,
+                    lighting: float = 0.1, stats=None, bgr: bool = False):
+  """Colour jitter, PCA lighting and normalisation of a batch, as one
+  per-image affine colour map.
+
+  Why one map: brightness, contrast and saturation blends, the lighting
+  offset, scaling, normalisation and a BGR swap are all affine in the
+  pixel's colour (contrast's grey level is the mean of a linear function of
+  the image, so it follows from the image's mean colour). Composing them per
+  image (3x3 matrices, in the image's drawn order) and applying the product
+  once reads and writes the batch once instead of once per op, and gives
+  ``color_jitter`` then ``pca_lighting`` then ``normalize`` up to float
+  rounding.
+
+  Args:
+    images: float32 ``[B, H, W, 3]`` RGB in 0-255 units.
+    params: ``colour_params`` of each image, batched (factors [B, 3],
+      order [B], lighting [B, 3]).
+    jitter: the jitter strength ``params`` were drawn with; 0 = skip.
+    lighting: the lighting standard deviation; 0 = skip.
+    stats: (mean, std) in 0-255 units overriding ImageNet's, or None.
+    bgr: output BGR channels (Caffe models); ``stats`` then in BGR order.
+
+  Returns:
+    The normalised float32 ``[B, H, W, 3]`` batch.
+  """
+  factors, order, alpha = params
+  images = tf.convert_to_tensor(images, tf.float32)
+  batch = tf.shape(images)[0]
+  eye = tf.eye(3, batch_shape=[batch])
+  matrix = eye                      # colour map on [0, 1] units: M u + t
+  offset = tf.zeros([batch, 3])
+  if jitter > 0:
+    gray = tf.constant([0.299, 0.587, 0.114])
+    mean_colour = tf.reduce_mean(images, axis=[1, 2]) / 255.0   # [B, 3]
+    steps = tf.gather(tf.constant(_JITTER_ORDERS, tf.int32), order)
+    for k in range(3):
+      op = steps[:, k]
+      bright, contrast, sat = tf.unstack(factors, axis=1)
+      # Brightness: a u.  Contrast: a u + (1 - a) mean(grey(u)).
+      # Saturation: a u + (1 - a) grey(u) = (a I + (1 - a) 1 g^T) u.
+      grey_level = tf.linalg.matvec(
+          matrix, mean_colour) + offset                          # [B, 3]
+      grey_level = tf.reduce_sum(grey_level * gray, axis=1)     # [B]
+      sat_map = (sat[:, None, None] * eye +
+                 (1.0 - sat)[:, None, None] * tf.ones([3, 1]) * gray)
+      candidates_m = tf.stack([
+          bright[:, None, None] * matrix,
+          contrast[:, None, None] * matrix,
+          tf.linalg.matmul(sat_map, matrix)], axis=1)           # [B, 3, 3, 3]
+      candidates_t = tf.stack([
+          bright[:, None] * offset,
+          contrast[:, None] * offset + ((1.0 - contrast) *
+                                        grey_level)[:, None],
+          tf.linalg.matvec(sat_map, offset)], axis=1)           # [B, 3, 3]
+      pick = tf.stack([tf.range(batch), op], axis=1)
+      matrix = tf.gather_nd(candidates_m, pick)
+      offset = tf.gather_nd(candidates_t, pick)
+  if lighting > 0:
+    eigvec = tf.constant(PCA_EIGVEC, tf.float32)
+    offset += tf.linalg.matvec(eigvec, alpha * tf.constant(PCA_EIGVAL))
   mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
-  return normalize(image * 255.0, mean, std, bgr)
+  mean = tf.constant(mean, tf.float32)
+  inv_std = 1.0 / tf.constant(std, tf.float32)
+  if bgr:
+    matrix, offset = matrix[:, ::-1], offset[:, ::-1]
+  # x is in 0-255 units (u = x / 255): 255 (M u + t) = M x + 255 t, then
+  # (. - mean) / std.
+  matrix = matrix * inv_std[:, None]
+  bias = (255.0 * offset - mean) * inv_std
+  return tf.einsum("bhwc,bdc->bhwd", images, matrix) + bias[:, None, None, :]
 
 
 def resize_short_and_crop(image, size: int):
@@ -339,11 +506,13 @@ def resize_short_and_crop(image, size: int):
   scale = short / tf.reduce_min(shape)
   new_hw = tf.cast(tf.round(shape * scale), tf.int32)
   new_hw = tf.maximum(new_hw, size)
-  image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bicubic")
+  if image.dtype != tf.uint8:  # uint8 is read as its values: no copy
+    image = tf.cast(image, tf.float32)
+  image = tf.image.resize(image, new_hw, method="bicubic")
   top = (new_hw[0] - size) // 2
   left = (new_hw[1] - size) // 2
   image = tf.slice(image, tf.stack([top, left, 0]), [size, size, 3])
-  return tf.clip_by_value(image, 0.0, 255.0)
+  return _clip_0_255(image)
 
 
 def imagenet_eval(image, size: int = 224, stats=None, bgr: bool = False):

@@ -114,15 +114,24 @@ def train_dataset(info: manifest_lib.DataInfo,
                              tf.constant(0, tf.int64))))
   ds = epochs.flat_map(one_epoch)
 
+  batched = preprocessing.batched
+
   def prepare(epoch, index, record):
     encoded, image_format, height, width, label = _parse(record)
     element_seed = tf.stack([stream_seed + epoch, index])
-    image = preprocessing.train_image(encoded, image_format, height, width,
-                                      element_seed)
+    prepare_image = (preprocessing.train_view if batched else
+                     preprocessing.train_image)
+    image = prepare_image(encoded, image_format, height, width, element_seed)
     return image, tf.cast(label - label_base, tf.int32)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=deterministic)
   ds = ds.batch(per_replica_batch, drop_remainder=True)
+  if batched:
+    # Colour augmentation and normalisation, vectorised over the batch.
+    ds = ds.map(lambda view, labels: (preprocessing.train_batch(*view),
+                                      labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = deterministic
@@ -173,15 +182,19 @@ def eval_dataset(info: manifest_lib.DataInfo,
   def prepare(record):
     encoded, image_format, height, width, label = _parse(record)
     image = augment.decode(encoded, image_format, height, width)
-    return (preprocessing.eval_image(image),
+    return (preprocessing.eval_view(image),
             tf.cast(label - label_base, tf.int32))
   ds = records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-  size = preprocessing.image_size
   padding = tf.data.Dataset.from_tensors(
-      (tf.zeros([size, size, 3]), tf.constant(-1, tf.int32))).repeat()
+      (preprocessing.eval_padding(), tf.constant(-1, tf.int32))).repeat()
   total = num_steps * per_replica_batch * replicas_per_pipeline
   ds = ds.concatenate(padding).take(total)
   ds = ds.batch(per_replica_batch, drop_remainder=True)
+  if preprocessing.batched:
+    # Normalisation per batch (padding becomes all zeros).
+    ds = ds.map(lambda images, labels: (preprocessing.eval_batch(images),
+                                        labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.OFF)

@@ -97,6 +97,79 @@ class Preprocessing:
                                   self.lighting, self._stats, self._bgr,
                                   policy=self._policy)
 
+  @property
+  def batched(self) -> bool:
+    """The pipelines run in two parts (ImageNet-style): ``train_view`` /
+    ``eval_view`` per image, then ``train_batch`` / ``eval_batch`` per
+    batch. Else (CIFAR) ``train_image`` / ``eval_image`` alone."""
+    return self.kind != "cifar"
+
+  def train_view(self, encoded, image_format, height, width, seed):
+    """The per-image part of ``train_image`` (``batched`` only).
+
+    Args:
+      encoded: scalar string tensor, the record's image bytes.
+      image_format: the record's format string.
+      height: image height in pixels (raw records only).
+      width: image width in pixels (raw records only).
+      seed: the image's int32/int64 [2] stateless seed.
+
+    Returns:
+      (float32 [size, size, 3] 0-255 image, its colour draws): what
+      ``train_batch`` takes once batched.
+    """
+    image = augment.imagenet_view(encoded, image_format, height, width, seed,
+                                  self.image_size, policy=self._policy)
+    return image, augment.colour_params(seed, self.color_jitter,
+                                        self.lighting)
+
+  def train_batch(self, images, params):
+    """The per-batch part of ``train_image``: colour jitter, lighting and
+    normalisation of batched ``train_view`` outputs.
+
+    Args:
+      images: float32 [B, size, size, 3] 0-255 images.
+      params: their colour draws, batched.
+    """
+    return augment.imagenet_colour(images, params, self.color_jitter,
+                                   self.lighting, self._stats, self._bgr)
+
+  def eval_view(self, image_uint8):
+    """The per-image part of ``eval_image`` (resize and crop, not yet
+    normalised: ``eval_batch`` does that per batch). CIFAR: the whole
+    ``eval_image``.
+
+    Args:
+      image_uint8: decoded HWC RGB image.
+    """
+    if self.kind == "cifar":
+      return self.eval_image(image_uint8)
+    return augment.resize_short_and_crop(image_uint8, self.image_size)
+
+  def eval_padding(self):
+    """The ``eval_view`` of a padding example: the image that ``eval_batch``
+    turns into all zeros (the mean colour; zeros for CIFAR)."""
+    size = self.image_size
+    if not self.batched:
+      return tf.zeros([size, size, 3])
+    mean, _ = self._stats or (augment.IMAGENET_MEAN, augment.IMAGENET_STD)
+    mean = tf.constant(mean, tf.float32)
+    if self._bgr:  # normalize() reverses the channels before the mean
+      mean = mean[::-1]
+    return tf.broadcast_to(mean, [size, size, 3])
+
+  def eval_batch(self, images):
+    """Normalises a batch of ``eval_view`` outputs (ImageNet-style; CIFAR's
+    are already final).
+
+    Args:
+      images: float32 [B, size, size, 3].
+    """
+    if self.kind == "cifar":
+      return images
+    mean, std = self._stats or (augment.IMAGENET_MEAN, augment.IMAGENET_STD)
+    return augment.normalize(images, mean, std, self._bgr)
+
 
 AUGMENTATIONS = options.AUGMENTATIONS
 
