@@ -79,6 +79,10 @@ def _check_numbers(f) -> None:
     channel_alignment.resolve(f.channel_multiple, f.dtype, "CPU")
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if f.recompute not in train_flags.RECOMPUTE_CHOICES:
+    raise ConfigError(f"--recompute must be one of "
+                      f"{', '.join(train_flags.RECOMPUTE_CHOICES)}; got "
+                      f"{f.recompute!r}")
   if not 0.0 <= f.ema_decay < 1.0:
     raise ConfigError(f"--ema_decay must be in [0, 1) (0 = off); got "
                       f"{f.ema_decay}")
