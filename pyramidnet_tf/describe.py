@@ -10,13 +10,17 @@ shapes only (no variables are created), so it is instant for any size.
 """
 
 import json
+from typing import Optional
 
 from absl import flags
 
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.model import complexity
+from pyramidnet_tf.model import memory
+from pyramidnet_tf.model import paper_rows
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
 from pyramidnet_tf.model import widths as widths_lib
@@ -24,6 +28,13 @@ from pyramidnet_tf.model import widths as widths_lib
 # --image_size (input resolution for FLOPs and feature-map sizes; 0 = 32 for
 # CIFAR, 224 for ImageNet) is the trainer's flag, from common_flags.
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+flags.DEFINE_integer("replicas", 1,
+                     "Replicas the trainer's global --batch_size is split "
+                     "over, for the memory per replica (>= 1).")
+flags.DEFINE_enum("device", "gpu", ["gpu", "cpu"],
+                  "Device the memory is estimated for: its --channel_multiple "
+                  "default (auto = 1 on GPU; 8 for float32 and 16 for "
+                  "bfloat16/float16 on CPU) sets the padded widths.")
 flags.DEFINE_bool("show_widths", True,
                   "List every unit's planes under the table.")
 
@@ -119,6 +130,82 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
   }
 
 
+def _memory_settings(arch) -> dict:
+  """Batch per replica, dtype, recompute and channel multiple from flags.
+
+  Raises:
+    cli.UserError: for a --batch_size or --replicas that cannot be split.
+  """
+  if FLAGS.replicas < 1:
+    raise cli.UserError(f"--replicas must be >= 1; got {FLAGS.replicas}")
+  if FLAGS.batch_size < 1 or FLAGS.batch_size % FLAGS.replicas:
+    raise cli.UserError(f"--batch_size must be a positive multiple of "
+                        f"--replicas={FLAGS.replicas}; got {FLAGS.batch_size}")
+  try:
+    multiple = channel_alignment.resolve(FLAGS.channel_multiple, FLAGS.dtype,
+                                         FLAGS.device.upper())
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  del arch
+  return {"batch_per_replica": FLAGS.batch_size // FLAGS.replicas,
+          "dtype": FLAGS.dtype, "recompute": FLAGS.recompute,
+          "device": FLAGS.device, "channel_multiple": multiple}
+
+
+def memory_report(arch, num_classes: int, image_size: int,
+                  settings: dict) -> dict:
+  """Training memory per replica for ``settings`` and without/with
+  recompute, in bytes (``memory.estimate``).
+
+  Args:
+    arch: the network's shape.
+    num_classes: classifier outputs.
+    image_size: input side in pixels.
+    settings: what ``_memory_settings`` returns.
+
+  Returns:
+    ``settings`` plus "estimate" (the parts and total for the chosen
+    --recompute) and "total_by_recompute" (total for each choice).
+  """
+  def total(recompute):
+    return memory.estimate(arch, num_classes, image_size,
+                           settings["batch_per_replica"], settings["dtype"],
+                           recompute, settings["channel_multiple"])
+  return dict(settings,
+              estimate=total(settings["recompute"]).as_dict(),
+              total_by_recompute={r: total(r).total
+                                  for r in memory.RECOMPUTE})
+
+
+def _format_memory(report: dict) -> str:
+  gib = 2 ** 30
+  est = report["estimate"]
+  lines = [
+      f"training memory per replica (batch {report['batch_per_replica']}, "
+      f"{report['dtype']}, --recompute={report['recompute']}, "
+      f"{report['device']}, channel multiple {report['channel_multiple']}; "
+      "framework not included):",
+      f"  weights {est['weights'] / gib:.2f} GiB + gradients "
+      f"{est['gradients'] / gib:.2f} + optimiser {est['optimizer'] / gib:.2f}"
+      f" + activations {est['activations'] / gib:.2f} + backward "
+      f"workspace {est['workspace'] / gib:.2f} = {est['total'] / gib:.2f} GiB",
+      "  by --recompute: " + ", ".join(
+          f"{r} {t / gib:.2f} GiB"
+          for r, t in report["total_by_recompute"].items()),
+  ]
+  return "\n".join(lines)
+
+
+def _published(arch, shakedrop_on: bool) -> Optional[dict]:
+  """The paper row's cited error (None when not a paper row)."""
+  row = None if shakedrop_on else paper_rows.find(arch)
+  if row is None:
+    return None
+  text = row.published if "top-1" in row.published else (
+      row.published + " top-1")
+  return {"error": text, "flagfile": row.path}
+
+
 def main(argv):
   """Prints the report for the model flags.
 
@@ -145,10 +232,14 @@ def main(argv):
   num_units = len(arch.flat_planes)
   shakedrop = {"p_L": FLAGS.shakedrop_pl, "level": FLAGS.shakedrop_level,
                "p_first": 1.0 - (1.0 - FLAGS.shakedrop_pl) / num_units}
+  mem = memory_report(arch, num_classes, image_size, _memory_settings(arch))
+  published = _published(arch, FLAGS.shakedrop)
   if FLAGS.json:
     payload = as_json(arch, num_classes, image_size)
     if FLAGS.shakedrop:
       payload["shakedrop"] = shakedrop
+    payload["memory"] = mem
+    payload["published"] = published
     print(json.dumps(payload, indent=2))
   else:
     text = describe(arch, num_classes, image_size, FLAGS.show_widths)
@@ -156,6 +247,10 @@ def main(argv):
       text += (f"\n\nShakeDrop: level={shakedrop['level']}, keep "
                f"probability {shakedrop['p_first']:.4f} (unit 1) -> "
                f"{shakedrop['p_L']:g} (unit {num_units}); no parameters")
+    text += "\n\n" + _format_memory(mem)
+    if published is not None:
+      text += (f"\npublished error: {published['error']} (the paper row of "
+               f"{published['flagfile']})")
     print(text)
 
 

@@ -80,6 +80,10 @@ def _check_numbers(f, problems: List[str]) -> None:
   if f.cutout_size < 0:
     problems.append(f"--cutout_size must be >= 0 (0 = off); got "
                     f"{f.cutout_size}")
+  if f.recompute not in train_flags.RECOMPUTE_CHOICES:
+    problems.append(f"--recompute must be one of "
+                    f"{', '.join(train_flags.RECOMPUTE_CHOICES)}; got "
+                    f"{f.recompute!r}")
   if not 0.0 <= f.ema_decay < 1.0:
     problems.append(f"--ema_decay must be in [0, 1) (0 = off); got "
                     f"{f.ema_decay}")

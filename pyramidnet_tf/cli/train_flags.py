@@ -82,6 +82,17 @@ flags.DEFINE_enum(
     "forward/backward (fastest steady state); unit: each residual unit's "
     "forward and backward separately (stem, head, loss and update stay "
     "TensorFlow ops).")
+# The network's ``RECOMPUTE`` choices (model/network.py), named here without
+# importing TensorFlow.
+RECOMPUTE_CHOICES = ("none", "unit")
+flags.DEFINE_enum(
+    "recompute", "none", list(RECOMPUTE_CHOICES),
+    "What the backward pass recomputes instead of keeping. none: every "
+    "activation the gradient needs is kept from the forward pass. unit: only "
+    "each residual unit's input is kept and the unit's forward runs again in "
+    "the backward pass (about one more forward per step for a fraction of "
+    "the activation memory; same loss, gradients, BN statistics and "
+    "ShakeDrop draws). For the widest/deepest networks.")
 flags.DEFINE_integer("steps_per_loop", 100,
                      "Train steps per host call (one tf.function, tf.range "
                      "loop); capped by the log/checkpoint/eval cadence.")

@@ -35,7 +35,7 @@ TRAIN_GROUPS: Groups = (
         "label_smoothing", "autoaugment", "randaugment", "cutout_size",
         "cutmix_prob", "cutmix_beta", "mixup_alpha", "ema_decay")),
     ("Precision and speed", (
-        "dtype", "jit_compile", "channel_multiple", "sync_bn",
+        "dtype", "jit_compile", "channel_multiple", "sync_bn", "recompute",
         "deterministic")),
     ("Checkpoints, evaluation and logging", (
         "model_dir", "checkpoint_every_steps", "keep_checkpoints",
@@ -71,6 +71,8 @@ DESCRIBE_GROUPS: Groups = (
     ("Model", _MODEL + ("drop_rate", "shakedrop", "shakedrop_pl",
                         "shakedrop_level")),
     ("Report", ("image_size", "json", "show_widths")),
+    ("Training memory", ("batch_size", "dtype", "recompute", "replicas",
+                         "device", "channel_multiple")),
 )
 # describe accepts every trainer flag so that a training flagfile can be
 # described as it is; only the model flags matter.

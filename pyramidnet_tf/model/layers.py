@@ -25,13 +25,42 @@ Variables are float32 whatever the compute dtype, so bfloat16/float16 runs
 keep float32 master weights and float32 BN statistics.
 """
 
+import contextlib
 import math
-from typing import Optional
+import threading
+from typing import Iterator, Optional
 
 import tensorflow as tf
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.1
+
+_trace_state = threading.local()
+
+
+@contextlib.contextmanager
+def moving_updates_suspended() -> Iterator[None]:
+  """Training-mode batch norms called inside do not touch their moving
+  statistics.
+
+  For recomputation (``units``' ``recompute``): the backward pass runs a
+  residual unit's forward a second time to rebuild its activations; its
+  batch norms must normalise with the same batch moments, but the moving
+  statistics were already updated once by the first forward and must not be
+  updated again. A Python-level switch, read while ops are created (traced),
+  so it works the same eagerly, in ``tf.function`` and under XLA.
+  """
+  depth = getattr(_trace_state, "suspended", 0)
+  _trace_state.suspended = depth + 1
+  try:
+    yield
+  finally:
+    _trace_state.suspended = depth
+
+
+def moving_updates_are_suspended() -> bool:
+  """True inside ``moving_updates_suspended``."""
+  return getattr(_trace_state, "suspended", 0) > 0
 
 
 def append_zero_channels(x: tf.Tensor, extra: int, axis: int = -1
@@ -288,6 +317,8 @@ class BatchNorm(tf.Module):
     return mean, variance, total_count
 
   def _update_moving(self, mean: tf.Tensor, unbiased: tf.Tensor) -> None:
+    if moving_updates_are_suspended():
+      return  # a recomputation: the first forward already updated them
     decay = 1.0 - self.momentum
     self.moving_mean.assign(
         decay * self.moving_mean + self.momentum * tf.stop_gradient(mean))

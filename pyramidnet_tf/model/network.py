@@ -30,6 +30,9 @@ from pyramidnet_tf.model import shakedrop as shakedrop_lib
 from pyramidnet_tf.model import units
 from pyramidnet_tf.model import widths as widths_lib
 
+# What the backward pass recomputes instead of keeping (``set_recompute``).
+RECOMPUTE = ("none", "unit")
+
 
 class PyramidNet(tf.Module):
   """The additive or multiplicative PyramidNet for CIFAR or ImageNet.
@@ -141,6 +144,7 @@ class PyramidNet(tf.Module):
       self.fc = layers.Dense(channels, num_classes, name="fc")
     self.channel_multiple = 1
     self.set_channel_multiple(channel_multiple)
+    self.recompute = "none"
 
   def set_channel_multiple(self, multiple: int) -> None:
     """Carries every activation with its channels zero-padded to a multiple
@@ -171,6 +175,28 @@ class PyramidNet(tf.Module):
         unit.set_physical_channels(align)
     self.bn_final.set_physical_channels(align(self.bn_final.channels))
     self.channel_multiple = multiple
+
+  def set_recompute(self, recompute: str) -> None:
+    """Chooses what the backward pass keeps of the residual units.
+
+    Args:
+      recompute: one of ``RECOMPUTE``. "none": every activation the
+        gradient needs is kept from the forward pass. "unit": only each
+        residual unit's input is kept; the unit's forward runs again in the
+        backward pass to rebuild the rest (about one more forward per step,
+        for a fraction of the activation memory). Same loss, gradients,
+        batch-norm statistics and ShakeDrop draws either way.
+
+    Raises:
+      ValueError: if ``recompute`` is not one of ``RECOMPUTE``.
+    """
+    if recompute not in RECOMPUTE:
+      raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE)}; "
+                       f"got {recompute!r}")
+    for stage in self.stages:
+      for unit in stage:
+        unit.recompute = recompute == "unit"
+    self.recompute = recompute
 
   def _unit_shakedrop(self, index: int
                       ) -> Optional[shakedrop_lib.ShakeDrop]:

@@ -23,6 +23,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record as tf_record  # pylint: disable=g-direct-tensorflow-import
 
 from pyramidnet_tf.model import layers
 from pyramidnet_tf.model import shakedrop as shakedrop_lib
@@ -142,6 +143,9 @@ class _Unit(tf.Module):
           "channels")
     self.physical_in = in_channels
     self.physical_out = self.out_channels
+    # Recompute the unit's activations in the backward pass instead of
+    # keeping them (``_recomputed``); set through ``PyramidNet.set_recompute``.
+    self.recompute = False
 
   def set_physical_channels(self, align) -> None:
     """Pads every tensor of the unit to ``align(channels)`` channels.
@@ -193,12 +197,76 @@ class _Unit(tf.Module):
     Returns:
       NHWC output with ``physical_out`` channels, its padding channels zero.
     """
+    if training and self.recompute:
+      return self._recomputed(x, seed)
+    return self._forward(x, training, seed)
+
+  def _forward(self, x: tf.Tensor, training: bool,
+               seed: Optional[tf.Tensor]) -> tf.Tensor:
+    """Branch (with ShakeDrop) plus shortcut, every op on the tape."""
     # ``residual`` is the branch each subclass defines.
     branch = self.residual(x, training)
     if self.shakedrop is not None:
       branch = self.shakedrop(branch, training, seed,
                               channels=self.out_channels)
     return branch + self.shortcut(x)
+
+  def _recomputed(self, x: tf.Tensor, seed: Optional[tf.Tensor]
+                  ) -> tf.Tensor:
+    """The training forward, keeping only ``x`` for the backward pass.
+
+    The forward runs with the tape stopped, so none of the unit's
+    intermediate activations outlive it; the gradient runs the forward a
+    second time under its own tape and differentiates that. The second run
+    sees the same input, variables and ShakeDrop seed, so it rebuilds the
+    same activations: the same batch moments (sync BN: the same all-reduce),
+    the same random factors. Its batch norms leave the moving statistics
+    alone (``layers.moving_updates_suspended``): they are updated once per
+    step, by the first forward.
+
+    Args:
+      x: NHWC input with ``physical_in`` channels.
+      seed: the model's stateless seed for ShakeDrop, or None (a unit with
+        ShakeDrop then draws one here, shared by both runs).
+
+    Returns:
+      The unit's training-mode output; its gradient flows to ``x`` and to
+      the unit's trainable variables.
+    """
+    if self.shakedrop is not None and seed is None:
+      seed = shakedrop_lib.random_seed()
+
+    @tf.custom_gradient
+    def unit(inputs):
+      # Nothing of this run goes on the caller's tape (eagerly, a tape
+      # holds every tensor it records); TF's own recompute_grad does the
+      # same with this (non-exported) switch.
+      with tf_record.stop_recording():
+        outputs = self._forward(inputs, True, seed)
+
+      def grad(d_outputs, variables=None):
+        variables = list(variables or [])
+        # Make the recomputation wait for the incoming gradient: otherwise
+        # graph executors (TF and XLA alike) may run it as soon as ``inputs``
+        # exists, during the forward pass, and keep its activations alive.
+        # where(v == v, 0, nan) is 0 for any finite or infinite v and
+        # carries a NaN gradient on (the step's loss is NaN anyway).
+        first = tf.reduce_max(tf.reshape(d_outputs, [-1])[:1])
+        after = tf.where(tf.equal(first, first), 0.0, float("nan"))
+        with tf.GradientTape() as tape:
+          again = tf.identity(inputs) + tf.cast(after, inputs.dtype)
+          tape.watch(again)
+          tape.watch(variables)
+          with layers.moving_updates_suspended():
+            recomputed = self._forward(again, True, seed)
+        grads = tape.gradient(
+            recomputed, [again] + variables, output_gradients=d_outputs,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads[0], grads[1:]
+
+      return outputs, grad
+
+    return unit(x)
 
 
 class BasicUnit(_Unit):

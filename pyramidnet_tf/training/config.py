@@ -105,6 +105,7 @@ class RuntimeConfig:
   steps_per_loop: int = 100
   seed: int = 0
   deterministic: bool = False
+  recompute: str = "none"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,6 +150,7 @@ def build_model(config: config_lib.TrainConfig, num_classes, strategy):
   model.set_channel_multiple(channel_alignment.resolve(
       config.runtime.channel_multiple, config.runtime.dtype,
       channel_alignment.local_device_type()))
+  model.set_recompute(config.runtime.recompute)
   if config.jit_units:
     try:
       compile_units.jit_units(model, strategy.num_replicas_in_sync)

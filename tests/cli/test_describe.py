@@ -90,3 +90,34 @@ def test_macs_of_a_basic_cifar_net_by_hand():
 def test_feature_map_sizes_follow_pytorch(size, out):
   arch = widths.architecture("cifar10", 20, 12, False)
   assert complexity.report(arch, 10, size)[-2].output_size == out
+
+
+def test_memory_per_replica_and_published_error_of_a_paper_row():
+  result = _describe("--flagfile=flags/cifar100/pyramidnet272_a200_bottleneck.flags",
+                     "--json", "--replicas=4", "--recompute=unit")
+  assert result.returncode == 0, result.stderr
+  report = json.loads(result.stdout)
+  memory = report["memory"]
+  assert memory["batch_per_replica"] == 32   # the flagfile's 128 over 4
+  assert memory["recompute"] == "unit" and memory["channel_multiple"] == 1
+  by = memory["total_by_recompute"]
+  assert memory["estimate"]["total"] == by["unit"] < by["none"]
+  assert report["published"] == {
+      "error": "16.35 % top-1",
+      "flagfile": "flags/cifar100/pyramidnet272_a200_bottleneck.flags"}
+  text = _describe("--flagfile=flags/imagenet/pyramidnet200_a450.flags",
+                   "--batch_size=64", "--noshow_widths").stdout
+  assert "training memory per replica (batch 64, float32" in text
+  assert ("published error: 20.11 % top-1 / 5.43 % top-5 (the paper row of "
+          "flags/imagenet/pyramidnet200_a450.flags)") in text
+
+
+def test_no_published_error_off_the_paper_rows_and_bad_replicas():
+  result = _describe("--depth=20", "--alpha=12", "--nobottleneck", "--json")
+  assert result.returncode == 0, result.stderr
+  assert json.loads(result.stdout)["published"] is None
+  bad = _describe("--depth=20", "--alpha=12", "--nobottleneck",
+                  "--replicas=3")
+  assert bad.returncode != 0 and "Traceback" not in bad.stderr
+  assert "--batch_size must be a positive multiple of --replicas=3" in (
+      bad.stderr)

@@ -1,0 +1,98 @@
+"""The paper's published errors, read from the flagfiles that cite them.
+
+Each flagfile under ``flags/cifar10``, ``flags/cifar100`` and
+``flags/imagenet`` reproduces one row of the paper's tables (or one of the
+authors' released models) and cites its published error in a comment line
+starting ``# Published``; the flagfile's model flags say which network the
+row is. Keeping the numbers only there means there is one place to correct.
+"""
+
+import dataclasses
+import os
+import re
+from typing import List, Optional
+
+FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "flags")
+_ROW_DIRS = ("cifar10", "cifar100", "imagenet")
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+  """One flagfile's network and the error it cites.
+
+  Attributes:
+    path: the flagfile, relative to the repository root.
+    dataset, depth, alpha, bottleneck, mode: its model flags (bottleneck
+      None when the flagfile leaves the paper's default).
+    published: the cited error, as the comment states it (e.g. "3.31 %",
+      "20.11 % top-1 / 5.43 % top-5").
+  """
+  path: str
+  dataset: str
+  depth: int
+  alpha: float
+  bottleneck: Optional[bool]
+  mode: str
+  published: str
+
+
+def _parse(path: str) -> Optional[PaperRow]:
+  values = {}
+  published = None
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith("# Published"):
+        match = re.search(r"error[^:]*:\s*(.*?%(?:\s*top-1\s*/\s*[\d.]+\s*%"
+                          r"\s*top-5)?)", line)
+        if match:
+          published = match.group(1)
+      elif line == "--bottleneck":
+        values["bottleneck"] = True
+      elif line == "--nobottleneck":
+        values["bottleneck"] = False
+      elif line.startswith("--") and "=" in line:
+        key, value = line[2:].split("=", 1)
+        values[key] = value
+  if published is None or not {"dataset", "depth", "alpha"} <= set(values):
+    return None
+  rel = os.path.relpath(path, os.path.dirname(FLAGS_DIR))
+  return PaperRow(path=rel, dataset=values["dataset"],
+                  depth=int(values["depth"]), alpha=float(values["alpha"]),
+                  bottleneck=values.get("bottleneck"),
+                  mode=values.get("mode", "add"), published=published)
+
+
+def rows(flags_dir: str = FLAGS_DIR) -> List[PaperRow]:
+  """Every paper row under ``flags_dir`` (empty if it does not exist).
+
+  Args:
+    flags_dir: the repository's ``flags`` folder.
+  """
+  found = []
+  for sub in _ROW_DIRS:
+    folder = os.path.join(flags_dir, sub)
+    if not os.path.isdir(folder):
+      continue
+    for name in sorted(os.listdir(folder)):
+      if name.endswith(".flags"):
+        row = _parse(os.path.join(folder, name))
+        if row is not None:
+          found.append(row)
+  return found
+
+
+def find(arch, flags_dir: str = FLAGS_DIR) -> Optional[PaperRow]:
+  """The paper row of ``arch``'s network, or None if it is not one.
+
+  Args:
+    arch: a ``widths.Architecture``.
+    flags_dir: the repository's ``flags`` folder.
+  """
+  for row in rows(flags_dir):
+    if (row.dataset == arch.dataset and row.depth == arch.depth and
+        row.alpha == float(arch.alpha) and row.mode == arch.mode and
+        (row.bottleneck is None or row.bottleneck == arch.bottleneck)):
+      return row
+  return None
