@@ -12,8 +12,13 @@ import os
 import re
 from typing import List, Optional
 
-FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "flags")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shipped flagfiles: inside an installed package (pyramidnet_tf/recipes,
+# see setup.py), else the checkout's flags/ (the same files).
+FLAGS_DIR = next((d for d in (os.path.join(_PACKAGE, "recipes"),
+                              os.path.join(os.path.dirname(_PACKAGE), "flags"))
+                  if os.path.isdir(d)),
+                 os.path.join(os.path.dirname(_PACKAGE), "flags"))
 _ROW_DIRS = ("cifar10", "cifar100", "imagenet")
 
 
@@ -57,7 +62,7 @@ def _parse(path: str) -> Optional[PaperRow]:
         values[key] = value
   if published is None or not {"dataset", "depth", "alpha"} <= set(values):
     return None
-  rel = os.path.relpath(path, os.path.dirname(FLAGS_DIR))
+  rel = "flags/" + os.path.relpath(path, FLAGS_DIR).replace(os.sep, "/")
   return PaperRow(path=rel, dataset=values["dataset"],
                   depth=int(values["depth"]), alpha=float(values["alpha"]),
                   bottleneck=values.get("bottleneck"),
