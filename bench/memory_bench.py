@@ -9,9 +9,10 @@ one process's allocator never serves the other's. A child builds the
 network, Nesterov SGD and one ``tf.function`` train step (forward, backward,
 update; float32, the trainer's CPU channel alignment), runs it once (tracing
 included) and then ``--steps`` timed steps, and reports its peak RSS (CPU)
-or TF's peak allocator bytes (GPU). ``baseline`` is the peak RSS of the same
-process after importing TensorFlow and creating the input batch, before the
-network exists: peak minus baseline is what the step itself used, which
+or TF's peak allocator bytes (GPU). ``baseline`` is the RSS of the same process
+after importing TensorFlow and creating the input batch, before the network
+exists (the peak is reset there, so a higher transient peak of TensorFlow's
+start-up does not count): peak minus baseline is what the step itself used, which
 ``pyramidnet_tf.model.memory.estimate`` (``describe --batch_size``) predicts
 (``estimate`` column).
 
@@ -41,7 +42,31 @@ ROWS = {
 }
 
 
-def _rss_mb() -> float:
+def _reset_peak_rss() -> bool:
+  """Lowers this process's peak RSS to its current RSS (Linux >= 4.0).
+
+  Importing TensorFlow can pass through a higher peak than where it settles
+  (how high depends on the host); without the reset that transient peak
+  would hide the step's own growth. False where the kernel does not allow
+  it: the peak then counts from process start.
+  """
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def _peak_rss_mb() -> float:
+  """Peak RSS since start or since the last ``_reset_peak_rss``, in MB."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -76,7 +101,8 @@ def measure(dataset: str, depth: int, alpha: float, bottleneck: bool,
                                        dtype=tf.int32)
   multiple = channel_alignment.resolve(0, "float32",
                                        channel_alignment.local_device_type())
-  baseline = _rss_mb()
+  _reset_peak_rss()
+  baseline = _peak_rss_mb()
   model = network.PyramidNet(dataset, depth, alpha, bottleneck,
                              drop_rate=drop_rate, channel_multiple=multiple)
   model.set_recompute(recompute)
@@ -99,7 +125,7 @@ def measure(dataset: str, depth: int, alpha: float, bottleneck: bool,
   for _ in range(steps):
     step().numpy()
   step_s = (time.perf_counter() - start) / max(steps, 1)
-  peak = _rss_mb()
+  peak = _peak_rss_mb()
   est = memory.estimate(model.arch, model.num_classes, image_size, batch,
                         "float32", recompute, multiple)
   return {"baseline_mb": baseline, "peak_mb": peak,

@@ -71,12 +71,13 @@ def _pod_tf_config(command, index, hostname, monkeypatch):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   from pyramidnet_tf.cli import train_config  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   assert command[:3] == ["python", "-m", "pyramidnet_tf.train"]
   monkeypatch.chdir(fx.REPO)
   monkeypatch.delenv("TF_CONFIG", raising=False)
   monkeypatch.setenv(distribute.K8S_INDEX_VARIABLE, str(index))
-  monkeypatch.setattr(distribute.socket, "gethostname", lambda: hostname)
+  monkeypatch.setattr(cluster_env.socket, "gethostname", lambda: hostname)
   flag_values = flags.FLAGS
   saved = flag_values.flags_into_string()
   try:

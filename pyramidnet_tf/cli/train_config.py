@@ -91,7 +91,7 @@ def _check_numbers(f, problems: List[str]) -> None:
 
 def _check_cluster(f, problems: List[str]) -> None:
   """The cluster resolver's environment, before the strategy is created."""
-  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
   if f.cluster_resolver not in ("slurm", "k8s_indexed"):
     return
   if f.distribution not in ("auto", "multi_worker"):
@@ -99,17 +99,17 @@ def _check_cluster(f, problems: List[str]) -> None:
                       "--distribution=auto or multi_worker; got "
                       f"--distribution={f.distribution}")
   if f.cluster_resolver == "slurm":
-    missing = distribute.missing_slurm_variables()
+    missing = cluster_env.missing_slurm_variables()
     if missing:
       problems.append(
           "--cluster_resolver=slurm needs the variables srun sets for each "
-          f"task ({', '.join(distribute.SLURM_VARIABLES)}); missing: "
+          f"task ({', '.join(cluster_env.SLURM_VARIABLES)}); missing: "
           f"{', '.join(missing)}. Start the trainer with srun inside an "
           "allocation, or use --cluster_resolver=tf_config with TF_CONFIG.")
     return
   try:
-    distribute.use_k8s_indexed_tf_config(
-        distribute.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
+    cluster_env.use_k8s_indexed_tf_config(
+        cluster_env.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
                                          f.k8s_service, f.k8s_job_name),
         check_only=True)
   except ValueError as e:

@@ -280,8 +280,12 @@ class Controller:
     first_call = True
     if self.progress is not None and step < cadence.total_steps:
       self.progress.compiling()
-    if step < cadence.total_steps:
-      self.summaries.trace_graph()   # the step's graph, once per process
+    # The step's graph (about 1 MB even for a small network) is written by
+    # the run that starts at step 0; a resumed run has the same graph, and
+    # writing it again at every restart would only grow the event files.
+    trace = step == 0 and cadence.total_steps > 0
+    if trace:
+      self.summaries.trace_graph()
     while step < cadence.total_steps:
       profiler.before(step)
       stop = cadence.next_stop(step)
@@ -296,7 +300,7 @@ class Controller:
       new_step = self._check_call(int(bad_step.numpy()), step)
       log.record(loop_totals, new_step - step, elapsed)
       step = new_step
-      if first_call:
+      if first_call and trace:
         self.summaries.write_graph("train_step", step)
       if self.progress is not None:
         self.progress.clear()

@@ -548,6 +548,8 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,
                                start_step=start_step, total_steps=total_steps))
+  if num_workers > 1:
+    logging.info("%s", distribute.cluster_text(strategy))
   if compile_cache.resolve_cache_dir(runtime.compile_cache_dir,
                                      output.model_dir, runtime.jit_compile):
     compile_cache.align_function_names()

@@ -128,4 +128,6 @@ def test_sigterm_reaches_every_worker_they_agree_on_the_step_and_resume(
   for index in range(2):
     mine = "\n".join(l for l in out.stdout.splitlines()
                      if l.startswith(f"[worker {index}] "))
-    assert f"steps {stopped} -> {stopped + 2}" in mine, out.stdout[-4000:]
+    assert f"ckpt-{stopped} at step {stopped}" in mine, out.stdout[-4000:]
+    assert f"resuming at step {stopped}" in mine, out.stdout[-4000:]
+    assert f"step {stopped + 2}/{stopped + 2} " in mine, out.stdout[-4000:]

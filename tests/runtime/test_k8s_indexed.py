@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
 from tests import train_fixtures as fx
 
@@ -28,7 +29,7 @@ def pod(monkeypatch):
   def enter(index, hostname):
     if index is not None:
       monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
-    monkeypatch.setattr(distribute.socket, "gethostname", lambda: hostname)
+    monkeypatch.setattr(cluster_env.socket, "gethostname", lambda: hostname)
   return enter
 
 
@@ -231,4 +232,4 @@ def test_two_indexed_job_pods_train_together(tmp_path, two_pod_network):
   assert results[0]["step"] == results[1]["step"] == 2
   assert results[0]["weights_fingerprint"] == results[1][
       "weights_fingerprint"]
-  assert len(glob.glob(os.path.join(model_dir, "events.out.*"))) == 1
+  assert len(glob.glob(os.path.join(model_dir, "tensorboard", "events.out.*"))) == 1

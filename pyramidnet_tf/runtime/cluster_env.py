@@ -1,0 +1,180 @@
+"""What the cluster environment says, read without TensorFlow.
+
+TF_CONFIG, the SLURM_* variables of an ``srun`` task and the completion index
+of a Kubernetes Indexed Job's pod. Flag validation reads them before
+TensorFlow is imported (a bad cluster is reported with the other bad flags,
+in a second instead of after TensorFlow's start-up); ``distribute`` builds
+the strategy from them.
+"""
+
+import json
+import os
+import re
+import socket
+from typing import Optional
+
+from pyramidnet_tf import options
+
+# What SlurmClusterResolver reads when it is given no jobs / tasks_per_node.
+SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
+                   "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE")
+# Set by Kubernetes in every container of an Indexed Job's pods (the
+# batch.kubernetes.io/job-completion-index annotation, 0 .. completions-1).
+K8S_INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+K8S_DEFAULT_PORT = options.K8S_DEFAULT_PORT
+# An RFC 1123 DNS label: what a Service name and a pod hostname must be.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def tf_config() -> dict:
+  """The parsed TF_CONFIG environment variable ({} when unset or empty).
+
+  Raises:
+    ValueError: if TF_CONFIG is not valid JSON.
+  """
+  raw = os.environ.get("TF_CONFIG", "")
+  if not raw:
+    return {}
+  try:
+    return json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from None
+
+
+def cluster_size(config: Optional[dict] = None) -> int:
+  """Chief and worker tasks listed in a TF_CONFIG (0 when it has none).
+
+  Args:
+    config: a parsed TF_CONFIG; None reads the environment (``tf_config``).
+
+  Raises:
+    ValueError: if ``config`` is None and TF_CONFIG is not valid JSON.
+  """
+  config = tf_config() if config is None else config
+  cluster = config.get("cluster", {})
+  return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+
+
+def missing_slurm_variables() -> list:
+  """The SLURM_VARIABLES that are unset or empty in this process."""
+  return [v for v in SLURM_VARIABLES if not os.environ.get(v)]
+
+
+def _check_dns_label(what: str, value: str) -> None:
+  if not (value and len(value) <= 63 and _DNS_LABEL.fullmatch(value)):
+    raise ValueError(
+        f"{what} must be a DNS label (1-63 lowercase letters, digits and "
+        f"'-', starting and ending with a letter or digit); got {value!r}")
+
+
+def k8s_indexed_tf_config(num_workers: int, port: int = K8S_DEFAULT_PORT,
+                          service: Optional[str] = None,
+                          job_name: Optional[str] = None,
+                          environ: Optional[dict] = None,
+                          hostname: Optional[str] = None) -> dict:
+  """The TF_CONFIG of this pod of a Kubernetes Indexed Job.
+
+  Kubernetes gives every pod of an Indexed Job (``completionMode:
+  Indexed``) the variable JOB_COMPLETION_INDEX and the hostname
+  ``<job-name>-<index>``; with the pod template's ``subdomain`` set to a
+  headless Service, peers resolve that pod as ``<job-name>-<index>.<service>``
+  (in the same namespace). One TensorFlow worker per pod: worker ``i`` is
+  the pod with index ``i``, so worker 0 (the chief) is pod 0, and a
+  re-created pod keeps its index and its place in the cluster.
+
+  Args:
+    num_workers: the Job's ``completions`` (= ``parallelism``): pods in the
+      cluster (``--k8s_num_workers``).
+    port: the port every worker listens on (``--k8s_port``), 1..65535.
+    service: the headless Service named as the pods' ``subdomain``
+      (``--k8s_service``).
+    job_name: the Job's name (``--k8s_job_name``); None or empty derives it
+      from this pod's hostname, which must be ``<job-name>-<index>``.
+    environ: the environment to read (default ``os.environ``).
+    hostname: this pod's hostname (default ``socket.gethostname()``).
+
+  Returns:
+    ``{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}``.
+
+  Raises:
+    ValueError: naming the flag or variable: JOB_COMPLETION_INDEX missing or
+      not an index below ``num_workers``, ``num_workers`` < 1, a port out of
+      range, a service or Job name that is not a DNS label, or a hostname
+      that is not ``<job-name>-<index>`` (peers could not reach this pod).
+  """
+  environ = os.environ if environ is None else environ
+  hostname = socket.gethostname() if hostname is None else hostname
+  hostname = hostname.split(".")[0]  # also with setHostnameAsFQDN
+  raw = environ.get(K8S_INDEX_VARIABLE, "").strip()
+  if not raw:
+    raise ValueError(
+        f"--cluster_resolver=k8s_indexed needs {K8S_INDEX_VARIABLE}, which "
+        "Kubernetes sets in the pods of an Indexed Job (completionMode: "
+        "Indexed); it is not set. Run in such a pod (see "
+        "k8s/indexed-job-pyramidnet.yaml), or use --cluster_resolver="
+        "tf_config with TF_CONFIG.")
+  if not raw.isdigit():
+    raise ValueError(f"{K8S_INDEX_VARIABLE} must be a completion index (an "
+                     f"integer >= 0); got {raw!r}")
+  index = int(raw)
+  if num_workers < 1:
+    raise ValueError(
+        "--cluster_resolver=k8s_indexed needs --k8s_num_workers: the Indexed "
+        f"Job's completions (>= 1); got {num_workers}")
+  if index >= num_workers:
+    raise ValueError(
+        f"{K8S_INDEX_VARIABLE}={index} is not below --k8s_num_workers="
+        f"{num_workers}: set --k8s_num_workers to the Job's completions")
+  if not 1 <= port <= 65535:
+    raise ValueError(f"--k8s_port must be in 1..65535; got {port}")
+  if not service:
+    raise ValueError(
+        "--cluster_resolver=k8s_indexed needs --k8s_service: the headless "
+        "Service named as the pod template's subdomain")
+  _check_dns_label("--k8s_service", service)
+  suffix = f"-{index}"
+  if job_name:
+    _check_dns_label("--k8s_job_name", job_name)
+    if hostname != job_name + suffix:
+      raise ValueError(
+          f"this pod's hostname is {hostname!r}, not --k8s_job_name + "
+          f"'-{K8S_INDEX_VARIABLE}' ({job_name + suffix!r}): peers would "
+          "not reach it; pass the Indexed Job's name (or leave "
+          "--k8s_job_name empty to take it from the hostname)")
+  else:
+    if not hostname.endswith(suffix) or hostname == suffix:
+      raise ValueError(
+          f"cannot take the Job name from this pod's hostname {hostname!r}: "
+          f"an Indexed Job's pod is named <job-name>-<{K8S_INDEX_VARIABLE}> "
+          f"(here ...{suffix}); pass --k8s_job_name")
+    job_name = hostname[:-len(suffix)]
+    _check_dns_label("the Job name taken from the hostname", job_name)
+  workers = [f"{job_name}-{i}.{service}:{port}" for i in range(num_workers)]
+  return {"cluster": {"worker": workers},
+          "task": {"type": "worker", "index": index}}
+
+
+def use_k8s_indexed_tf_config(config: dict, check_only: bool = False) -> None:
+  """Puts ``config`` (``k8s_indexed_tf_config``) into TF_CONFIG.
+
+  Args:
+    config: this pod's TF_CONFIG.
+    check_only: only raise if it could not be set (flag validation).
+
+  Raises:
+    ValueError: if TF_CONFIG is already set to another cluster: two sources
+      of the cluster would disagree.
+  """
+  raw = os.environ.get("TF_CONFIG", "")
+  if raw:
+    try:
+      same = json.loads(raw) == config
+    except json.JSONDecodeError:
+      same = False
+    if not same:
+      raise ValueError(
+          "TF_CONFIG is set, but --cluster_resolver=k8s_indexed builds it "
+          "from the Indexed Job: unset TF_CONFIG, or use "
+          "--cluster_resolver=tf_config to use it as it is")
+  if not check_only:
+    os.environ["TF_CONFIG"] = json.dumps(config)
