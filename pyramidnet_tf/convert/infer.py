@@ -192,21 +192,15 @@ def _simplest_alphas(lo: float, hi: float):
       yield value / scale
 
 
-def _fit_alpha(start: int, planes: Sequence[int], mode: str, rounding: str,
-               alpha: Optional[float]) -> Optional[float]:
-  """An alpha that gives exactly ``planes``, or None."""
-  planes = list(planes)
+def _candidate_alphas(start: int, planes: Sequence[int], mode: str,
+                      alpha: Optional[float]):
+  """The given alpha, or the simplest ones the widths allow, in order."""
   if alpha is not None:
-    candidates = [float(alpha)]
-  else:
-    candidates = _simplest_alphas(*_alpha_interval(start, planes, mode))
-  for value in candidates:
-    if mode == "mul" and value < 1 or mode == "add" and value < 0:
-      continue
-    if widths.width_schedule(start, value, len(planes), mode,
-                             rounding) == planes:
-      return value
-  return None
+    yield float(alpha)
+    return
+  for value in _simplest_alphas(*_alpha_interval(start, planes, mode)):
+    if (mode == "mul" and value >= 1) or (mode == "add" and value >= 0):
+      yield value
 
 
 def _flag(name: str, value: Any) -> str:
@@ -345,10 +339,19 @@ def _planes_text(planes: Sequence[int]) -> str:
           ",".join(map(str, planes[-2:])))
 
 
-def _search(start, planes, modes, roundings, alpha):
+def _search(start: int, planes: Sequence[int], modes: Sequence[str],
+            roundings: Sequence[str], alpha: Optional[float]
+            ) -> Optional[Tuple[float, str, str]]:
+  """(alpha, mode, rounding) that give exactly ``planes``, or None.
+
+  The simplest alpha wins over the rounding preference: a width exactly on
+  .5 tells the rules apart, and only one of them then fits an integer alpha.
+  """
+  planes = list(planes)
   for mode in modes:
-    for rounding in roundings:
-      value = _fit_alpha(start, planes, mode, rounding, alpha)
-      if value is not None:
-        return value, mode, rounding
+    for value in _candidate_alphas(start, planes, mode, alpha):
+      for rounding in roundings:
+        if widths.width_schedule(start, value, len(planes), mode,
+                                 rounding) == planes:
+          return value, mode, rounding
   return None
