@@ -3,13 +3,16 @@ r"""Command line: imports the authors' released weights into a model directory.
 Reads the authors' PyTorch checkpoints (dyhan0920/PyramidNet-PyTorch,
 CutMix-PyTorch: ``.pth``/``.pth.tar``, or an ``.npz`` of the same arrays),
 Torch7 ``.t7`` models (jhkim89/PyramidNet, fb.resnet.torch module trees) and
-Caffe ``.caffemodel`` files (jhkim89/PyramidNet-caffe); ``--format``
-(default ``auto``) is detected from the file's first bytes. Every variable
-and shape is checked against the architecture given by the model flags, so a
-wrong depth/alpha fails with what differs instead of loading shifted weights.
+Caffe ``.caffemodel`` files (jhkim89/PyramidNet-caffe), and the imgclsmob /
+pytorchcv releases (``pyramidnet110_a48_cifar10-0372-eb185645.pth``: their
+state_dict names are told apart by the keys); ``--format`` (default
+``auto``) is detected from the file's first bytes. The architecture is read
+from the file's structure, so the model flags are optional; given ones must
+agree with it, and every variable and shape is checked, so a wrong
+depth/alpha fails with what differs instead of loading shifted weights.
 
     python -m pyramidnet_tf.import_torch --checkpoint=model_best.pth.tar \
-        --dataset=imagenet --depth=101 --alpha=360 --output_dir=/tmp/pn101
+        --output_dir=/tmp/pn101
 
 writes a model directory that ``model_io.load_model`` (and the training,
 evaluation and export tools) read. ``model_config.json`` records the input
@@ -65,12 +68,15 @@ def main(argv):
   for name in ("checkpoint", "output_dir"):
     if not getattr(flags.FLAGS, name):
       raise app.UsageError(f"--{name} is required")
-  model_flags.architecture()  # flag errors before loading anything
+  # Only the model flags given count: the others are read from the file.
+  given = {name: value for name, value in model_flags.model_kwargs().items()
+           if flags.FLAGS[name].present}
+  if all(name in given for name in ("dataset", "depth", "alpha")):
+    model_flags.architecture()  # flag errors before loading anything
   try:
     saved, metadata = importer.import_checkpoint(
         flags.FLAGS.checkpoint, flags.FLAGS.output_dir,
-        flags.FLAGS.trust_checkpoint, flags.FLAGS.format,
-        **model_flags.model_kwargs())
+        flags.FLAGS.trust_checkpoint, flags.FLAGS.format, **given)
   except (pytorch.StateDictMismatch, ValueError, FileNotFoundError,
           ImportError) as e:
     raise app.UsageError(str(e)) from None
@@ -81,6 +87,8 @@ def main(argv):
         f"({metadata['parameters']:,} parameters) from "
         f"{flags.FLAGS.checkpoint}")
   print(f"model: {metadata['description']}")
+  print(f"architecture: {metadata['model_flags']} (from "
+        f"{metadata['inferred_from']})")
   print(f"format: {metadata['format']}; input convention: "
         f"{metadata['input_convention']}")
   if metadata.get("bn_eps_folded_into_variance"):

@@ -52,12 +52,28 @@ CAFFE_INPUT_CONVENTION = {
 }
 
 
+# imgclsmob / pytorchcv (osmr/imgclsmob's PyTorch datasets): RGB in [0, 1],
+# then (x - mean) / std; one set of CIFAR-10 statistics for its CIFAR-10,
+# CIFAR-100 and SVHN models (std as 0.2023, 0.1994, 0.2010), the usual ImageNet
+# statistics for its ImageNet models.
+IMGCLSMOB_INPUT_CONVENTION = {
+    "cifar10": {"color": "RGB", "scale": 1.0 / 255.0,
+                "mean": [0.4914, 0.4822, 0.4465],
+                "std": [0.2023, 0.1994, 0.2010]},
+    "imagenet": {"color": "RGB", "scale": 1.0 / 255.0,
+                 "mean": list(augment.IMAGENET_MEAN_UNIT),
+                 "std": list(augment.IMAGENET_STD_UNIT)},
+}
+IMGCLSMOB_INPUT_CONVENTION["cifar100"] = IMGCLSMOB_INPUT_CONVENTION["cifar10"]
+
+
 def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
   """What the file's authors fed the network.
 
   Args:
     file_format: "pytorch", "npz", "torch7" or "caffe" (``importer.FORMATS``
-      less "auto"); anything but "torch7" and "caffe" means PyTorch.
+      less "auto"), or "imgclsmob" for pytorchcv's releases; anything else
+      means the authors' PyTorch code.
     dataset: "cifar10", "cifar100" or "imagenet".
 
   Returns:
@@ -70,4 +86,6 @@ def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
     return dict(TORCH7_CIFAR_CONVENTION[dataset])
   if file_format == "caffe":
     return dict(CAFFE_INPUT_CONVENTION)
+  if file_format == "imgclsmob":
+    return dict(IMGCLSMOB_INPUT_CONVENTION[dataset])
   return dict(TORCH_INPUT_CONVENTION[dataset])

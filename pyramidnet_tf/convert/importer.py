@@ -13,12 +13,15 @@ command line around it.
 
 import hashlib
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 from pyramidnet_tf.convert import caffe
 from pyramidnet_tf.convert import caffe_reader
 from pyramidnet_tf.convert import conventions
+from pyramidnet_tf.convert import imgclsmob
+from pyramidnet_tf.convert import infer
 from pyramidnet_tf.convert import pytorch
+from pyramidnet_tf.convert import structure
 from pyramidnet_tf.convert import torch7
 from pyramidnet_tf.convert import torch7_reader
 from pyramidnet_tf.model import network as model_lib
@@ -75,27 +78,137 @@ def detect_format(path: str) -> str:
       "NetParameter; pass --format to force one")
 
 
+class ArchitectureConflict(ValueError):
+  """Given model flags disagree with the network the file holds."""
+
+
+# The model arguments compared with the file; the others pass through.
+ARCHITECTURE_KEYS = ("dataset", "depth", "alpha", "bottleneck", "mode",
+                     "rounding", "num_classes", "drop_rate")
+
+
+def _read(path: str, file_format: str, trust: bool
+          ) -> Tuple[Callable[[], infer.Observed], Callable[[Any], Dict],
+                     Dict[str, Any]]:
+  """(observe, load, metadata) for a file of a known format.
+
+  ``observe()`` reads the file's architecture; ``load(model)`` fills the
+  model all-or-nothing and returns what it did; the metadata holds what the
+  file says about itself (training epoch, imgclsmob release name).
+  """
+  metadata: Dict[str, Any] = {}
+  if file_format in ("pytorch", "npz"):
+    checkpoint = pytorch.read_checkpoint_file(path, trust,
+                                              npz=file_format == "npz")
+    for key in ("epoch", "arch", "best_err1", "best_err5"):
+      value = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+      if isinstance(value, (int, float, str)):
+        metadata[key] = value
+    state = pytorch.unwrap_state_dict(checkpoint)
+    if imgclsmob.is_imgclsmob(state):
+      state = imgclsmob.to_author_names(state)
+      metadata["naming"] = "imgclsmob"
+      release = imgclsmob.parse_release_name(path)
+      if release is not None:
+        metadata["release"] = release
+    return (lambda: infer.observe_state_dict(state),
+            lambda model: {"arrays_loaded": pytorch.load_state_dict(model,
+                                                                    state)},
+            metadata)
+  if file_format == "torch7":
+    net = torch7.parse_torch7(torch7_reader.load(path), path)
+  else:
+    net = caffe.parse_caffe(caffe_reader.load(path), path)
+  return (lambda: infer.observe_net(net),
+          lambda model: structure.assign(model, net), metadata)
+
+
+def _release_disagreement(release, kwargs) -> str:
+  """What the imgclsmob file name says that the shapes do not, or ""."""
+  named = release.model_kwargs()
+  differs = [k for k in ("dataset", "depth", "alpha", "bottleneck")
+             if named[k] is not None and named[k] != kwargs[k]]
+  if not differs:
+    return ""
+  return ", ".join(f"{k} {named[k]} (shapes: {kwargs[k]})" for k in differs)
+
+
+def resolve_architecture(observe: Callable[[], infer.Observed],
+                         given: Mapping[str, Any], file_format: str,
+                         release=None) -> Tuple[Dict[str, Any], str, Any]:
+  """The model arguments for a file: inferred, constrained by ``given``.
+
+  Args:
+    observe: reads the file's ``infer.Observed``.
+    given: the model arguments the user gave (None values: not given).
+    file_format: the file's format (Torch7 files try half-up rounding
+      first, as the authors' Lua code rounds).
+    release: the imgclsmob ``ReleaseName`` of the file, if any: checked
+      against the shapes.
+
+  Returns:
+    (arguments, how they were found, the conflicts: a list of messages, or
+    None when the file's architecture could not be read and the given
+    arguments are used as they are).
+
+  Raises:
+    infer.InferenceError: if the architecture can be read neither from the
+      file nor from the given arguments.
+    ArchitectureConflict: if the release name disagrees with the shapes.
+  """
+  given = {k: v for k, v in given.items() if v is not None}
+  roundings = (("half_up", "py3") if file_format == "torch7" else
+               ("py3", "half_up"))
+  try:
+    kwargs, conflicts = infer.infer(observe(), given, roundings)
+  except infer.InferenceError as e:
+    if "depth" in given and "alpha" in given:
+      return dict(given), f"the given model flags ({e})", None
+    raise
+  how = "the file's structure"
+  if release is not None:
+    disagreement = _release_disagreement(release, kwargs)
+    if disagreement and not any(k in given for k in ARCHITECTURE_KEYS):
+      raise ArchitectureConflict(
+          f"the file name says {release.model_name}, but its shapes hold "
+          f"{infer.flags_line(kwargs)}: the name's {disagreement}; rename "
+          "the file or give the model flags")
+    if not disagreement:
+      how += f", matching the release name {release.model_name}"
+  return kwargs, how, conflicts
+
+
 def import_checkpoint(path: str, output_dir: str, trust: bool = False,
                       file_format: str = "auto",
                       **model_kwargs) -> Tuple[str, Dict[str, Any]]:
-  """Builds the model, loads ``path`` into it and saves a model directory.
+  """Reads ``path``, builds its network, loads it and saves a model directory.
+
+  The architecture is read from the file (``infer``); model arguments given
+  in ``model_kwargs`` must agree with it. PyTorch files under pytorchcv's
+  (imgclsmob's) names are renamed to the authors' keys
+  (``imgclsmob.to_author_names``) and their release file name is checked
+  against the shapes.
 
   Args:
-    path: a PyTorch checkpoint, .npz, Torch7 .t7 or Caffe .caffemodel.
+    path: a PyTorch checkpoint (the authors' or imgclsmob's), .npz, Torch7
+      .t7 or Caffe .caffemodel.
     output_dir: model directory to write.
     trust: allow unpickling arbitrary objects (PyTorch files only).
     file_format: one of ``FORMATS``; "auto" detects it from the file.
-    **model_kwargs: ``PyramidNet`` arguments (the file's architecture).
+    **model_kwargs: ``PyramidNet`` arguments the user gave; missing or None
+      ones are inferred from the file.
 
   Returns:
     (the saved checkpoint's path, the metadata: what was loaded from where,
-    the input convention, the parameter count and a description of the
-    model).
+    the input convention, the parameter count, a description of the model,
+    ``model_flags`` (the flags that rebuild it) and ``inferred_from``).
 
   Raises:
     ValueError: for an unknown ``file_format`` or a file that cannot be read
       as its format (``torch7_reader.Torch7FormatError``,
-      ``caffe_reader.CaffeFormatError``), or does not fit the model
+      ``caffe_reader.CaffeFormatError``), whose architecture cannot be
+      inferred (``infer.InferenceError``), that disagrees with given model
+      arguments (``ArchitectureConflict``) or does not fit the model
       (``pytorch.StateDictMismatch``, ``structure.ImportMismatch``); nothing
       is written then.
     FileNotFoundError: if ``path`` does not exist.
@@ -109,28 +222,43 @@ def import_checkpoint(path: str, output_dir: str, trust: bool = False,
     file_format = detect_format(path)
   elif not os.path.exists(path):
     raise FileNotFoundError(f"--checkpoint: {path} does not exist")
-  metadata: Dict[str, Any] = {}
-  if file_format in ("pytorch", "npz"):
-    checkpoint = pytorch.read_checkpoint_file(path, trust,
-                                              npz=file_format == "npz")
-    model = model_lib.PyramidNet(**model_kwargs)
-    metadata["arrays_loaded"] = pytorch.load_state_dict(model, checkpoint)
-    for key in ("epoch", "arch", "best_err1", "best_err5"):
-      value = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
-      if isinstance(value, (int, float, str)):
-        metadata[key] = value
-  else:
-    model = model_lib.PyramidNet(**model_kwargs)
-    loader = (torch7.load_torch7 if file_format == "torch7" else
-              caffe.load_caffe)
-    metadata.update(loader(model, path))
+  observe, load, metadata = _read(path, file_format, trust)
+  release = metadata.pop("release", None)
+  kwargs, how, conflicts = resolve_architecture(observe, model_kwargs,
+                                                file_format, release)
+  if conflicts:
+    message = ("the model flags disagree with the file: " +
+               "; ".join(conflicts) + f". Without them it imports as "
+               f"{infer.flags_line(kwargs)}")
+    merged = dict(kwargs)
+    merged.update({k: v for k, v in model_kwargs.items() if v is not None})
+    try:
+      load(model_lib.PyramidNet(**merged))
+    except (ValueError, structure.ImportMismatch) as e:
+      message = f"{e}\n{message}"
+    raise ArchitectureConflict(message)
+  model = model_lib.PyramidNet(**kwargs)
+  metadata.update(load(model))
+  source = {"npz": "pytorch"}.get(file_format, file_format)
+  convention_of = source
+  if metadata.get("naming") == "imgclsmob":
+    source = convention_of = "imgclsmob"
+    if release is not None:
+      metadata["release"] = release.model_name
+      if release.error is not None:
+        metadata["published_error"] = release.error
+      if release.dataset == "svhn":
+        metadata["trained_on"] = "svhn"
+        metadata["class_names"] = [str(digit) for digit in range(10)]
   metadata.update({
-      "source": {"npz": "pytorch"}.get(file_format, file_format),
+      "source": source,
       "format": file_format,
       "checkpoint": os.path.abspath(path),
       "checkpoint_sha256": sha256_of(path),
-      "input_convention": conventions.input_convention(file_format,
+      "input_convention": conventions.input_convention(convention_of,
                                                        model.dataset),
+      "model_flags": infer.flags_line(kwargs),
+      "inferred_from": how,
   })
   saved = model_io.save_model(model, output_dir, metadata)
   metadata["parameters"] = model_lib.count_params(model)
