@@ -59,6 +59,7 @@ setuptools.setup(
             "pyramidnet-export=pyramidnet_tf.export:run",
             "pyramidnet-predict=pyramidnet_tf.predict:run",
             "pyramidnet-launch-local=pyramidnet_tf.launch_local:run",
+            "pyramidnet-export-torch=pyramidnet_tf.export_torch:run",
         ],
     },
 )

@@ -64,6 +64,12 @@ EXPORT_GROUPS: Groups = (
 )
 EXPORT_KNOBS = ()
 
+EXPORT_TORCH_GROUPS: Groups = (
+    ("What to export", ("model_dir", "checkpoint", "use_ema", "output",
+                        "overwrite")),
+)
+EXPORT_TORCH_KNOBS = ()
+
 PREDICT_GROUPS: Groups = (("Prediction", ("saved_model", "json")),)
 PREDICT_KNOBS = ()
 

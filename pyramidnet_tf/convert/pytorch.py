@@ -240,3 +240,28 @@ def read_checkpoint_file(path: str, trust: bool = False,
           "torch.load(weights_only=True) refuses; if you trust the file, "
           f"rerun with --trust_checkpoint. Details: {e}") from None
     raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {e}") from e
+
+
+def to_state_dict(model) -> "collections.OrderedDict[str, np.ndarray]":
+  """The model's weights as the authors' PyTorch state_dict, in key order.
+
+  The inverse of ``load_state_dict``: the keys of
+  ``PyramidNet.torch_variables`` (the authors' names), arrays in PyTorch's
+  layout. ``num_batches_tracked`` has no TF counterpart; it is written as 0,
+  which ``torch.nn.BatchNorm2d`` accepts under ``load_state_dict(strict=True)``
+  and ignores with ``momentum`` set (the authors' 0.1).
+
+  Args:
+    model: a ``PyramidNet``.
+
+  Returns:
+    key -> float32 array (an int64 zero for ``num_batches_tracked``).
+  """
+  state = collections.OrderedDict()
+  for key, (variable, layout) in model.torch_variables().items():
+    if variable is None:
+      state[key] = np.zeros((), np.int64)
+      continue
+    value = units.to_torch_layout(variable.numpy(), layout)
+    state[key] = np.ascontiguousarray(value, dtype=np.float32)
+  return state

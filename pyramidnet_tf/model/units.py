@@ -71,6 +71,24 @@ def to_tf_layout(array: np.ndarray, layout: str) -> np.ndarray:
   return array
 
 
+def to_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
+  """A TF-layout array in PyTorch's layout: the inverse of ``to_tf_layout``.
+
+  Args:
+    array: a TF variable's value as a NumPy array.
+    layout: "conv" (``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``), "dense"
+      (``[in, out]`` -> ``[out, in]``); any other layout is returned as is.
+
+  Returns:
+    The array transposed (a view, not a copy) to PyTorch's layout.
+  """
+  if layout == "conv":
+    return np.transpose(array, (3, 2, 0, 1))
+  if layout == "dense":
+    return np.transpose(array)
+  return array
+
+
 def bn_torch_variables(prefix: str, bn: layers.BatchNorm) -> List[TorchEntry]:
   """The state_dict entries of a ``torch.nn.BatchNorm2d`` for ``bn``.
 

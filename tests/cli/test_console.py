@@ -19,7 +19,7 @@ import pytest
 from tests import REPO_ROOT
 
 TOOLS = ("train", "evaluate", "export", "predict", "describe", "import_torch",
-         "data_service")
+         "export_torch", "data_service")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ TOOLS = [
     ("predict", "PREDICT_GROUPS", "PREDICT_KNOBS"),
     ("describe", "DESCRIBE_GROUPS", "DESCRIBE_KNOBS"),
     ("import_torch", "IMPORT_GROUPS", "IMPORT_KNOBS"),
+    ("export_torch", "EXPORT_TORCH_GROUPS", "EXPORT_TORCH_KNOBS"),
     ("data_service", "DATA_SERVICE_GROUPS", "DATA_SERVICE_KNOBS"),
 ]
 

@@ -1,0 +1,140 @@
+r"""Command line: writes a model directory's weights as a PyTorch checkpoint.
+
+The file is what the authors' ``train.py`` (dyhan0920/PyramidNet-PyTorch)
+saves: ``{'epoch', 'arch': 'pyramidnet', 'state_dict'}``, the state_dict of
+their model wrapped in ``nn.DataParallel`` (keys ``module.conv1.weight``,
+...), so their code loads it as it loads its own checkpoints, and
+``import_torch`` reads it back:
+
+    python -m pyramidnet_tf.export_torch --model_dir=runs/c10 \
+        --output=model.pth
+
+Their code builds additive PyramidNets without ShakeDrop; other variants
+are written under the same names, with a note saying so. The file is
+written under a temporary name and renamed, so a failed run leaves no
+half-written file.
+"""
+
+import os
+
+from absl import flags
+
+from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import usage
+
+PROG = "pyramidnet_tf.export_torch"
+
+flags.DEFINE_string("model_dir", None,
+                    "Model directory to export (trainer or import_torch "
+                    "output: ckpt-N + model_config.json).")
+flags.DEFINE_string("output", None,
+                    "The .pth file to write (the authors' checkpoint "
+                    "layout); an existing file is replaced only with "
+                    "--overwrite.")
+flags.DEFINE_string("checkpoint", None,
+                    "Checkpoint of --model_dir to export; default: the "
+                    "latest.")
+flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
+                  "Write the EMA of the weights instead of the raw ones. "
+                  "auto: when the training run kept one (--ema_decay > 0).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
+FLAGS = flags.FLAGS
+
+
+def export_torch(model_dir: str, output: str, checkpoint=None,
+                 use_ema: str = "auto", overwrite: bool = False):
+  """Writes ``model_dir``'s weights to ``output`` as the authors save them.
+
+  Args:
+    model_dir: a model directory.
+    output: the .pth file to write.
+    checkpoint: a checkpoint of ``model_dir``; None: the latest.
+    use_ema: "auto", "yes" or "no": write the EMA of the weights
+      (``ema.should_use``).
+    overwrite: replace an existing ``output``.
+
+  Returns:
+    (the step exported, the number of tensors written, the model, whether
+    the EMA was written), for the summary lines.
+
+  Raises:
+    cli.UserError: if ``output`` exists (without ``overwrite``) or its
+      directory does not, or PyTorch is not installed.
+    FileNotFoundError, ValueError: for a model directory that cannot be
+      read (``store.load_model``), or ``use_ema="yes"`` without an EMA.
+  """
+  if os.path.exists(output) and not overwrite:
+    raise cli.UserError(f"--output={output} exists; pass --overwrite to "
+                        "replace it")
+  parent = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(parent):
+    raise cli.UserError(f"--output={output}: directory {parent} does not "
+                        "exist")
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise cli.UserError("export_torch needs PyTorch: pip install torch (the "
+                        "CPU build is enough)") from None
+  from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+
+  path = store.find_checkpoint(model_dir, checkpoint)
+  model, metadata = store.load_model(model_dir, path)
+  averaged = ema_lib.should_use(use_ema, metadata)
+  if averaged:
+    ema_lib.load_averages(model, path)
+  state = {f"module.{key}": torch.from_numpy(value)
+           for key, value in pytorch.to_state_dict(model).items()}
+  step = store.step_of(path)
+  temporary = os.path.join(parent, f".{os.path.basename(output)}.tmp")
+  try:
+    torch.save({"epoch": step, "arch": "pyramidnet", "state_dict": state},
+               temporary)
+    os.replace(temporary, output)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+  return step, len(state), model, averaged
+
+
+def main(argv):
+  """Exports --model_dir to --output and prints what was written.
+
+  Args:
+    argv: absl's remaining arguments; only the program name is allowed.
+
+  Raises:
+    cli.UserError: for extra arguments, missing flags or an expected
+      failure of ``export_torch``.
+  """
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  missing = [f"--{n}" for n in ("model_dir", "output") if not FLAGS[n].value]
+  if missing:
+    raise cli.UserError(f"{' and '.join(missing)} required")
+  try:
+    step, count, model, averaged = export_torch(
+        FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.use_ema,
+        FLAGS.overwrite)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  weights = "the EMA of the weights" if averaged else "the weights"
+  print(f"wrote {count} tensors ({weights} at step {step}) to "
+        f"{FLAGS.output}: {{'epoch', 'arch', 'state_dict'}} with "
+        "DataParallel's 'module.' keys")
+  if model.arch.mode != "add" or model.shakedrop:
+    print("note: the authors' PyTorch code builds additive PyramidNets "
+          "without ShakeDrop; this network's tensors are written under "
+          "their names all the same")
+
+
+def run():
+  """The ``pyramidnet-export-torch`` console entry point."""
+  console.run(PROG, main, doc=__doc__, groups=usage.EXPORT_TORCH_GROUPS,
+              knobs=usage.EXPORT_TORCH_KNOBS)
+
+
+if __name__ == "__main__":
+  run()
