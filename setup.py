@@ -41,7 +41,7 @@ setuptools.setup(
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0",
-                 "pyyaml==6.0.4", "ruff==0.17.6",
+                 "pyyaml==6.0.4", "ruff==0.17.6", "pytest-xdist==3.8.0",
                  "pytorchcv==0.0.74"],
         "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },

@@ -13,56 +13,76 @@ was lost (0 unless set); a test that finds data lost must also fail.
 """
 
 import contextlib
-import dataclasses
-from typing import List
+from typing import Dict, List
 
 import pytest
 
-
-@dataclasses.dataclass
-class Fault:
-  name: str
-  handled: bool = False
-  lost: int = 0
+_KEY = "fault"   # the user_properties entries this suite adds to reports
 
 
 class Ledger:
-  """Faults of this pytest run, in the order they were injected."""
+  """The faults one test injects, recorded in its report.
 
-  def __init__(self):
-    self.faults: List[Fault] = []
+  Each fault is a dict in the test item's ``user_properties``, which pytest
+  copies into the test's reports, and pytest-xdist sends from the worker
+  that ran the test to the process that prints the summary.
+  """
+
+  def __init__(self, user_properties: list):
+    self._user_properties = user_properties
 
   @contextlib.contextmanager
   def inject(self, name: str):
-    fault = Fault(name)
-    self.faults.append(fault)
-    yield fault
-    fault.handled = True
-
-  def totals(self) -> dict:
-    return {"injected": len(self.faults),
-            "handled": sum(f.handled for f in self.faults),
-            "data lost": sum(f.lost for f in self.faults)}
+    fault = {"name": name, "handled": False, "lost": 0}
+    self._user_properties.append((_KEY, fault))
+    yield _Outcome(fault)
+    fault["handled"] = True
 
 
-_LEDGER = Ledger()
+class _Outcome:
+  """What a test measured of one fault: ``lost`` (records, steps, files)."""
+
+  def __init__(self, fault: dict):
+    self._fault = fault
+
+  @property
+  def lost(self) -> int:
+    return self._fault["lost"]
+
+  @lost.setter
+  def lost(self, value: int) -> None:
+    self._fault["lost"] = int(value)
 
 
 @pytest.fixture
-def faults() -> Ledger:
-  return _LEDGER
+def faults(request) -> Ledger:
+  return Ledger(request.node.user_properties)
+
+
+def _recorded(terminalreporter) -> List[Dict]:
+  """Every fault of the run, from the reports of the tests' call phase."""
+  recorded = []
+  for reports in terminalreporter.stats.values():
+    for report in reports:
+      if getattr(report, "when", None) != "call":
+        continue
+      recorded += [value for key, value in getattr(
+          report, "user_properties", ()) if key == _KEY]
+  return recorded
 
 
 def pytest_terminal_summary(terminalreporter):
-  if not _LEDGER.faults:
+  recorded = _recorded(terminalreporter)
+  if not recorded:
     return
-  totals = _LEDGER.totals()
+  handled = sum(f["handled"] for f in recorded)
+  lost = sum(f["lost"] for f in recorded)
   terminalreporter.section("fault injection")
   terminalreporter.write_line(
-      f"faults injected: {totals['injected']}, handled: {totals['handled']}, "
-      f"data lost: {totals['data lost']}")
-  for fault in _LEDGER.faults:
-    if not fault.handled or fault.lost:
+      f"faults injected: {len(recorded)}, handled: {handled}, "
+      f"data lost: {lost}")
+  for fault in recorded:
+    if not fault["handled"] or fault["lost"]:
       terminalreporter.write_line(
-          f"  NOT HANDLED: {fault.name}" if not fault.handled else
-          f"  LOST {fault.lost}: {fault.name}")
+          f"  NOT HANDLED: {fault['name']}" if not fault["handled"] else
+          f"  LOST {fault['lost']}: {fault['name']}")
