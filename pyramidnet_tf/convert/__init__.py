@@ -10,6 +10,9 @@ model directory). Per format:
 * Caffe: ``caffe_reader`` parses the file's bytes as protobuf messages,
   ``caffe`` maps that layer graph onto a ``structure.Net``.
 
+``exporter`` writes the other way: a model directory as the authors'
+PyTorch checkpoint.
+
 ``structure`` holds the format-independent ``Net`` and the one matcher that
 checks and loads it into our ``PyramidNet``; ``infer`` reads the
 architecture from any format's structure; ``conventions`` the input

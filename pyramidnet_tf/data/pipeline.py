@@ -81,6 +81,22 @@ def _stream_seed(seed: int, pipeline_id: int) -> int:
   return (seed * 1_000_003 + pipeline_id * 7_919) % (2 ** 62)
 
 
+def _avoid_global_seed_zero() -> None:
+  """Lets a tensor shuffle seed be traced after ``tf.random.set_seed(0)``.
+
+  TF 2.21's ``random_seed.get_seed`` compares (global seed, op seed) with
+  (0, 0) in Python; with the global seed 0 that asks a tensor op seed (the
+  per-epoch ``stream_seed + epoch``) for its truth value and tracing fails
+  (OperatorNotAllowedInGraphError). The graph being traced (the epoch
+  function's own) then takes seed 1 instead: its shuffles stay seeded, and
+  only a process whose global seed is 0 is affected. Any other global seed
+  is left as it is.
+  """
+  graph = tf.compat.v1.get_default_graph()
+  if graph.seed == 0:
+    graph.seed = 1
+
+
 def train_dataset(info: manifest_lib.DataInfo,
                   preprocessing: preprocessing_lib.Preprocessing,
                   per_replica_batch: int, seed: int, start_step: int = 0,
@@ -91,8 +107,6 @@ def train_dataset(info: manifest_lib.DataInfo,
   """Infinite stream of full per-replica batches (images float32, labels).
 
   Starts where an uninterrupted run would be after ``start_step`` steps.
-  The global TF seed must not be 0 (``tf.random.set_seed(0)``): TF's seed
-  helper then compares the per-epoch shuffle seed tensor with 0 in Python.
   """
   records, count = _pipeline_records(info, split, num_pipelines, pipeline_id)
   if cache:
@@ -105,6 +119,7 @@ def train_dataset(info: manifest_lib.DataInfo,
   label_base = info.label_base
 
   def one_epoch(epoch, skip):
+    _avoid_global_seed_zero()
     shuffled = records.shuffle(buffer, seed=stream_seed + epoch,
                                reshuffle_each_iteration=False)
     return shuffled.enumerate().skip(skip).map(

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import torch
 
-from pyramidnet_tf import export_torch
+from pyramidnet_tf.convert import exporter
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.training import ema as ema_lib
@@ -58,7 +58,7 @@ def test_tf_weights_give_the_same_logits_in_the_pytorch_reference(
   model_dir = str(tmp_path / "model")
   model_io.save_model(model, model_dir, step=7)
   output = str(tmp_path / "model.pth")
-  step, count, _, averaged = export_torch.export_torch(model_dir, output)
+  step, count, _, averaged = exporter.export_torch(model_dir, output)
   reference = torch_pyramidnet.TorchPyramidNet(dataset, depth, alpha,
                                                bottleneck)
   assert (step, count, averaged) == (7, len(reference.state_dict()), False)
@@ -90,7 +90,7 @@ def test_the_ema_is_written_when_the_run_kept_one(tmp_path):
   want = {"auto": averaged_logits, "no": raw}
   for flag, expected in want.items():
     output = str(tmp_path / f"{flag}.pth")
-    *_, averaged = export_torch.export_torch(model_dir, output, use_ema=flag)
+    *_, averaged = exporter.export_torch(model_dir, output, use_ema=flag)
     assert averaged == (flag == "auto")
     net, _ = _authors_net(output, "cifar10", 8, 4, False)
     assert torch_pyramidnet.max_relative_error(

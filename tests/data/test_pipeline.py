@@ -97,6 +97,21 @@ def test_epochs_are_permutations_and_batches_full(data_dir):
   assert not np.array_equal(labels[:24], labels[24:])
 
 
+@pytest.mark.parametrize("global_seed", [0, 5, None])
+def test_the_stream_builds_whatever_the_process_global_seed(data_dir,
+                                                            global_seed):
+  """A user's tf.random.set_seed(0) must not break tracing the epoch
+  shuffle (TF compares the seed pair with (0, 0) in Python)."""
+  info = manifest_lib.read_manifest(data_dir)
+  tf.random.set_seed(global_seed)
+  try:
+    ds = input_pipeline.train_dataset(info, PRE, 8, seed=2)
+    labels = np.concatenate([y for _, y in _batches(ds, 3)])
+  finally:
+    tf.random.set_seed(None)
+  assert sorted(labels.tolist()) == sorted([c for c in range(4)] * 6)
+
+
 @pytest.mark.parametrize("pipelines,replicas", [(1, 1), (1, 2), (2, 1)])
 def test_eval_counts_every_example_once(data_dir, pipelines, replicas):
   info = manifest_lib.read_manifest(data_dir)
