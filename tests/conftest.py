@@ -65,3 +65,9 @@ def two_replica_strategy():
   return tf.distribute.MirroredStrategy(
       [d.name for d in devices[:2]],
       cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def pytest_terminal_summary(terminalreporter):
+  """The fault-injection suite's totals (tests/faults/ledger.py)."""
+  from tests.faults import ledger  # pylint: disable=g-import-not-at-top
+  ledger.write_summary(terminalreporter)
