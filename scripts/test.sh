@@ -3,7 +3,7 @@
 # (ruff.toml), run every test, two test files at a time (pytest-xdist,
 # --dist loadfile: a file's tests and module fixtures stay in one process).
 # Most of a test's time is single-threaded (tracing, subprocess start-up),
-# so two at once on 2 cores take about two thirds of the serial time.
+# so two at once on 2 cores take about 70 % of the serial time.
 #   bash scripts/test.sh [extra pytest args]
 #   PYTEST_WORKERS=0 bash scripts/test.sh     # serial, in this process
 set -euo pipefail
