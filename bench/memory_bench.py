@@ -42,20 +42,19 @@ ROWS = {
 }
 
 
-def _reset_peak_rss() -> bool:
+def _reset_peak_rss() -> None:
   """Lowers this process's peak RSS to its current RSS (Linux >= 4.0).
 
   Importing TensorFlow can pass through a higher peak than where it settles
   (how high depends on the host); without the reset that transient peak
-  would hide the step's own growth. False where the kernel does not allow
-  it: the peak then counts from process start.
+  would hide the step's own growth. Where the kernel does not allow it the
+  peak counts from process start.
   """
   try:
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")
-    return True
   except OSError:
-    return False
+    pass
 
 
 def _peak_rss_mb() -> float:

@@ -72,11 +72,10 @@ def _pod_tf_config(command, index, hostname, monkeypatch):
   from pyramidnet_tf import train  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
   from pyramidnet_tf.cli import train_config  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   assert command[:3] == ["python", "-m", "pyramidnet_tf.train"]
   monkeypatch.chdir(fx.REPO)
   monkeypatch.delenv("TF_CONFIG", raising=False)
-  monkeypatch.setenv(distribute.K8S_INDEX_VARIABLE, str(index))
+  monkeypatch.setenv(cluster_env.K8S_INDEX_VARIABLE, str(index))
   monkeypatch.setattr(cluster_env.socket, "gethostname", lambda: hostname)
   flag_values = flags.FLAGS
   saved = flag_values.flags_into_string()
@@ -85,7 +84,7 @@ def _pod_tf_config(command, index, hostname, monkeypatch):
     flag_values(["train"] + command[3:])
     config = train_config.from_flags(check_model_dir=False)
     runtime = config.runtime
-    return config, distribute.k8s_indexed_tf_config(
+    return config, cluster_env.k8s_indexed_tf_config(
         runtime.k8s_num_workers, runtime.k8s_port, runtime.k8s_service,
         runtime.k8s_job_name)
   finally:

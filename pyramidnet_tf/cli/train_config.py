@@ -98,20 +98,14 @@ def _check_cluster(f, problems: List[str]) -> None:
     problems.append(f"--cluster_resolver={f.cluster_resolver} needs "
                       "--distribution=auto or multi_worker; got "
                       f"--distribution={f.distribution}")
-  if f.cluster_resolver == "slurm":
-    missing = cluster_env.missing_slurm_variables()
-    if missing:
-      problems.append(
-          "--cluster_resolver=slurm needs the variables srun sets for each "
-          f"task ({', '.join(cluster_env.SLURM_VARIABLES)}); missing: "
-          f"{', '.join(missing)}. Start the trainer with srun inside an "
-          "allocation, or use --cluster_resolver=tf_config with TF_CONFIG.")
-    return
   try:
-    cluster_env.use_k8s_indexed_tf_config(
-        cluster_env.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
-                                         f.k8s_service, f.k8s_job_name),
-        check_only=True)
+    if f.cluster_resolver == "slurm":
+      cluster_env.check_slurm_environment()
+    else:
+      cluster_env.use_k8s_indexed_tf_config(
+          cluster_env.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,
+                                            f.k8s_service, f.k8s_job_name),
+          check_only=True)
   except ValueError as e:
     problems.append(str(e))
 

@@ -60,6 +60,21 @@ def missing_slurm_variables() -> list:
   return [v for v in SLURM_VARIABLES if not os.environ.get(v)]
 
 
+def check_slurm_environment() -> None:
+  """Raises unless this process is a task of a Slurm job step.
+
+  Raises:
+    ValueError: naming the SLURM_VARIABLES that ``srun`` did not set.
+  """
+  missing = missing_slurm_variables()
+  if missing:
+    raise ValueError(
+        "--cluster_resolver=slurm needs the variables srun sets for each "
+        f"task ({', '.join(SLURM_VARIABLES)}); missing: {', '.join(missing)}."
+        " Start the trainer with srun inside an allocation, or use "
+        "--cluster_resolver=tf_config with TF_CONFIG.")
+
+
 def _check_dns_label(what: str, value: str) -> None:
   if not (value and len(value) <= 63 and _DNS_LABEL.fullmatch(value)):
     raise ValueError(

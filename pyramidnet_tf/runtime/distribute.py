@@ -36,16 +36,6 @@ from pyramidnet_tf.runtime import cluster_env
 
 DISTRIBUTIONS = options.DISTRIBUTIONS
 CLUSTER_RESOLVERS = options.CLUSTER_RESOLVERS
-# The environment readers live in cluster_env (no TensorFlow there, so flag
-# validation can use them); these names are part of this module's interface.
-SLURM_VARIABLES = cluster_env.SLURM_VARIABLES
-K8S_INDEX_VARIABLE = cluster_env.K8S_INDEX_VARIABLE
-K8S_DEFAULT_PORT = cluster_env.K8S_DEFAULT_PORT
-tf_config = cluster_env.tf_config
-cluster_size = cluster_env.cluster_size
-missing_slurm_variables = cluster_env.missing_slurm_variables
-k8s_indexed_tf_config = cluster_env.k8s_indexed_tf_config
-use_k8s_indexed_tf_config = cluster_env.use_k8s_indexed_tf_config
 
 
 def local_gpu_count() -> int:
@@ -88,13 +78,7 @@ def slurm_resolver(port_base: int = 8888, gpus_per_node: Optional[int] = None):
     ValueError: outside a Slurm job step (its variables missing), or for a
       port outside 1..65535.
   """
-  missing = missing_slurm_variables()
-  if missing:
-    raise ValueError(
-        "--cluster_resolver=slurm needs the variables srun sets for each "
-        f"task ({', '.join(SLURM_VARIABLES)}); missing: {', '.join(missing)}."
-        " Start the trainer with srun inside an allocation, or use "
-        "--cluster_resolver=tf_config with TF_CONFIG.")
+  cluster_env.check_slurm_environment()
   if not 1 <= port_base <= 65535:
     raise ValueError(f"--slurm_port_base must be in 1..65535; got {port_base}")
   resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
@@ -129,7 +113,7 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
                     cluster_resolver: str = "tf_config",
                     slurm_port_base: int = 8888,
                     k8s_num_workers: int = 0,
-                    k8s_port: int = K8S_DEFAULT_PORT,
+                    k8s_port: int = cluster_env.K8S_DEFAULT_PORT,
                     k8s_service: Optional[str] = None,
                     k8s_job_name: Optional[str] = None
                     ) -> tf.distribute.Strategy:
@@ -173,10 +157,10 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
     if name not in ("auto", "multi_worker"):
       raise ValueError("--cluster_resolver=k8s_indexed needs --distribution="
                        f"auto or multi_worker; got --distribution={name}")
-    use_k8s_indexed_tf_config(k8s_indexed_tf_config(
+    cluster_env.use_k8s_indexed_tf_config(cluster_env.k8s_indexed_tf_config(
         k8s_num_workers, k8s_port, k8s_service, k8s_job_name))
   gpus = tf.config.list_physical_devices("GPU")
-  workers = cluster_size()
+  workers = cluster_env.cluster_size()
   if name == "auto":
     if workers > 1:
       name = "multi_worker"

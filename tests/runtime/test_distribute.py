@@ -5,6 +5,7 @@ import json
 import pytest
 import tensorflow as tf
 
+from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
 
 
@@ -26,10 +27,10 @@ def test_tf_config_parsing(monkeypatch):
   monkeypatch.setenv("TF_CONFIG", json.dumps(
       {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
        "task": {"type": "worker", "index": 0}}))
-  assert distribute.cluster_size() == 3
+  assert cluster_env.cluster_size() == 3
   monkeypatch.setenv("TF_CONFIG", "{not json")
   with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
-    distribute.tf_config()
+    cluster_env.tf_config()
 
 
 def test_single_host_strategies(monkeypatch):

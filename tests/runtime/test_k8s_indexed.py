@@ -35,7 +35,7 @@ def pod(monkeypatch):
 
 def test_worker_1_of_2_from_the_hostname(pod):
   pod(1, "pyramidnet200-a300-1")
-  config = distribute.k8s_indexed_tf_config(2, 2222, "pyramidnet-workers")
+  config = cluster_env.k8s_indexed_tf_config(2, 2222, "pyramidnet-workers")
   assert config == {
       "cluster": {"worker": [
           "pyramidnet200-a300-0.pyramidnet-workers:2222",
@@ -46,7 +46,7 @@ def test_worker_1_of_2_from_the_hostname(pod):
 def test_explicit_job_name_and_fqdn_hostname(pod):
   # setHostnameAsFQDN: the hostname carries the subdomain and namespace.
   pod(0, "train-0.workers.ml.svc.cluster.local")
-  config = distribute.k8s_indexed_tf_config(3, 31000, "workers",
+  config = cluster_env.k8s_indexed_tf_config(3, 31000, "workers",
                                             job_name="train")
   assert config["cluster"]["worker"] == [
       "train-0.workers:31000", "train-1.workers:31000",
@@ -58,7 +58,7 @@ def test_jobset_pod_names_its_child_job(pod):
   # A JobSet's pods are <jobset>-<replicatedJob>-<jobIndex>-<podIndex>; the
   # child Job is <jobset>-<replicatedJob>-<jobIndex>.
   pod(1, "pyramidnet-workers-0-1")
-  config = distribute.k8s_indexed_tf_config(2, 2222, "pyramidnet")
+  config = cluster_env.k8s_indexed_tf_config(2, 2222, "pyramidnet")
   assert config["cluster"]["worker"] == [
       "pyramidnet-workers-0-0.pyramidnet:2222",
       "pyramidnet-workers-0-1.pyramidnet:2222"]
@@ -88,7 +88,7 @@ def test_errors_name_the_variable_or_flag(pod, index, hostname, kwargs,
   args = dict(num_workers=2, port=2222, service="svc")
   args.update(kwargs)
   with pytest.raises(ValueError, match=message):
-    distribute.k8s_indexed_tf_config(**args)
+    cluster_env.k8s_indexed_tf_config(**args)
 
 
 def test_create_strategy_sets_tf_config(pod):
@@ -112,12 +112,12 @@ def test_a_different_tf_config_is_refused(pod, monkeypatch):
   monkeypatch.setenv("TF_CONFIG", json.dumps(
       {"cluster": {"worker": ["a:1", "b:1"]},
        "task": {"type": "worker", "index": 0}}))
-  config = distribute.k8s_indexed_tf_config(2, 2222, "svc")
+  config = cluster_env.k8s_indexed_tf_config(2, 2222, "svc")
   with pytest.raises(ValueError, match=r"TF_CONFIG is set, but "
                      r"--cluster_resolver=k8s_indexed builds it"):
-    distribute.use_k8s_indexed_tf_config(config)
+    cluster_env.use_k8s_indexed_tf_config(config)
   monkeypatch.setenv("TF_CONFIG", json.dumps(config))
-  distribute.use_k8s_indexed_tf_config(config)  # the same cluster: fine
+  cluster_env.use_k8s_indexed_tf_config(config)  # the same cluster: fine
 
 
 def test_trainer_outside_a_pod_is_one_line(tmp_path):
