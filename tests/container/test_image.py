@@ -1,0 +1,174 @@
+"""The Dockerfile, built and run: the image trains, as uid 1000, and a code
+edit rebuilds only the code layers.
+
+A real `podman build` of the repository's Dockerfile (its CPU variant, on a
+Debian base made from Debian packages, offline from a wheel directory: see
+tests/container/engine.py), then two containers of the image as the two
+workers of one MultiWorkerMirroredStrategy cluster over loopback (host
+network, TF_CONFIG), with the model directory bind-mounted from here.
+Skipped, saying why, only where containers cannot run at all (no podman,
+not root, no storage driver or OCI runtime that works).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests import train_fixtures as fx
+from tests.container import engine
+
+TAG = "localhost/pyramidnet-tf-test:cpu"
+UID = 1000
+
+
+def _skip(reason):
+  print(f"SKIPPED: {reason}")
+  pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def podman():
+  try:
+    return engine.setup()
+  except engine.Unavailable as e:
+    _skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def base(podman):
+  """The Debian base image; picks the OCI runtime that can run it here."""
+  try:
+    tag = engine.debian_base(podman)
+    engine.choose_runtime(podman, tag)
+  except engine.Unavailable as e:
+    _skip(str(e))
+  return tag
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+  return engine.copy_context(str(tmp_path_factory.mktemp("build") / "src"))
+
+
+@pytest.fixture(scope="module")
+def image(podman, base, context):
+  """The CPU image of the repository's Dockerfile: (tag, build log)."""
+  wheels = engine.wheel_dir(context, "cpu")
+  start = time.monotonic()
+  log = engine.build(podman, context, TAG, base, "cpu", wheels)
+  print(f"build: {time.monotonic() - start:.0f} s, "
+        f"{podman.size(TAG) / 1e9:.2f} GB")
+  return TAG, log
+
+
+def _free_ports(n):
+  sockets = []
+  try:
+    for _ in range(n):
+      s = socket.socket()
+      s.bind(("127.0.0.1", 0))
+      sockets.append(s)
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
+def _train(podman, image, args, data_dir, model_dir, log_dir):
+  """Two containers as the two workers of one cluster, to their end.
+
+  Returns:
+    (exit codes, logs) of worker 0 and worker 1.
+  """
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  names = [f"pyramidnet-tf-test-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
+  procs, logs = [], []
+  try:
+    for index, name in enumerate(names):
+      config = json.dumps({"cluster": cluster,
+                           "task": {"type": "worker", "index": index}})
+      log = open(os.path.join(log_dir, f"worker{index}.log"), "w")
+      logs.append(log)
+      procs.append(subprocess.Popen(podman.run_command(
+          "--rm", "--name", name, "--network=host",
+          "--env", f"TF_CONFIG={config}", "--env", "TF_CPP_MIN_LOG_LEVEL=2",
+          "--volume", f"{data_dir}:/data:ro",
+          "--volume", f"{model_dir}:/model",
+          image, "python", "-m", "pyramidnet_tf.train",
+          "--data_dir=/data", "--model_dir=/model", *args),
+          stdout=log, stderr=subprocess.STDOUT))
+    codes = [proc.wait(timeout=900) for proc in procs]
+  finally:
+    for name in names:
+      podman("rm", "--force", "--ignore", name, check=False)
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=60)
+    for log in logs:
+      log.close()
+  texts = []
+  for index in range(2):
+    with open(os.path.join(log_dir, f"worker{index}.log")) as f:
+      texts.append(f.read())
+  return codes, texts
+
+
+def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
+  tag, _ = image
+  data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=4,
+                              train_per_class=8, eval_per_class=3, size=16,
+                              shards=2)
+  os.chmod(data_dir, 0o755)  # readable by the image's user
+  model_dir = tmp_path / "model"
+  model_dir.mkdir()
+  os.chown(model_dir, UID, UID)  # what the k8s manifests' init step does
+  args = fx.TINY_MODEL + [
+      "--batch_size=8", "--train_steps=4", "--steps_per_loop=2",
+      "--log_every_steps=2", "--checkpoint_every_steps=4",
+      "--collective_timeout=300"]
+  codes, logs = _train(podman, tag, args, data_dir, str(model_dir),
+                       str(tmp_path))
+  assert codes == [0, 0], "\n=====\n".join(l[-3000:] for l in logs)
+  results = [fx.train_result(l) for l in logs]
+  assert results[0]["step"] == results[1]["step"] == 4
+  assert results[0]["weights_fingerprint"] == results[1][
+      "weights_fingerprint"]
+  assert "2 replicas x 4 on 2 workers" in logs[0]
+  # Everything the chief wrote belongs to the image's user.
+  written = [os.path.join(parent, name)
+             for parent, _, names in os.walk(model_dir) for name in names]
+  assert "ckpt-4.index" in {os.path.basename(p) for p in written}, written
+  owners = {(os.stat(p).st_uid, os.stat(p).st_gid) for p in written}
+  assert owners == {(UID, UID)}, owners
+
+
+def test_a_code_edit_rebuilds_only_the_code_layers(podman, base, image,
+                                                  context):
+  tag, _ = image
+  with open(os.path.join(context, "pyramidnet_tf", "__init__.py"), "a") as f:
+    f.write(f"# edit {uuid.uuid4().hex}\n")
+  edited = tag + "-edited"
+  start = time.monotonic()
+  wheels = engine.wheel_dir(context, "cpu")
+  log = engine.build(podman, context, edited, base, "cpu", wheels)
+  print(f"rebuild after a code edit: {time.monotonic() - start:.0f} s")
+  try:
+    steps = engine.cached_steps(log)
+    (dependencies,) = [s for s in steps if "pip install pip==" in s]
+    (code,) = [s for s in steps if s.startswith("COPY pyramidnet_tf/")]
+    assert steps[dependencies], log
+    assert not steps[code], log
+    before, after = podman.layers(tag), podman.layers(edited)
+    (index,) = [i for i, layer in enumerate(before)
+                if "pip install pip==" in layer["created_by"]]
+    assert before[:index + 1] == after[:index + 1]
+    assert before[-1]["digest"] != after[-1]["digest"]
+  finally:
+    podman.remove_image(edited)
