@@ -17,7 +17,8 @@ yaml = pytest.importorskip(
     "yaml", reason="PyYAML is not installed; the manifest side needs it")
 
 DOCKERFILE = os.path.join(fx.REPO, "Dockerfile")
-MANIFESTS = ("indexed-job-pyramidnet.yaml", "jobset-pyramidnet.yaml")
+MANIFESTS = ("indexed-job-pyramidnet.yaml", "jobset-pyramidnet.yaml",
+             "tfjob-pyramidnet.yaml")
 
 
 def instructions(path=DOCKERFILE):
