@@ -10,11 +10,11 @@
 #   docker build --build-arg BASE_IMAGE=localhost/debian-python:bookworm ...
 #
 # BASE_IMAGE: any Debian-like image with Python 3.11, its venv module and
-# useradd (python:3.11-*-slim, or Debian bookworm with python3, python3-venv
-# and passwd; scripts/container/debian_base.sh makes the latter from Debian
-# packages). TF_EXTRA: setup.py's TensorFlow extra, gpu or cpu. The pip
-# variables below are pip's own settings, unset by default (PyPI); the build
-# test sets them to install from a local wheel directory.
+# useradd: python:3.11-slim and its pinned tags, or Debian bookworm with
+# python3, python3-venv and passwd (scripts/container/debian_base.sh makes one
+# from Debian packages). TF_EXTRA: setup.py's TensorFlow extra, gpu or cpu.
+# The pip variables below are pip's own settings, unset by default (PyPI); the
+# build test sets them to install from a local wheel directory.
 # tests/test_dockerfile.py checks these pins against setup.py;
 # tests/container/test_image.py builds the image and trains in it.
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm

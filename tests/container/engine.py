@@ -98,9 +98,16 @@ class Podman:
     return int(self("image", "inspect", "--format", "{{.Size}}",
                     reference).stdout)
 
-  def remove_image(self, image_id: str):
+  def remove_image(self, reference: str):
     """Removes an image (and its untagged parents) unless still in use."""
-    self("rmi", image_id, check=False)
+    self("rmi", reference, check=False)
+
+  def remove_if_untagged(self, image_id: str):
+    """Removes an image that no name refers to any more (a replaced build)."""
+    out = self("image", "inspect", "--format", "{{len .RepoTags}}", image_id,
+               check=False)
+    if out.returncode == 0 and out.stdout.strip() == "0":
+      self.remove_image(image_id)
 
 
 def setup() -> Podman:
@@ -282,7 +289,8 @@ def build(podman: Podman, context: str, tag: str, base: str, extra: str,
   """``podman build`` of ``context``'s Dockerfile, offline from ``wheels``.
 
   The layer cache is on (``--layers``); each step runs in a chroot. The
-  image that held ``tag`` before is removed when the build replaced it.
+  image that held ``tag`` before is removed when the build replaced it and
+  no other name refers to it.
 
   Returns:
     The build log (podman's output, steps and cache hits included).
@@ -301,7 +309,7 @@ def build(podman: Podman, context: str, tag: str, base: str, extra: str,
       timeout=3600, check=False)
   assert out.returncode == 0, out.stdout[-5000:]
   if previous and previous != podman.image_id(tag):
-    podman.remove_image(previous)
+    podman.remove_if_untagged(previous)
   return out.stdout
 
 

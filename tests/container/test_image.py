@@ -57,13 +57,17 @@ def context(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(podman, base, context):
-  """The CPU image of the repository's Dockerfile: (tag, build log)."""
+  """The CPU image of the repository's Dockerfile: (image id, build log).
+
+  The id, not the tag: a build of another checkout may move the tag.
+  """
   wheels = engine.wheel_dir(context, "cpu")
   start = time.monotonic()
   log = engine.build(podman, context, TAG, base, "cpu", wheels)
+  image_id = podman.image_id(TAG)
   print(f"build: {time.monotonic() - start:.0f} s, "
-        f"{podman.size(TAG) / 1e9:.2f} GB")
-  return TAG, log
+        f"{podman.size(image_id) / 1e9:.2f} GB")
+  return image_id, log
 
 
 def _free_ports(n):
@@ -121,7 +125,7 @@ def _train(podman, image, args, data_dir, model_dir, log_dir):
 
 
 def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
-  tag, _ = image
+  image_id, _ = image
   data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=4,
                               train_per_class=8, eval_per_class=3, size=16,
                               shards=2)
@@ -133,7 +137,7 @@ def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
       "--batch_size=8", "--train_steps=4", "--steps_per_loop=2",
       "--log_every_steps=2", "--checkpoint_every_steps=4",
       "--collective_timeout=300"]
-  codes, logs = _train(podman, tag, args, data_dir, str(model_dir),
+  codes, logs = _train(podman, image_id, args, data_dir, str(model_dir),
                        str(tmp_path))
   assert codes == [0, 0], "\n=====\n".join(l[-3000:] for l in logs)
   results = [fx.train_result(l) for l in logs]
@@ -151,10 +155,10 @@ def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
 
 def test_a_code_edit_rebuilds_only_the_code_layers(podman, base, image,
                                                   context):
-  tag, _ = image
+  image_id, _ = image
   with open(os.path.join(context, "pyramidnet_tf", "__init__.py"), "a") as f:
     f.write(f"# edit {uuid.uuid4().hex}\n")
-  edited = tag + "-edited"
+  edited = f"{TAG}-edited-{uuid.uuid4().hex[:8]}"
   start = time.monotonic()
   wheels = engine.wheel_dir(context, "cpu")
   log = engine.build(podman, context, edited, base, "cpu", wheels)
@@ -165,7 +169,7 @@ def test_a_code_edit_rebuilds_only_the_code_layers(podman, base, image,
     (code,) = [s for s in steps if s.startswith("COPY pyramidnet_tf/")]
     assert steps[dependencies], log
     assert not steps[code], log
-    before, after = podman.layers(tag), podman.layers(edited)
+    before, after = podman.layers(image_id), podman.layers(edited)
     (index,) = [i for i, layer in enumerate(before)
                 if "pip install pip==" in layer["created_by"]]
     assert before[:index + 1] == after[:index + 1]
