@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from pyramidnet_tf import exit_codes
 from tests import train_fixtures as fx
 
 yaml = pytest.importorskip(
@@ -368,8 +369,11 @@ def test_the_validators_reject_what_the_controllers_reject():
 
 # What each controller does with a failed pod, as the Kubernetes, JobSet and
 # Kubeflow references document it; the test below applies it to the
-# manifests' policies.
-PREEMPTED, USAGE_ERROR, FAILED, KILLED = 143, 2, 1, 137
+# manifests' policies and the trainer's exit codes.
+PREEMPTED = exit_codes.PREEMPTED
+USAGE_ERROR = exit_codes.USAGE
+FAILED = exit_codes.FAILED
+KILLED = 128 + 9  # SIGKILL: no exit code of the trainer's own
 
 
 def _pod_failure_action(job_spec, container, exit_code, conditions=()):
