@@ -1,5 +1,6 @@
-"""The Dockerfile, built and run: the image trains, as uid 1000, and a code
-edit rebuilds only the code layers.
+"""The Dockerfile, built and run: the image trains as uid 1000, stops with
+143 when a container is evicted and resumes, and a code edit rebuilds only
+the code layers.
 
 A real `podman build` of the repository's Dockerfile (its CPU variant, on a
 Debian base made from Debian packages, offline from a wheel directory: see
@@ -12,6 +13,7 @@ not root, no storage driver or OCI runtime that works).
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -19,6 +21,7 @@ import uuid
 
 import pytest
 
+from pyramidnet_tf import exit_codes
 from tests import train_fixtures as fx
 from tests.container import engine
 
@@ -83,21 +86,38 @@ def _free_ports(n):
       s.close()
 
 
-def _train(podman, image, args, data_dir, model_dir, log_dir):
+def _train(podman, image, args, data_dir, model_dir, log_dir,
+           evict_after=None):
   """Two containers as the two workers of one cluster, to their end.
+
+  Args:
+    podman: the engine.Podman to run them with.
+    image: the image to run.
+    args: the trainer's flags besides --data_dir and --model_dir.
+    data_dir: host directory mounted read-only as /data.
+    model_dir: host directory mounted as /model.
+    log_dir: where worker<i>.log is written.
+    evict_after: text; once worker 0 has printed it, worker 1's container
+      gets SIGTERM, as the kubelet sends it to an evicted pod.
 
   Returns:
     (exit codes, logs) of worker 0 and worker 1.
   """
+  os.makedirs(log_dir, exist_ok=True)
   ports = _free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   names = [f"pyramidnet-tf-test-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
+  paths = [os.path.join(log_dir, f"worker{i}.log") for i in range(2)]
   procs, logs = [], []
+
+  def text(index):
+    with open(paths[index]) as f:
+      return f.read()
   try:
     for index, name in enumerate(names):
       config = json.dumps({"cluster": cluster,
                            "task": {"type": "worker", "index": index}})
-      log = open(os.path.join(log_dir, f"worker{index}.log"), "w")
+      log = open(paths[index], "w")
       logs.append(log)
       procs.append(subprocess.Popen(podman.run_command(
           "--rm", "--name", name, "--network=host",
@@ -107,6 +127,13 @@ def _train(podman, image, args, data_dir, model_dir, log_dir):
           image, "python", "-m", "pyramidnet_tf.train",
           "--data_dir=/data", "--model_dir=/model", *args),
           stdout=log, stderr=subprocess.STDOUT))
+    if evict_after:
+      deadline = time.monotonic() + 900  # a hang guard, not a speed check
+      while evict_after not in text(0):
+        assert all(p.poll() is None for p in procs), text(0) + text(1)
+        assert time.monotonic() < deadline, text(0)[-3000:]
+        time.sleep(0.2)
+      podman("kill", "--signal", "TERM", names[1])
     codes = [proc.wait(timeout=900) for proc in procs]
   finally:
     for name in names:
@@ -117,14 +144,17 @@ def _train(podman, image, args, data_dir, model_dir, log_dir):
         proc.wait(timeout=60)
     for log in logs:
       log.close()
-  texts = []
-  for index in range(2):
-    with open(os.path.join(log_dir, f"worker{index}.log")) as f:
-      texts.append(f.read())
-  return codes, texts
+  return codes, [text(0), text(1)]
+
+
+def _joined(logs):
+  return "\n=====\n".join(log[-3000:] for log in logs)
 
 
 def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
+  """Evicting one worker's container stops both with 143 after a checkpoint
+  (what Kubernetes restarts); the same command then resumes there and both
+  finish with 0, the same weights, and files owned by the image's user."""
   image_id, _ = image
   data_dir = fx.write_dataset(str(tmp_path / "data"), num_classes=4,
                               train_per_class=8, eval_per_class=3, size=16,
@@ -132,23 +162,34 @@ def test_two_containers_train_together_as_uid_1000(podman, image, tmp_path):
   os.chmod(data_dir, 0o755)  # readable by the image's user
   model_dir = tmp_path / "model"
   model_dir.mkdir()
-  os.chown(model_dir, UID, UID)  # what the k8s manifests' init step does
+  os.chown(model_dir, UID, UID)  # what the k8s manifests' init container does
   args = fx.TINY_MODEL + [
-      "--batch_size=8", "--train_steps=4", "--steps_per_loop=2",
-      "--log_every_steps=2", "--checkpoint_every_steps=4",
+      "--batch_size=8", "--steps_per_loop=1", "--log_every_steps=1",
+      "--checkpoint_every_steps=100000", "--eval_every_epochs=0",
       "--collective_timeout=300"]
-  codes, logs = _train(podman, image_id, args, data_dir, str(model_dir),
-                       str(tmp_path))
-  assert codes == [0, 0], "\n=====\n".join(l[-3000:] for l in logs)
-  results = [fx.train_result(l) for l in logs]
-  assert results[0]["step"] == results[1]["step"] == 4
+  codes, logs = _train(podman, image_id, args + ["--train_steps=100000"],
+                       data_dir, str(model_dir), str(tmp_path / "evicted"),
+                       evict_after="first step ready")
+  assert codes == [exit_codes.PREEMPTED] * 2, _joined(logs)
+  stopped = re.search(r"stopped by SIGTERM at step (\d+)/", logs[1])
+  assert stopped, _joined(logs)
+  saved = int(stopped.group(1))
+  assert os.path.exists(model_dir / f"ckpt-{saved}.index"), _joined(logs)
+  # The rerun of the same command (a new pod) resumes there.
+  codes, logs = _train(podman, image_id, args + [f"--train_steps={saved + 2}"],
+                       data_dir, str(model_dir), str(tmp_path / "resumed"))
+  assert codes == [exit_codes.FINISHED] * 2, _joined(logs)
+  assert all(f"resuming at step {saved};" in log for log in logs), (
+      _joined(logs))
+  results = [fx.train_result(log) for log in logs]
+  assert results[0]["step"] == results[1]["step"] == saved + 2
   assert results[0]["weights_fingerprint"] == results[1][
       "weights_fingerprint"]
   assert "2 replicas x 4 on 2 workers" in logs[0]
   # Everything the chief wrote belongs to the image's user.
   written = [os.path.join(parent, name)
              for parent, _, names in os.walk(model_dir) for name in names]
-  assert "ckpt-4.index" in {os.path.basename(p) for p in written}, written
+  assert f"ckpt-{saved + 2}.index" in {os.path.basename(p) for p in written}
   owners = {(os.stat(p).st_uid, os.stat(p).st_gid) for p in written}
   assert owners == {(UID, UID)}, owners
 
