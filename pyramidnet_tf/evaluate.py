@@ -34,8 +34,9 @@ from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # no
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
                     "or test, whichever the manifest has.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the newest "
-                    "intact one in --model_dir.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path, or best (the "
+                    "best evaluation's, kept in --model_dir/best); default: "
+                    "the newest intact one in --model_dir.")
 flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
                   "Evaluate the EMA of the weights instead of the raw ones. "
                   "auto: when the training run kept one (--ema_decay > 0, "

@@ -52,8 +52,9 @@ flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
 flags.DEFINE_string("data_dir", None,
                     "Optional data directory whose manifest supplies class "
                     "names (when the model dir records none).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the newest "
-                    "intact one.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path, or best (the "
+                    "best evaluation's, kept in --model_dir/best); default: "
+                    "the newest intact one.")
 flags.DEFINE_integer("image_size", 0, "Override the serving image size; 0 = "
                      "the training run's.")
 flags.DEFINE_enum("cifar_convention", "pt", ["pt", "fb"],

@@ -44,7 +44,8 @@ flags.DEFINE_string("output", None,
                     "layout); an existing file is replaced only with "
                     "--overwrite.")
 flags.DEFINE_string("checkpoint", None,
-                    "Checkpoint of --model_dir to export; default: the "
+                    "Checkpoint of --model_dir to export, or best (the best "
+                    "evaluation's, kept in --model_dir/best); default: the "
                     "newest intact one.")
 flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
                   "Write the EMA of the weights instead of the raw ones. "

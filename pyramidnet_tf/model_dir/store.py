@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pyramidnet_tf.model import network as model_lib
+from pyramidnet_tf.model_dir import best as best_lib
 
 CONFIG_FILE = "model_config.json"
 CHECKPOINT_PREFIX = "ckpt"
@@ -157,7 +158,8 @@ def latest_checkpoint(directory: str) -> Optional[str]:
 
 def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
   """The checkpoint to load: ``requested`` (a prefix, ``.index`` allowed,
-  absolute or relative to ``directory``), or the latest one.
+  absolute or relative to ``directory``, or ``best``: the best evaluation's,
+  ``model_dir.best``), or the latest one.
 
   Args:
     directory: the model directory.
@@ -170,6 +172,15 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
     FileNotFoundError: with one line naming what was asked for and listing
       the checkpoints ``directory`` has.
   """
+  if requested == best_lib.NAME:
+    prefix = best_lib.checkpoint_prefix(directory)
+    if prefix is None:
+      raise FileNotFoundError(
+          f"--checkpoint=best: {directory} keeps no best checkpoint (no "
+          f"{best_lib.SUBDIR}/{best_lib.RECORD} naming an existing one; the "
+          "trainer keeps one when it evaluates); omit --checkpoint for the "
+          "newest")
+    return prefix
   if requested:
     prefix = requested[:-len(".index")] if requested.endswith(
         ".index") else requested

@@ -257,6 +257,14 @@ def test_epochs_are_recorded_the_best_is_kept_and_a_rerun_does_not_redo(
   assert re.search(r"^done: step 18/18 in \d:\d\d:\d\d \(18 steps, first step "
                    r"[\d.]+ s, [\d,.]+ img/s training\)$", proc.stderr,
                    re.M), lines[-8:]
+  # The tools open it by name and score what the record says.
+  scored = fx.run_cli("pyramidnet_tf.evaluate", [
+      f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+      "--checkpoint=best"])
+  assert scored.returncode == 0, scored.stderr[-3000:]
+  evaluated = json.loads(scored.stdout)
+  assert evaluated["checkpoint"] == f"{model_dir}/best/ckpt-{best_step}"
+  assert evaluated["top1_error"] == record["top1_error"]
   first = fx.train_result(proc.stderr)
   # Run again: finished, nothing trained or evaluated again.
   again = fx.run_cli(TRAIN, args)
