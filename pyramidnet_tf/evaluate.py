@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import paths as paths_lib
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
@@ -53,6 +54,13 @@ def evaluate() -> dict:
   if not FLAGS.data_dir:
     raise ValueError("--data_dir is required: a directory written by "
                      "data_prep (manifest.json + TFRecords)")
+  # Before TensorFlow starts (seconds): what is wrong on disk.
+  problems = [p for p in (
+      paths_lib.model_dir_problem(FLAGS.model_dir,
+                                  checkpoint=FLAGS.checkpoint),
+      paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
+  if problems:
+    raise cli.UserError(cli.problems_text(problems))
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
@@ -130,8 +138,11 @@ def evaluate() -> dict:
                ", EMA weights" if use_ema else "", split,
                info.num_examples(split), evaluator.global_batch,
                strategy.num_replicas_in_sync)
+  from pyramidnet_tf.training import progress as progress_lib  # pylint: disable=g-import-not-at-top
   begin = time.monotonic()
-  metrics = evaluator.run()
+  metrics = evaluator.run(progress_lib.EvalProgress(
+      split, info.num_examples(split),
+      enabled=distribute.is_chief(strategy)))
   seconds = time.monotonic() - begin
   logging.info("evaluated %d images in %.1f s (%.1f img/s, tracing included): "
                "top-1 error %.2f%%, top-5 error %.2f%%, loss %.4g",

@@ -43,6 +43,7 @@ import uuid
 from absl import flags
 
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import paths as paths_lib
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import usage
 
@@ -386,6 +387,13 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir or not FLAGS.export_dir:
     raise cli.UserError("--model_dir and --export_dir are required")
+  # Before TensorFlow starts (seconds).
+  problems = [p for p in (
+      paths_lib.model_dir_problem(FLAGS.model_dir,
+                                  checkpoint=FLAGS.checkpoint),
+      paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
+  if problems:
+    raise cli.UserError(cli.problems_text(problems))
   try:
     path = export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.data_dir,
                   FLAGS.checkpoint, FLAGS.image_size, FLAGS.cifar_convention,

@@ -31,8 +31,8 @@ from absl import flags
 
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import paths as paths_lib
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.convert import exporter
 
 PROG = "pyramidnet_tf.export_torch"
 
@@ -69,6 +69,12 @@ def main(argv):
   missing = [f"--{n}" for n in ("model_dir", "output") if not FLAGS[n].value]
   if missing:
     raise cli.UserError(f"{' and '.join(missing)} required")
+  # Before TensorFlow and PyTorch load (seconds).
+  problem = paths_lib.model_dir_problem(FLAGS.model_dir,
+                                        checkpoint=FLAGS.checkpoint)
+  if problem:
+    raise cli.UserError(problem)
+  from pyramidnet_tf.convert import exporter  # pylint: disable=g-import-not-at-top
   try:
     exported = exporter.export_torch(
         FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.use_ema,

@@ -34,6 +34,7 @@ from typing import Iterator, List, Optional, Tuple
 from absl import flags
 
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import paths as paths_lib
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import usage
 
@@ -329,6 +330,14 @@ def main(argv):
                         " pyramidnet_tf.export)")
   if not paths:
     raise cli.UserError("give one or more image files after the flags")
+  # Before TensorFlow loads the export (seconds): what is wrong on disk.
+  problems = [p for p in [paths_lib.saved_model_problem(FLAGS.saved_model)]
+              if p]
+  missing = paths_lib.missing_files(paths)
+  if len(missing) == len(paths):
+    problems += missing
+  if problems:
+    raise cli.UserError(cli.problems_text(problems))
   failed = 0
   for prediction in predict(FLAGS.saved_model, paths):
     if prediction.error is not None:

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import paths
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
 from pyramidnet_tf.training import config as config_lib
@@ -272,8 +273,9 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
 
   Args:
     f: parsed absl flag values (default: the program's).
-    check_model_dir: also check the checkpoint flags and that --model_dir is
-      usable (off for callers that only validate flag values).
+    check_model_dir: also check the checkpoint flags, that --model_dir is
+      usable and that --data_dir holds a manifest (off for callers that
+      only validate flag values).
 
   Returns:
     The run's ``TrainConfig``; list flags arrive parsed (integers).
@@ -296,6 +298,8 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   _check_cluster(f, problems)
   if check_model_dir:
     _checkpoint_problems(f, problems)
+    if f.dataset != "synthetic":
+      problems.extend(p for p in [paths.data_dir_problem(f.data_dir)] if p)
   if problems:
     raise ConfigError(cli.problems_text(problems))
   if check_model_dir and f.model_dir:

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from typing import List, Optional, Sequence, Tuple
@@ -55,10 +56,14 @@ def is_local(path: str) -> bool:
 
 
 def check_writable(path: str) -> None:
-  """Creates ``path`` if missing and proves it writable, or raises.
+  """Proves that ``path`` can be created (if missing) and written, or
+  raises; leaves nothing behind.
 
   Why a real probe file instead of os.access: root passes os.access on
   read-only mounts and permission bits, and only a write proves a write.
+  A directory created for the probe is removed again, so a run refused
+  later (a bad flag, unreadable data) leaves no empty --model_dir; the
+  trainer creates it for real when it starts (``RunClaim``).
 
   Args:
     path: the --model_dir; remote paths are not checked.
@@ -72,6 +77,7 @@ def check_writable(path: str) -> None:
   if os.path.exists(path) and not os.path.isdir(path):
     raise ModelDirError(f"--model_dir={path} is a file, not a directory; "
                         "pass a directory (it is created if missing)")
+  first_created = _first_missing(path)
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
@@ -85,6 +91,83 @@ def check_writable(path: str) -> None:
     raise ModelDirError(f"--model_dir={path} is not writable ({e.strerror}); "
                         "fix its permissions or pass another directory"
                         ) from None
+  finally:
+    if first_created is not None:
+      shutil.rmtree(first_created, ignore_errors=True)
+
+
+def _first_missing(path: str) -> Optional[str]:
+  """The outermost directory of ``path`` that does not exist yet."""
+  path = os.path.abspath(path)
+  missing = None
+  while not os.path.exists(path):
+    missing = path
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+class RunClaim:
+  """A run's hold on its --model_dir: created if missing, then locked.
+
+  When the run fails before it wrote any checkpoint or config there
+  (``abandon``), what it added goes again: the whole directory if the run
+  created it, else only a lock file it created; so a refused run (data it
+  cannot read, a batch that does not divide) leaves no empty model
+  directory or stray lock behind.
+  """
+
+  def __init__(self, model_dir: str, tool: str = "pyramidnet_tf.train"):
+    """Creates and locks ``model_dir`` (local paths; remote ones are only
+    locked in name: ``lock`` returns None for them).
+
+    Raises:
+      ModelDirLockedError: another process holds the directory.
+    """
+    self.model_dir = model_dir
+    local = is_local(model_dir)
+    self._created = _first_missing(model_dir) if local else None
+    if local:
+      os.makedirs(model_dir, exist_ok=True)
+    self._lock_existed = (not local or
+                          os.path.exists(os.path.join(model_dir, LOCK_FILE)))
+    try:
+      self.lock = lock(model_dir, tool)
+    except ModelDirError:
+      self._remove_created()
+      raise
+
+  def release(self) -> None:
+    if self.lock is not None:
+      self.lock.release()
+
+  def _wrote_anything(self) -> bool:
+    try:
+      names = os.listdir(self.model_dir)
+    except OSError:
+      return False
+    return any(name == "model_config.json" or name == "checkpoint" or
+               name.endswith(".index") for name in names)
+
+  def _remove_created(self) -> None:
+    if self._created is not None:
+      shutil.rmtree(self._created, ignore_errors=True)
+
+  def abandon(self) -> None:
+    """After a failure: releases the lock and removes what the run added,
+    unless it saved something."""
+    self.release()
+    if not is_local(self.model_dir) or self._wrote_anything():
+      return
+    if self._created is not None:
+      self._remove_created()
+    elif not self._lock_existed:
+      try:
+        os.remove(os.path.join(self.model_dir, LOCK_FILE))
+      except OSError:
+        pass
 
 
 class ModelDirLock:

@@ -493,16 +493,24 @@ def train(config: config_lib.TrainConfig, *,
   if own_stop:
     stop = preemption.StopSignals()
     stop.install()
+  claims = []
   try:
-    return _train(config, stop)
+    return _train(config, stop, claims)
+  except BaseException:
+    # Refused or failed before it saved anything: leave no empty model dir
+    # or stray lock behind.
+    for claim in claims:
+      claim.abandon()
+    raise
   finally:
     if own_stop:
       stop.uninstall()
 
 
-def _train(config: config_lib.TrainConfig,
-           stop: preemption.StopSignals) -> Dict[str, Any]:
-  """``train`` with its stop signals installed."""
+def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
+           claims: list) -> Dict[str, Any]:
+  """``train`` with its stop signals installed; appends the chief's
+  ``access.RunClaim`` of the model dir to ``claims``."""
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   runtime, schedule_config, output = (config.runtime, config.schedule,
                                       config.output)
@@ -537,7 +545,9 @@ def _train(config: config_lib.TrainConfig,
   num_workers = distribute.num_workers(strategy)
   chief = distribute.is_chief(strategy)
   # Held until the process exits (the kernel drops it even on SIGKILL).
-  model_dir_lock = model_dir_lib.lock(output.model_dir) if chief else None
+  claim = model_dir_lib.RunClaim(output.model_dir) if chief else None
+  if claim is not None:
+    claims.append(claim)
   _check_batches(config, replicas)
   batch = schedule_config.batch_size
 
@@ -721,8 +731,8 @@ def _train(config: config_lib.TrainConfig,
     result = {"step": final_step, "train": train_metrics,
               "eval": eval_metrics}
   summaries.flush()
-  if model_dir_lock is not None:
-    model_dir_lock.release()
+  if claim is not None:
+    claim.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
   if chief and not preempted:
     best = controller.evaluate.best if controller.evaluate else None

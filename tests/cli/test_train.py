@@ -275,3 +275,21 @@ def test_epochs_are_recorded_the_best_is_kept_and_a_rerun_does_not_redo(
   result = fx.train_result(again.stderr)
   assert result["eval"]["top1_error"] == first["eval"]["top1_error"]
   assert len(list(csv.DictReader(open(model_dir / "metrics.csv")))) == 3
+
+
+def test_a_run_refused_after_tensorflow_starts_leaves_no_model_dir(
+    data_dir, tmp_path):
+  """A refusal that needs the data (here: fewer examples than one batch)
+  comes after TensorFlow starts and the model dir is claimed; the claim is
+  undone: a new directory goes, an existing one keeps only what it had."""
+  new = tmp_path / "parent" / "m"
+  proc = fx.run_cli(TRAIN, _args(data_dir, str(new), "--batch_size=1000"))
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "fewer than one --batch_size=1000" in proc.stderr
+  assert not (tmp_path / "parent").exists()
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "notes.txt").write_text("mine")
+  proc = fx.run_cli(TRAIN, _args(data_dir, str(existing), "--batch_size=1000"))
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert sorted(os.listdir(existing)) == ["notes.txt"]

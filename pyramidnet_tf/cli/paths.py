@@ -1,0 +1,100 @@
+"""Path problems a tool can see before TensorFlow starts.
+
+TensorFlow takes seconds to start; a mistyped directory should not cost
+them. Each check returns one line naming the flag, the path and what to do,
+or None; the tools collect them with their other flag problems and report
+all at once. Remote paths (``gs://...``) are left to the tools (checking
+them needs TensorFlow's file systems).
+"""
+
+import json
+import os
+import re
+from typing import List, Optional
+
+_CHECKPOINT_INDEX = re.compile(r"^ckpt-\d+\.index$")
+_PREPARE = ("prepare one with data_prep (python -m data_prep.cifar, "
+            "data_prep.imagenet or data_prep.folder)")
+
+
+def _remote(path: str) -> bool:
+  return "://" in path
+
+
+def data_dir_problem(path: Optional[str], flag: str = "data_dir"
+                     ) -> Optional[str]:
+  """A --data_dir that does not exist or holds no readable manifest.json."""
+  if not path or _remote(path):
+    return None
+  if not os.path.exists(path):
+    return f"--{flag}={path} does not exist; {_PREPARE}"
+  if not os.path.isdir(path):
+    return f"--{flag}={path} is a file, not a data directory; {_PREPARE}"
+  manifest = os.path.join(path, "manifest.json")
+  if not os.path.isfile(manifest):
+    return (f"--{flag}={path} has no manifest.json: it is not a directory "
+            f"written by data_prep; {_PREPARE}")
+  try:
+    with open(manifest) as f:
+      json.load(f)
+  except (OSError, ValueError) as e:
+    return (f"--{flag}={path}: manifest.json cannot be read ({e}); rerun "
+            "data_prep into a new directory")
+  return None
+
+
+def model_dir_problem(path: Optional[str], flag: str = "model_dir",
+                      checkpoint: Optional[str] = None) -> Optional[str]:
+  """A model directory to read that is missing, is not one, or holds no
+  checkpoint.
+
+  Args:
+    path: the directory.
+    flag: its flag, for the message.
+    checkpoint: the --checkpoint asked for: an explicit path is left to
+      the tool; ``best`` needs the best record.
+  """
+  if not path or _remote(path):
+    return None
+  if not os.path.exists(path):
+    return (f"--{flag}={path} does not exist (a directory written by "
+            "pyramidnet_tf.train or pyramidnet_tf.import_torch)")
+  if not os.path.isdir(path):
+    return f"--{flag}={path} is a file, not a model directory"
+  if not os.path.isfile(os.path.join(path, "model_config.json")):
+    return (f"--{flag}={path} is not a model directory (no "
+            "model_config.json): train into it with pyramidnet_tf.train or "
+            "write it with pyramidnet_tf.import_torch")
+  if checkpoint == "best":
+    if not os.path.isfile(os.path.join(path, "best", "best.json")):
+      return (f"--checkpoint=best: {path} keeps no best checkpoint (no "
+              "best/best.json; the trainer keeps one when it evaluates); "
+              "omit --checkpoint for the newest")
+    return None
+  if checkpoint:
+    return None
+  if not any(_CHECKPOINT_INDEX.match(name) for name in os.listdir(path)):
+    return f"--{flag}={path} holds no checkpoint (no ckpt-N.index file)"
+  return None
+
+
+def saved_model_problem(path: Optional[str], flag: str = "saved_model"
+                        ) -> Optional[str]:
+  """A SavedModel directory that is missing or lacks saved_model.pb."""
+  if not path or _remote(path):
+    return None
+  if not os.path.isdir(path):
+    return (f"--{flag}={path} does not exist" if not os.path.exists(path)
+            else f"--{flag}={path} is a file, not a SavedModel directory")
+  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    hint = (" (it is a model directory: export it first with python -m "
+            "pyramidnet_tf.export)" if os.path.isfile(
+                os.path.join(path, "model_config.json")) else "")
+    return f"--{flag}={path} has no saved_model.pb{hint}"
+  return None
+
+
+def missing_files(paths: List[str]) -> List[str]:
+  """One line per input file that does not exist."""
+  return [f"{p} does not exist" for p in paths
+          if not _remote(p) and not os.path.exists(p)]
