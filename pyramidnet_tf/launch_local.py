@@ -6,9 +6,10 @@ Picks free ports on 127.0.0.1, gives worker ``i`` the TF_CONFIG
 ``{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}``
 (worker 0 is the chief), starts ``python -m pyramidnet_tf.train`` for each,
 prefixes every output line with ``[worker i]`` and waits. If a worker fails
-the others are terminated and the launcher exits non-zero naming it. SIGINT
-(Ctrl-C) and SIGTERM are forwarded to every worker, so a SIGTERM rehearses
-preemption: the workers save a checkpoint and exit 0.
+the others are terminated and the launcher exits 1 naming it. SIGINT
+(Ctrl-C), SIGTERM and SIGUSR1 are forwarded to every worker, so a SIGTERM
+rehearses preemption: the workers stop after the same step, save it and exit
+143, and so does the launcher (``pyramidnet_tf.exit_codes``).
 
 Deliberately no TensorFlow import: the launcher only manages processes.
 """
@@ -24,8 +25,14 @@ import threading
 import time
 from typing import List, Optional, Sequence
 
+from pyramidnet_tf import exit_codes
+
 MODULE = "pyramidnet_tf.train"
 GRACE_S = 30.0  # how long terminated workers get before SIGKILL
+# A worker's exit codes that are not a failure of its own: finished,
+# stopped by a forwarded signal after saving, aborted by a second Ctrl-C.
+_EXPECTED = (None, exit_codes.FINISHED, exit_codes.PREEMPTED,
+             exit_codes.ABORTED)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
@@ -124,9 +131,10 @@ def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
       this process's.
 
   Returns:
-    0 when every worker exited 0; 1 when any failed (the others are then
-    terminated); 130 when a SIGINT was forwarded and every worker still
-    exited 0.
+    0 when every worker exited 0; 143 when they stopped on a forwarded
+    signal after saving (``exit_codes.PREEMPTED``: rerun to resume); 130
+    when a second Ctrl-C aborted them; 1 when any failed otherwise (the
+    others are then terminated).
   """
   base_env = dict(os.environ if env is None else env)
   base_env.pop("TF_CONFIG", None)
@@ -144,7 +152,7 @@ def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
     _terminate(procs, signum)
 
   previous = {s: signal.signal(s, forward)
-              for s in (signal.SIGINT, signal.SIGTERM)}
+              for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
   failed = None
   try:
     for index, config in enumerate(tf_configs(ports)):
@@ -161,7 +169,7 @@ def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
     while any(p.poll() is None for p in procs):
       if failed is None:
         for index, proc in enumerate(procs):
-          if proc.poll() not in (None, 0):
+          if proc.poll() not in _EXPECTED:
             failed = index
             _say(lock, f"worker {index} exited with code {proc.returncode}; "
                        "terminating the others")
@@ -182,16 +190,21 @@ def launch(workers: int, train_args: Sequence[str], module: str = MODULE,
       signal.signal(s, handler)
   codes = [p.returncode for p in procs]
   if failed is None:
-    failed = next((i for i, c in enumerate(codes) if c != 0), None)
+    failed = next((i for i, c in enumerate(codes) if c not in _EXPECTED),
+                  None)
   if failed is not None:
     _say(lock, f"FAILED: worker {failed} exited with code {codes[failed]} "
                f"(exit codes: {codes})")
-    return 1
-  if signal.SIGINT in received:
-    _say(lock, "interrupted; all workers exited 0")
-    return 130
+    return exit_codes.FAILED
+  if exit_codes.ABORTED in codes:
+    _say(lock, f"aborted without saving (exit codes: {codes})")
+    return exit_codes.ABORTED
+  if exit_codes.PREEMPTED in codes:
+    _say(lock, f"stopped after saving a checkpoint (exit codes: {codes}); "
+               "rerun the same command to resume")
+    return exit_codes.PREEMPTED
   _say(lock, f"all {workers} worker(s) exited 0")
-  return 0
+  return exit_codes.FINISHED
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,6 +12,10 @@ and per published training recipe (--recipes lists them);
 Checkpoints, model_config.json, train_config.json and TensorBoard logs go to
 --model_dir; running the same command again resumes from its newest intact
 checkpoint.
+
+SIGTERM, SIGUSR1 or Ctrl-C stop training after the step in progress (on
+every worker), save a checkpoint of that step and exit with 143: rerun the
+same command to resume. A second Ctrl-C aborts at once without saving.
 """
 
 import logging as std_logging
@@ -19,6 +23,7 @@ import sys
 
 from absl import app
 
+from pyramidnet_tf import exit_codes
 from pyramidnet_tf.cli import compile_cache_flags
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import train_config
@@ -37,22 +42,44 @@ def main(argv):
     config = train_config.from_flags()
   except train_config.ConfigError as e:
     sys.exit(f"{PROG}: error: {e}")
+  # Before TensorFlow loads (seconds to a minute): a stop request from here
+  # on is kept and acted on at the first step boundary.
+  from pyramidnet_tf.training import preemption  # pylint: disable=g-import-not-at-top
+  stop = preemption.StopSignals()
+  stop.install()
   from pyramidnet_tf.model_dir import access as model_dir  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import loop  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    trainer.train(config)
+    result = trainer.train(config, stop=stop)
   except (trainer.TrainError, checkpointing.ConfigMismatchError,
           loop.NonFiniteLossError, checkpointing.CheckpointError,
           model_dir.ModelDirError) as e:
     sys.exit(f"{PROG}: error: {e}")
+  finally:
+    stop.uninstall()
+  code = exit_codes.FINISHED
+  if result.get("preempted"):
+    code = exit_codes.PREEMPTED
+    saved = result.get("checkpoint")
+    std_logging.warning(
+        "stopped by %s at step %d/%d%s; rerun the same command to resume "
+        "(exit code %d)", result.get("signal") or "a signal", result["step"],
+        result["total_steps"],
+        f", checkpoint {saved} saved" if saved else ", checkpoint saved",
+        exit_codes.PREEMPTED)
+  if result.get("workers", 1) > 1:
+    from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+    distribute.leave_cluster(result["worker"], result["workers"])
+  sys.exit(code)
 
 
 def run():
   # The compile cache is set up while flags are parsed: TensorFlow reads
   # TF_XLA_FLAGS once, when it first lists its devices.
-  console.run(PROG, main, doc=__doc__, groups=usage.TRAIN_GROUPS,
+  console.run(PROG, main, doc=__doc__ + "\n" + exit_codes.help_text(),
+              groups=usage.TRAIN_GROUPS,
               knobs=usage.TRAIN_KNOBS, check_flags=False,
               flags_parser=compile_cache_flags.parse_flags_and_configure)
 

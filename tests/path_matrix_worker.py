@@ -235,7 +235,7 @@ class Runner:
     from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
     evaluator = step_lib.EvalStep(strategy=strategy, model=model, dtype=dtype)
     totals = evaluator.loop(self._dataset(strategy),
-                            self.tf.constant(1)).numpy()
+                            self.tf.constant(1))[0].numpy()
     return {"loss_sum": totals[:1], "examples": totals[3:]}
 
   def _train_eager(self, model, strategy, dtype):
@@ -280,8 +280,8 @@ class Runner:
         schedule=schedule, global_step=global_step, global_batch=BATCH,
         dtype=dtype,
         regularization=step_lib.Regularization(seed=11))
-    totals, bad_step = train_step.loop(self._dataset(strategy),
-                                       tf.constant(1))
+    totals, bad_step, _ = train_step.loop(self._dataset(strategy),
+                                          tf.constant(1))
     result = self._variables(model)
     result["loss_sum"] = totals.numpy()[:1]
     result["bad_step"] = np.array([bad_step.numpy()], np.float64)

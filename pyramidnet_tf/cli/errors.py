@@ -17,8 +17,9 @@ wording the same in every tool.
 * ``guard(prog, main)``: wraps an absl ``main``; ``UserError``,
   ``app.UsageError`` and file-system failures (``OSError`` and TensorFlow's
   file-system errors) become ``<prog>: error: <one line>`` and exit status 1.
-  With ``--verbosity=1`` (absl's flag) the traceback is printed too. Any other
-  exception is a bug and propagates with its traceback.
+  With ``--verbosity=1`` (absl's flag) the traceback is printed too. Ctrl-C
+  (``KeyboardInterrupt``) ends with ``<prog>: interrupted`` and status 130.
+  Any other exception is a bug and propagates with its traceback.
 
 No TensorFlow import here: checks run before TensorFlow is initialised, and
 TensorFlow's error classes are looked up only once TensorFlow is loaded.
@@ -33,6 +34,8 @@ from typing import Callable, List, Optional, Tuple
 
 from absl import app
 from absl import flags
+
+from pyramidnet_tf import exit_codes
 
 
 class UserError(Exception):
@@ -232,6 +235,11 @@ def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
         if problems:
           raise UserError(problems_text(problems))
       return main(argv)
+    except KeyboardInterrupt:
+      if _verbose():
+        traceback.print_exc()
+      sys.stderr.write(f"{prog}: interrupted\n")
+      sys.exit(exit_codes.ABORTED)
     except Exception as e:  # pylint: disable=broad-except
       text = error_text(e)
       if text is None:

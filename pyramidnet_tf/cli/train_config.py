@@ -160,7 +160,8 @@ def _check_data_service(f, problems: List[str]) -> None:
   """--data_service and its companions (format and combinations)."""
   import re  # pylint: disable=g-import-not-at-top
   if not f.data_service:
-    for name in ("data_service_mode", "data_service_job_name"):
+    for name in ("data_service_mode", "data_service_job_name",
+                 "data_service_timeout"):
       if f[name].present:
         problems.append(f"--{name} needs --data_service=grpc://HOST:PORT")
     return
@@ -179,6 +180,10 @@ def _check_data_service(f, problems: List[str]) -> None:
   if f.cache_data:
     problems.append("--cache_data does not apply with --data_service (the "
                     "service workers read the records); drop it")
+  problem = cli.number_problem("data_service_timeout", f.data_service_timeout,
+                               low=0, low_open=True)
+  if problem:
+    problems.append(problem)
   if f.data_service_job_name and not re.match(r"^[A-Za-z0-9._\-]+$",
                                               f.data_service_job_name):
     problems.append("--data_service_job_name takes letters, digits and "

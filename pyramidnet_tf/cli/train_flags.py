@@ -160,6 +160,12 @@ flags.DEFINE_string("data_service_job_name", "",
                     "run share (letters, digits, . _ -); empty: derived from "
                     "--model_dir. The resume step is appended, so a resumed "
                     "run starts a fresh job.")
+flags.DEFINE_float("data_service_timeout", 300.0,
+                   "With --data_service: seconds to wait for the dispatcher "
+                   "to accept connections, for the first batch, and for "
+                   "training to advance once it runs, before ending the run "
+                   "with one line naming the address (instead of waiting "
+                   "forever on a dispatcher or workers that are gone).")
 
 flags.DEFINE_string(
     "init_from", None,

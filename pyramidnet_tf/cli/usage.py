@@ -24,7 +24,8 @@ _CLUSTER = ("distribution", "cluster_resolver", "collective_timeout",
 TRAIN_GROUPS: Groups = (
     ("Model", _MODEL),
     ("Data", ("data_dir", "image_size", "augment", "cifar_convention",
-              "data_service", "data_service_mode", "data_service_job_name")),
+              "data_service", "data_service_mode", "data_service_job_name",
+              "data_service_timeout")),
     ("Schedule and optimiser", (
         "batch_size", "epochs", "train_steps", "lr", "lr_schedule",
         "lr_decay_epochs", "lr_decay_factor", "warmup_epochs", "momentum",

@@ -27,6 +27,7 @@ reached through the Job's headless Service as ``<job>-<i>.<service>:<port>``.
 import os
 import shutil
 import subprocess
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -291,3 +292,45 @@ def remove_temp_dir(path: str, model_dir: str) -> None:
   """
   if os.path.abspath(path) != os.path.abspath(model_dir):
     shutil.rmtree(path, ignore_errors=True)
+
+
+_LEAVING_KEY = "pyramidnet_tf/leaving/{}"
+
+
+def leave_cluster(worker: int, workers: int, timeout_s: float = 60.0,
+                  grace_s: float = 1.0) -> None:
+  """Ends a multi-worker run quietly: every other worker first, the chief
+  last, each disconnecting from the coordination service on purpose.
+
+  The chief hosts TensorFlow's coordination service. A process that simply
+  exits never tells the service it is leaving: the chief then logs "tasks
+  are unhealthy (stopped sending heartbeats)", or a worker still alive
+  logs "Failed to send RPC to coordination service", although the run
+  ended well. So each other worker announces it is leaving (a key of the
+  service's key-value store) and deletes its eager context, which
+  disconnects it gracefully; the chief waits for every announcement (up to
+  ``timeout_s``), gives the disconnections ``grace_s``, then deletes its
+  own. No TensorFlow op may run in this process afterwards.
+
+  Args:
+    worker: this process's index (0 is the chief).
+    workers: how many workers the run has.
+    timeout_s: how long the chief waits for the others.
+    grace_s: how long the chief waits after the last announcement.
+  """
+  from tensorflow.python import pywrap_tfe  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  ctx = context.context()
+  try:
+    if worker != 0:
+      ctx.set_config_key_value(_LEAVING_KEY.format(worker), "1")
+    else:
+      for other in range(1, workers):
+        ctx.get_config_key_value(_LEAVING_KEY.format(other),
+                                 timeout_in_ms=int(timeout_s * 1000))
+      time.sleep(grace_s)
+  except tf.errors.OpError:
+    return   # a peer is gone already: nothing left to leave quietly
+  handle, ctx._context_handle = ctx._context_handle, None  # pylint: disable=protected-access
+  if handle is not None:
+    pywrap_tfe.TFE_DeleteContext(handle)

@@ -58,6 +58,7 @@ class DataConfig:
   data_service: str = ""
   data_service_mode: str = "distributed_epoch"
   data_service_job_name: str = ""
+  data_service_timeout: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,11 @@ from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.training import step as step_lib
 
 
+class EvaluationStopped(Exception):
+  """A stop request (``preemption.StopSignals``) ended an evaluation early;
+  no metrics exist for it."""
+
+
 class Evaluator:
   """Summed metrics of ``model`` over every record of ``split``."""
 
@@ -27,7 +32,7 @@ class Evaluator:
                info: manifest_lib.DataInfo,
                preprocessing: preprocessing_lib.Preprocessing, split: str,
                global_batch: int, dtype: str = "float32", averages=None,
-               error_class=manifest_lib.DataError):
+               error_class=manifest_lib.DataError, stop_flag=None):
     """Builds the eval step and plans the padded steps.
 
     Args:
@@ -44,6 +49,8 @@ class Evaluator:
         evaluated (swapped in for the run, swapped back afterwards).
       error_class: exception raised for a damaged shard or a count that
         disagrees (the CLI's error type, shown without a traceback).
+      stop_flag: optional host variable of a stop request; when set, the
+        evaluation ends after the batch in progress (``EvaluationStopped``).
     """
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
@@ -60,7 +67,7 @@ class Evaluator:
     self.steps = input_pipeline.eval_steps(
         info, split, global_batch // replicas, workers, replicas // workers)
     self._step = step_lib.EvalStep(strategy=strategy, model=model,
-                                   dtype=dtype)
+                                   dtype=dtype, stop_flag=stop_flag)
 
   def _input(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
     pipelines = context.num_input_pipelines
@@ -75,8 +82,10 @@ class Evaluator:
         self._input))
     with records_lib.named_read_errors(self.info, [self.split],
                                           self.error_class):
-      return step_lib.Totals.of(self._step.loop(iterator,
-                                                tf.constant(self.steps)))
+      totals, stopped = self._step.loop(iterator, tf.constant(self.steps))
+    if bool(stopped):
+      raise EvaluationStopped(f"evaluation of {self.split} stopped early")
+    return step_lib.Totals.of(totals)
 
   def run(self) -> dict:
     """Evaluates once; returns loss, top1_error, top5_error, examples.
@@ -84,6 +93,7 @@ class Evaluator:
     Raises:
       error_class: a shard could not be read, or the examples evaluated are
         not the records the split's shards hold.
+      EvaluationStopped: a stop request ended it early.
     """
     if self.averages is not None:
       with self.averages.swapped():

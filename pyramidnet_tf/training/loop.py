@@ -9,19 +9,21 @@ Each host iteration runs ``n`` steps in one call, with ``n`` the smallest of
 profiler or final step, so every event happens exactly on its step. After
 each call: stop on a non-finite loss or on NaN/Inf in any checkpointed
 variable (BN moving statistics and EMA included; before any save, so no
-non-finite checkpoint is written), log, evaluate, checkpoint, and honour
-SIGTERM by saving at the current step and returning.
+non-finite checkpoint is written), log, evaluate, checkpoint, and honour a
+stop request (SIGTERM, SIGINT, SIGUSR1: ``preemption``) by saving at the
+step the compiled loop stopped at and returning.
 """
 
 import dataclasses
 import logging
-import signal
 import time
 from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
 from pyramidnet_tf.training import checkpointing
+from pyramidnet_tf.training import evaluator as evaluator_lib
+from pyramidnet_tf.training import preemption
 from pyramidnet_tf.training import step as step_lib
 
 
@@ -54,25 +56,6 @@ class Cadence:
   @staticmethod
   def hit(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
-
-
-class SigtermFlag:
-  """Remembers a SIGTERM so the loop can save and exit at a step boundary."""
-
-  def __init__(self):
-    self.received = False
-    self._previous = None
-
-  def install(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.received = True
-
-  def uninstall(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 class EvalAction:
@@ -190,15 +173,15 @@ class Controller:
 
   After each host call it runs the outer loop's actions in a fixed order:
   finiteness checks, train log, histograms, evaluation, checkpoint,
-  preemption.
+  preemption (a stop request: save, then return).
   """
 
   def __init__(self, *, strategy, train_step: step_lib.TrainStep, iterator,
                cadence: Cadence, global_batch: int, num_workers: int,
                summaries, checkpointer, schedule,
                evaluate: Optional[Callable[[], dict]] = None,
-               sigterm: Optional[SigtermFlag] = None,
-               profile_dir: str = "", progress=None):
+               stop: Optional[preemption.StopSignals] = None,
+               profile_dir: str = "", progress=None, input_watchdog=None):
     """Keeps the step, its input and the actions' collaborators.
 
     Args:
@@ -207,17 +190,21 @@ class Controller:
       iterator: distributed input iterator of the step.
       cadence: when to log, evaluate, checkpoint, profile and stop.
       global_batch: examples per step (throughput figures).
-      num_workers: hosts taking part (per-worker throughput, and whether
-        SIGTERM must be agreed on by all).
+      num_workers: hosts taking part (per-worker throughput, and whether a
+        stop request must wait for the compiled loop's agreement).
       summaries: ``summaries.Summaries`` (a no-op on non-chief workers).
       checkpointer: ``checkpointing.Checkpointer``.
       schedule: the learning-rate schedule (logged).
       evaluate: called at the eval cadence; returns metrics (an
         ``EvalAction``), or None for no evaluation.
-      sigterm: the SIGTERM flag to honour, if any.
+      stop: the stop signals to honour (their flag is the step's
+        ``stop_flag``), if any.
       profile_dir: where a profiler trace goes.
       progress: ``progress.TrainProgress`` for the console lines (None:
         plain log lines of the metrics only).
+      input_watchdog: a ``watchdog.ProgressWatchdog`` armed during every
+        train call but the first (which includes compilation): it ends the
+        run when the step stops moving (an input service that is gone).
     """
     self.strategy = strategy
     self.train_step = train_step
@@ -229,26 +216,24 @@ class Controller:
     self.checkpointer = checkpointer
     self.schedule = schedule
     self.evaluate = evaluate
-    self.sigterm = sigterm
+    self.stop = stop
     self.profile_dir = profile_dir
     self.progress = progress
-    self._agree = None
-    if num_workers > 1:
-      self._agree = tf.function(self._any_worker)
+    self.input_watchdog = input_watchdog
     self.last_eval = None
     self.preempted = False
 
-  def _any_worker(self, flag):
-    """Sum over workers of the local SIGTERM flags (so all stop together)."""
-    per_replica = self.strategy.run(lambda: tf.identity(flag))
-    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                                axis=None)
+  def _stop_now(self, stopped_in_loop: bool) -> bool:
+    """Whether to save and return now.
 
-  def _stop_requested(self) -> bool:
-    local = bool(self.sigterm and self.sigterm.received)
-    if self._agree is None:
-      return local
-    return bool(self._agree(tf.constant(1.0 if local else 0.0)) > 0)
+    ``stopped_in_loop`` is the compiled loop's decision, the same on every
+    worker. One worker alone may also stop between calls on its own flag
+    (no peer to agree with); several wait for the next step's agreement.
+    """
+    if stopped_in_loop:
+      return True
+    return bool(self.num_workers == 1 and self.stop is not None and
+                self.stop.requested)
 
   def step(self) -> int:
     return int(self.train_step.global_step.numpy())
@@ -293,9 +278,14 @@ class Controller:
       if injection is not None:
         stop = min(stop, injection)
       begin = time.time()
-      loop_totals, bad_step = self.train_step.loop(
+      watch = self.input_watchdog is not None and not first_call
+      if watch:
+        self.input_watchdog.arm()
+      loop_totals, bad_step, stopped = self.train_step.loop(
           self.iterator, tf.constant(stop - step, tf.int32))
-      loop_totals = loop_totals.numpy()
+      loop_totals, stopped = loop_totals.numpy(), bool(stopped)
+      if watch:
+        self.input_watchdog.disarm()
       elapsed = time.time() - begin
       new_step = self._check_call(int(bad_step.numpy()), step)
       log.record(loop_totals, new_step - step, elapsed)
@@ -308,18 +298,26 @@ class Controller:
           self.progress.first_call_done(step)
       first_call = False
       profiler.after(step)
-      if Cadence.hit(step, cadence.log_every) or step >= cadence.total_steps:
+      if (Cadence.hit(step, cadence.log_every) or
+          step >= cadence.total_steps or stopped):
         metrics = log.write(step)
       if Cadence.hit(step, cadence.histogram_every):
         self.summaries.histograms(self.train_step.model, step)
-      if self.evaluate is not None and Cadence.hit(step, cadence.eval_every):
-        self.last_eval = self.evaluate()
+      if (self.evaluate is not None and Cadence.hit(step, cadence.eval_every)
+          and not self._stop_now(stopped)):
+        try:
+          self.last_eval = self.evaluate()
+        except evaluator_lib.EvaluationStopped:
+          logging.info("evaluation at step %d abandoned: stop requested",
+                       step)
+          stopped = True
+      saved = False
       if Cadence.hit(step, cadence.checkpoint_every):
         self.checkpointer.save()
-      if self._stop_requested():
-        logging.warning("SIGTERM received: saving at step %d and exiting",
-                        step)
-        self.checkpointer.save()
+        saved = True
+      if self._stop_now(stopped) and step < cadence.total_steps:
+        if not saved:
+          self.checkpointer.save()
         self.preempted = True
         break
       if self.progress is not None:

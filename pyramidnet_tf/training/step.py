@@ -18,7 +18,9 @@ Metrics are summed over replicas and steps as one vector laid out as
 ``STAT_FIELDS`` (loss sum, top-1 correct, top-5 correct, examples; read it
 with ``Totals``); with mixed batches top-1/top-5 count the unmixed labels.
 A non-finite loss ends the loop early and reports the global step it
-happened at.
+happened at. So does a stop request (``preemption.StopSignals``): each
+replica adds the host's stop flag to its stats in the same all-reduce, so
+every replica and worker ends the loop after the same step.
 """
 
 import dataclasses
@@ -135,7 +137,8 @@ class TrainStep(tf.Module):
                dtype: str = "float32", label_smoothing: float = 0.0,
                jit_compile: bool = False,
                loss_scale: Optional[loss_scale_lib.DynamicLossScale] = None,
-               regularization: Optional[Regularization] = None, ema=None):
+               regularization: Optional[Regularization] = None, ema=None,
+               stop_flag: Optional[tf.Variable] = None):
     """Builds the step for ``strategy``.
 
     Args:
@@ -152,6 +155,9 @@ class TrainStep(tf.Module):
       loss_scale: required for float16, ignored otherwise.
       regularization: batch mixing, Cutout and clipping (default: off).
       ema: optional ``ema.Ema`` of the model, updated after each step.
+      stop_flag: optional float32 host variable, set to 1 to end the loop
+        after the step in progress (``preemption.StopSignals``); read at
+        every step, summed over replicas and workers.
     """
     super().__init__(name="train_step")
     if dtype not in DTYPES:
@@ -170,6 +176,7 @@ class TrainStep(tf.Module):
     self.loss_scale = loss_scale if dtype == "float16" else None
     self.regularization = regularization or Regularization()
     self.ema = ema
+    self.stop_flag = stop_flag
     # All trainable variables but those fine-tuning freezes (no gradient is
     # computed for them, nor backpropagated through a frozen prefix).
     self.variables_to_train = list(getattr(
@@ -238,34 +245,75 @@ class TrainStep(tf.Module):
     return stats
 
   def _loop(self, iterator, num_steps):
-    """Runs up to ``num_steps`` steps; returns (summed stats, bad step)."""
+    """Runs up to ``num_steps`` steps.
+
+    Returns:
+      (summed stats, the global step of a non-finite loss or -1, whether a
+      stop request ended the loop), the last agreed on by every worker.
+    """
     totals = tf.zeros([NUM_STATS])
     bad_step = tf.constant(-1, tf.int64)
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
       lr = self.schedule(self.global_step)
-      stats = self.strategy.run(
-          self._replica_step,
-          args=(next(iterator), lr, self.global_step.read_value()))
-      stats = self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
-                                   axis=None)
+      stats, stop = with_stop_request(self.strategy, self.stop_flag, lambda: (
+          self.strategy.run(
+              self._replica_step,
+              args=(next(iterator), lr, self.global_step.read_value()))))
       totals += stats
       if not tf.math.is_finite(stats[LOSS_SUM]):
         bad_step = tf.identity(self.global_step.read_value())
         break
       self.global_step.assign_add(1)
-    return totals, bad_step
+      if stop:
+        stopped = tf.constant(True)
+        break
+    return totals, bad_step, stopped
+
+
+def with_stop_request(strategy, stop_flag, run_step):
+  """Runs one distributed step; returns (its summed stats, stop agreed).
+
+  ``run_step()`` returns the replicas' ``[NUM_STATS]`` stats. With a
+  ``stop_flag``, each replica appends the flag's value before the one SUM
+  all-reduce, so the decision to stop is the same on every worker.
+  """
+  if stop_flag is None:
+    stats = run_step()
+    return (strategy.reduce(tf.distribute.ReduceOp.SUM, stats, axis=None),
+            tf.constant(False))
+
+  def append_flag(stats):
+    return tf.concat([stats, tf.reshape(stop_flag.read_value(), [1])], 0)
+
+  per_replica = run_step()
+  combined = strategy.reduce(
+      tf.distribute.ReduceOp.SUM,
+      strategy.run(append_flag, args=(per_replica,)), axis=None)
+  return combined[:NUM_STATS], combined[NUM_STATS] > 0
 
 
 class EvalStep(tf.Module):
   """Summed eval metrics over a fixed number of (padded) batches."""
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model,
-               dtype: str = "float32"):
-    """Builds the step; ``model(images, training=False)`` returns logits."""
+               dtype: str = "float32",
+               stop_flag: Optional[tf.Variable] = None):
+    """Builds the step; ``model(images, training=False)`` returns logits.
+
+    Args:
+      strategy: the strategy the model was built under.
+      model: the network.
+      dtype: compute dtype.
+      stop_flag: optional host variable; when any worker's is set, every
+        worker ends the loop after the batch in progress (a stop request
+        during a long evaluation, see ``TrainStep``).
+    """
     super().__init__(name="eval_step")
     self.strategy = strategy
     self.model = model
     self.compute_dtype = DTYPES[dtype]
+    self.stop_flag = stop_flag
     self.loop = tf.function(self._loop)
 
   def _replica_step(self, batch):
@@ -279,12 +327,17 @@ class EvalStep(tf.Module):
                         tf.reduce_sum(mask))
 
   def _loop(self, iterator, num_steps):
+    """Returns (summed stats, whether a stop request ended it early)."""
     totals = tf.zeros([NUM_STATS])
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
-      stats = self.strategy.run(self._replica_step, args=(next(iterator),))
-      totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, stats,
-                                     axis=None)
-    return totals
+      stats, stop = with_stop_request(self.strategy, self.stop_flag, lambda: (
+          self.strategy.run(self._replica_step, args=(next(iterator),))))
+      totals += stats
+      if stop:
+        stopped = tf.constant(True)
+        break
+    return totals, stopped
 
 
 def metrics_from_totals(totals) -> dict:

@@ -25,6 +25,7 @@ from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import finetune
+from pyramidnet_tf.training import preemption
 from pyramidnet_tf.training import progress as progress_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
@@ -295,7 +296,7 @@ def initialise_from(directory: str, model, averages, class_names) -> None:
 
 
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
-                   num_classes: int, start_step: int):
+                   num_classes: int, start_step: int, job_suffix: str = ""):
   """The dataset function of ``distribute_datasets_from_function``.
 
   Args:
@@ -303,6 +304,8 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
     plan: the data plan (``plan_data``).
     num_classes: classes of the model (synthetic labels).
     start_step: the global step the run resumes at (input position).
+    job_suffix: appended to the tf.data service job's name (a probe reads
+      its own job, so it takes nothing from the run's).
   """
   from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   batch, seed = config.schedule.batch_size, config.runtime.seed
@@ -320,7 +323,7 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
           plan.info, plan.preprocessing, per_replica, seed,
           service=config.data.data_service,
           mode=config.data.data_service_mode,
-          job_name=service_job_name(config, start_step),
+          job_name=service_job_name(config, start_step) + job_suffix,
           start_epoch=start_step * batch // plan.train_examples,
           shuffle_buffer=config.data.shuffle_buffer or None)
     return input_pipeline.train_dataset(
@@ -336,8 +339,16 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
 
 
 def build_train_step(config: config_lib.TrainConfig, state: TrainState,
-                     strategy, schedule):
-  """The inner loop (``step.TrainStep``) of the run's settings."""
+                     strategy, schedule, stop_flag=None):
+  """The inner loop (``step.TrainStep``) of the run's settings.
+
+  Args:
+    config: the run's configuration.
+    state: model, optimizer, step counter, loss scale and EMA.
+    strategy: the strategy they were built under.
+    schedule: the learning-rate schedule.
+    stop_flag: the host variable of stop requests (``preemption``), if any.
+  """
   from pyramidnet_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
   settings = config.schedule
   return step_lib.TrainStep(
@@ -350,7 +361,43 @@ def build_train_step(config: config_lib.TrainConfig, state: TrainState,
           cutmix_prob=settings.cutmix_prob, cutmix_beta=settings.cutmix_beta,
           mixup_alpha=settings.mixup_alpha, cutout_size=settings.cutout_size,
           clip_grad_norm=settings.clip_grad_norm, seed=config.runtime.seed),
-      ema=state.averages)
+      ema=state.averages, stop_flag=stop_flag)
+
+
+def service_watchdog(config: config_lib.TrainConfig, global_step,
+                     model_dir: str):
+  """Checks the tf.data service's dispatcher; returns the run's watchdog.
+
+  The dispatcher must accept a TCP connection within --data_service_timeout
+  (it may start after the trainers). The returned ``ProgressWatchdog`` ends
+  the run with one line when, while armed, the global step does not move
+  for that long: the service's workers are gone or cannot read the data.
+
+  Raises:
+    TrainError: the dispatcher never answered.
+  """
+  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import watchdog as watchdog_lib  # pylint: disable=g-import-not-at-top
+  data = config.data
+  host, _, port = service_address.parse_address(
+      "data_service", data.data_service).rpartition(":")
+  if not watchdog_lib.wait_for_port(host, int(port), data.data_service_timeout):
+    raise TrainError(
+        f"--data_service={data.data_service}: no dispatcher answered at "
+        f"{host}:{port} within {data.data_service_timeout:g} s "
+        "(--data_service_timeout); start one there (python -m "
+        f"pyramidnet_tf.data_service --role=dispatcher --port={port} "
+        "--work_dir=...), or check the address and that the port is open "
+        "from this host")
+  return watchdog_lib.ProgressWatchdog(
+      data.data_service_timeout, lambda: int(global_step.numpy()),
+      f"error: no training input from the tf.data service at "
+      f"{data.data_service} for {data.data_service_timeout:g} s "
+      "(--data_service_timeout): check that its workers (python -m "
+      "pyramidnet_tf.data_service --role=worker "
+      f"--dispatcher={host}:{port}) are running and can read "
+      f"{data.data_dir}; rerun the same command to resume from the newest "
+      f"checkpoint in {model_dir} (exit code 1)")
 
 
 def _devices_text(strategy) -> str:
@@ -396,17 +443,39 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
       f"channel multiple {model.channel_multiple}")
 
 
-def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
+def train(config: config_lib.TrainConfig, *,
+          stop: Optional[preemption.StopSignals] = None) -> Dict[str, Any]:
   """Runs training; returns a result dict (also logged as JSON).
+
+  A stop request (SIGTERM, SIGINT, SIGUSR1) ends training after the step in
+  progress on every worker, with a checkpoint of that step; the result then
+  has ``preempted`` (and ``signal``), and the tool exits with
+  ``exit_codes.PREEMPTED``.
 
   Args:
     config: the validated run configuration (``cli.train_config``).
+    stop: stop signals already installed by the caller (as early as
+      possible); None installs them here, for the run's duration.
 
   Raises:
     TrainError: a problem of the settings or data, named.
     checkpointing.CheckpointError, loop.NonFiniteLossError,
     model_dir.ModelDirError: see those modules.
   """
+  own_stop = stop is None
+  if own_stop:
+    stop = preemption.StopSignals()
+    stop.install()
+  try:
+    return _train(config, stop)
+  finally:
+    if own_stop:
+      stop.uninstall()
+
+
+def _train(config: config_lib.TrainConfig,
+           stop: preemption.StopSignals) -> Dict[str, Any]:
+  """``train`` with its stop signals installed."""
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   runtime, schedule_config, output = (config.runtime, config.schedule,
                                       config.output)
@@ -415,6 +484,7 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       runtime.cluster_resolver, runtime.slurm_port_base,
       k8s_num_workers=runtime.k8s_num_workers, k8s_port=runtime.k8s_port,
       k8s_service=runtime.k8s_service, k8s_job_name=runtime.k8s_job_name)
+  stop.reclaim()
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
@@ -428,6 +498,9 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import summaries as summaries_lib  # pylint: disable=g-import-not-at-top
 
+  # Outside the strategy's scope: one plain host variable per worker, read
+  # by the compiled loops at every step (``step.with_stop_request``).
+  stop_flag = tf.Variable(0.0, trainable=False, name="stop_requested")
   if runtime.deterministic:
     tf.config.experimental.enable_op_determinism()
   # Never global seed 0: tf.data's seed helper then compares our per-epoch
@@ -459,6 +532,7 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
 
   state = build_state(config, plan, strategy)
   model, global_step, averages = state.model, state.global_step, state.averages
+  stop.attach(stop_flag, step=global_step)
   try:
     checkpointing.check_config(output.model_dir, model)
   except checkpointing.ConfigMismatchError as e:
@@ -495,10 +569,20 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   elif chief:
     checkpointer.after_first_save(write_configs)
 
+  input_watchdog = None
+  first = None
   if config.data.data_service:
     logging.info("training input from the tf.data service at %s (%s, job %s)",
                  config.data.data_service, config.data.data_service_mode,
                  service_job_name(config, start_step))
+    input_watchdog = service_watchdog(config, global_step, output.model_dir)
+    # A first batch from a job of its own, on every start (so fresh and
+    # resumed runs build the same datasets): a service without workers
+    # ends the run here instead of hanging inside the first compiled call.
+    probe = strategy.distribute_datasets_from_function(train_input_fn(
+        config, plan, model.num_classes, start_step, job_suffix="-probe"))
+    with input_watchdog.armed():
+      first = strategy.experimental_local_results(next(iter(probe)))
   train_input = train_input_fn(config, plan, model.num_classes, start_step)
   dataset = strategy.distribute_datasets_from_function(train_input)
   iterator = iter(dataset)
@@ -509,8 +593,9 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
     # A second iterator over the same dataset: building another dataset
     # would trace its functions on fresh starts only, shifting TF's function
     # names and so missing the persistent XLA cache on the first resume.
-    with records_lib.named_read_errors(info, ["train"], TrainError):
-      first = strategy.experimental_local_results(next(iter(dataset)))
+    if first is None:
+      with records_lib.named_read_errors(info, ["train"], TrainError):
+        first = strategy.experimental_local_results(next(iter(dataset)))
     summaries.images("train/augmented_images", first[0][0], 0)
 
   evaluator = None
@@ -519,9 +604,10 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
         strategy=strategy, model=model, info=info,
         preprocessing=plan.preprocessing, split=plan.eval_split,
         global_batch=config.eval_batch, dtype=runtime.dtype,
-        averages=averages, error_class=TrainError)
+        averages=averages, error_class=TrainError, stop_flag=stop_flag)
 
-  train_step = build_train_step(config, state, strategy, schedule)
+  train_step = build_train_step(config, state, strategy, schedule,
+                                stop_flag)
   checkpoint_every = output.checkpoint_every_steps or steps_per_epoch
   eval_every = int(round(output.eval_every_epochs * steps_per_epoch))
   cadence = loop.Cadence(
@@ -530,8 +616,6 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       eval_every=eval_every if evaluator else 0,
       histogram_every=output.histogram_every_steps,
       profile=output.profile_steps)
-  sigterm = loop.SigtermFlag()
-  sigterm.install()
   progress = progress_lib.TrainProgress(
       start_step=start_step, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch, global_batch=batch,
@@ -543,8 +627,8 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       evaluate=(loop.EvalAction(evaluator, summaries, global_step,
                                 plan.eval_split)
                 if evaluator else None),
-      sigterm=sigterm, profile_dir=summaries_lib.logdir(output.model_dir),
-      progress=progress)
+      stop=stop, profile_dir=summaries_lib.logdir(output.model_dir),
+      progress=progress, input_watchdog=input_watchdog)
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,
                                start_step=start_step, total_steps=total_steps))
@@ -557,28 +641,43 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
     with records_lib.named_read_errors(info, ["train"], TrainError):
       train_metrics = controller.run()
   finally:
-    sigterm.uninstall()
+    if input_watchdog is not None:
+      input_watchdog.close()
   final_step = int(global_step.numpy())
-  if controller.preempted:
-    result = {"preempted": True, "step": final_step}
-  else:
+  preempted = controller.preempted
+  eval_metrics = controller.last_eval
+  if not preempted:
     if final_step > start_step and not loop.Cadence.hit(final_step,
                                                         checkpoint_every):
       checkpointer.save()
-    eval_metrics = controller.last_eval
     if (controller.evaluate is not None and output.eval_at_end and
         (eval_metrics is None or eval_metrics["step"] != final_step)):
-      eval_metrics = controller.evaluate()
+      try:
+        eval_metrics = controller.evaluate()
+      except evaluator_lib.EvaluationStopped:
+        logging.info("final evaluation abandoned: stop requested (the "
+                     "checkpoint of step %d is saved)", final_step)
+        preempted = True
+  if preempted:
+    result = {"preempted": True, "signal": stop.signal_name,
+              "step": final_step, "total_steps": total_steps,
+              "checkpoint": checkpointer.latest() if chief else None}
+  else:
     result = {"step": final_step, "train": train_metrics,
               "eval": eval_metrics}
   summaries.flush()
   if model_dir_lock is not None:
     model_dir_lock.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
-  if chief and not controller.preempted:
+  if chief and not preempted:
     best = controller.evaluate.best if controller.evaluate else None
     progress.summary(final_step=final_step, last_eval=result["eval"],
                      best_eval=best, checkpoint=checkpointer.latest(),
                      model_dir=output.model_dir)
   logging.info("result: %s", json.dumps(result))
+  if num_workers > 1:
+    # Who this is, so the tool can end the workers in order
+    # (``distribute.leave_cluster``).
+    result["worker"] = distribute.task(strategy)[1]
+    result["workers"] = num_workers
   return result

@@ -2,10 +2,8 @@
 
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -116,44 +114,6 @@ def test_resume_with_another_model_is_an_error_naming_it(data_dir, tmp_path):
   assert proc.returncode != 0
   assert "alpha: 4.0 in" in proc.stderr and "6.0 from the flags" in (
       proc.stderr), proc.stderr[-2000:]
-
-
-def test_sigterm_saves_and_resume_loses_no_step(data_dir, tmp_path):
-  model_dir = str(tmp_path / "m")
-  log_path = tmp_path / "log.txt"
-  with open(log_path, "w") as log:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", TRAIN] + _args(
-            data_dir, model_dir, "--train_steps=100000",
-            "--steps_per_loop=1", "--log_every_steps=1",
-            "--checkpoint_every_steps=100000", "--eval_every_epochs=0"),
-        cwd=fx.REPO, env=fx.cli_env(), stderr=log, stdout=log)
-    try:
-      deadline = time.time() + 120
-      while "step 3/" not in log_path.read_text():
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        assert time.time() < deadline, "training never reached step 3"
-        time.sleep(0.2)
-      proc.send_signal(signal.SIGTERM)
-      assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-  text = log_path.read_text()
-  assert "SIGTERM received: saving at step" in text
-  stopped = int(text.split("SIGTERM received: saving at step ")[1].split()[0])
-  assert stopped >= 3
-  assert fx.train_result(text)["preempted"]
-  assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{stopped}")
-  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir,
-                                 f"--train_steps={stopped + 2}",
-                                 "--noeval_at_end"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"at step {stopped}" in proc.stderr
-  assert f": {stopped + 2} steps = " in proc.stderr  # the plan line
-  assert f"resuming at step {stopped};" in proc.stderr
-  assert fx.train_result(proc.stderr)["step"] == stopped + 2
 
 
 def test_nan_loss_stops_with_the_step_and_saves_no_nan(data_dir, tmp_path):

@@ -1,7 +1,4 @@
-"""The outer loop's cadence arithmetic and SIGTERM flag."""
-
-import os
-import signal
+"""The outer loop's cadence arithmetic."""
 
 from pyramidnet_tf.training import loop
 
@@ -28,15 +25,3 @@ def test_disabled_cadences_and_profile_window():
   assert c.next_stop(9) == 50
   assert not loop.Cadence.hit(10, 0)
   assert loop.Cadence.hit(10, 5) and not loop.Cadence.hit(11, 5)
-
-
-def test_sigterm_flag_catches_and_restores():
-  flag = loop.SigtermFlag()
-  before = signal.getsignal(signal.SIGTERM)
-  flag.install()
-  try:
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert flag.received
-  finally:
-    flag.uninstall()
-  assert signal.getsignal(signal.SIGTERM) == before

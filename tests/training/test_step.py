@@ -64,7 +64,7 @@ def train(tiny_pyramidnet):
       return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
           BATCH // replicas).repeat()
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
-    totals, bad = train_step.loop(iterator, tf.constant(steps))
+    totals, bad, _ = train_step.loop(iterator, tf.constant(steps))
     return model, totals.numpy(), int(bad), global_step
   return run
 
@@ -210,7 +210,7 @@ def _single_step(model, regularization, images, labels, step=0, ema=None):
                                   regularization=regularization,
                                   ema=ema)
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-  totals, _ = train_step.loop(iter(dataset), tf.constant(1))
+  totals, _, _ = train_step.loop(iter(dataset), tf.constant(1))
   return totals.numpy()
 
 
