@@ -81,6 +81,10 @@ def test_the_production_command_is_pyramidnet200_for_16_gpus(tmp_path,
   args = _srun_arguments(tmp_path)
   start = args.index(".venv/bin/python")
   assert args[start + 1:start + 3] == ["-m", "pyramidnet_tf.train"]
+  # A site's KillOnBadExit=1 would stop the peers of the first task to exit
+  # 143 while they save: the script turns it off and bounds the wait.
+  assert "--kill-on-bad-exit=0" in args[:start]
+  assert any(a.startswith("--wait=") for a in args[:start])
   args = args[start:]
   # Parse with the trainer's own flags (flagfile from the repository root,
   # where the script cds) and validate as it does, inside a job step.

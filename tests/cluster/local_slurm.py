@@ -113,6 +113,8 @@ def slurm_conf(root: str, host: str, ctld_port: int, slurmd_port: int,
        "registers"),
       ("MinJobAge=3600", "finished jobs stay in `scontrol show job` for "
        "the whole test"),
+      ("MessageTimeout=30", "a loaded 2-core machine answers slowly: the "
+       "default 10 s makes the controller give up on and retry messages"),
       (f"NodeName={host} NodeAddr=127.0.0.1 CPUs={CPUS} State=UNKNOWN",
        "this machine, 2 CPUs (--exclusive takes the whole node)"),
       (f"PartitionName={PARTITION} Nodes={host} Default=YES "

@@ -210,13 +210,8 @@ def test_a_run_completes_with_labelled_workers_and_equal_weights(
 
 def test_a_failed_run_fails_the_job_and_holds_its_dependents(
     slurm, tmp_path):
-  """A trainer that fails (here on a bad --depth) fails the job, so an
-  ``afterok`` dependent never starts.
-
-  srun stops the other task when one fails (--kill-on-bad-exit); a task
-  stopped that way may exit 143 too, so the job's exit code is the failed
-  task's or 143, and srun's lines name the failure.
-  """
+  """A trainer that fails (here on a bad --depth) fails the job with its
+  exit code, so an ``afterok`` dependent never starts."""
   job = Job(slurm, tmp_path, "failed", [],
             TINY + ["--train_steps=30", "--depth=111"])
   dependent = submit_dependent(slurm, tmp_path, job)
