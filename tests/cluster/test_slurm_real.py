@@ -8,11 +8,14 @@ and the trainer flags after the script name make the network tiny
 
 * An uninterrupted run: the job ends COMPLETED; both tasks print their
   cluster line (ports derived from the job ID), labelled by srun, and end
-  with the same weights.
+  with the same weights; an ``afterok`` dependent starts after it.
+* A failed run (a bad flag): the job ends FAILED with the trainers' exit
+  code and its ``afterok`` dependent never starts.
 * A run that meets its time limit: Slurm's warning (``--signal=B:USR1``)
   reaches the batch shell, which passes it to the trainers; they save and
   exit 143, the script requeues the job, it starts again, resumes from the
-  saved step and ends COMPLETED with no step lost.
+  saved step and ends COMPLETED with no step lost; its ``afterok``
+  dependent starts only then.
 
 Skipped, with the reason, only where the daemons cannot run at all (Slurm or
 MUNGE not installed, not root). PYRAMIDNET_KEEP_SLURM=1 keeps the cluster's
@@ -246,8 +249,9 @@ def test_the_time_limit_requeues_the_job_and_it_resumes_losing_no_step(
   """The time limit's warning, the requeue and the resume, on real Slurm.
 
   The controller checks time limits every 30 s and sends ``--signal``'s
-  warning at the first check within ``sig_time`` + 30 s of the end, and a
-  trainer starts in 20 s on an idle machine but in minutes on a loaded one.
+  warning at the first check within ``sig_time`` + 30 s of the end, and the
+  trainers take seconds to start on an idle machine, minutes on a loaded
+  one.
   So that the warning lands while the trainers are training, whatever the
   load, the job is submitted with a long limit and, once both workers are
   training, its limit is cut (``scontrol update TimeLimit``, as a
@@ -262,7 +266,7 @@ def test_the_time_limit_requeues_the_job_and_it_resumes_losing_no_step(
   length.write_text("--train_steps=1000000\n")
   lead = 120  # --signal=B:USR1@120
   job = Job(slurm, tmp_path, "requeued",
-            ["--time=15", f"--signal=B:USR1@{lead}"],
+            ["--time=30", f"--signal=B:USR1@{lead}"],
             TINY + [f"--flagfile={length}"])
   dependent = submit_dependent(slurm, tmp_path, job)
   job.wait_for("both workers training", training)
@@ -274,7 +278,7 @@ def test_the_time_limit_requeues_the_job_and_it_resumes_losing_no_step(
   job.wait_for("the time limit's warning",
                lambda text: "SIGUSR1: time limit near" in text, timeout=120)
   job.mark("SIGUSR1")
-  slurm.run("scontrol", "update", f"JobId={job.id}", "TimeLimit=15")
+  slurm.run("scontrol", "update", f"JobId={job.id}", "TimeLimit=30")
 
   def saved(text):
     stops = [results(text, w) for w in (0, 1)]
@@ -303,8 +307,9 @@ def test_the_time_limit_requeues_the_job_and_it_resumes_losing_no_step(
   second = text.split("start 1 on", 1)[1]
   finals = []
   for worker in (0, 1):
-    assert any(f"resuming at step {step}" in l
-               for l in worker_lines(second, worker)), job.report()
+    mine = worker_lines(second, worker)
+    assert any(f"ckpt-{step} at step {step}" in l for l in mine), job.report()
+    assert any(f"resuming at step {step}" in l for l in mine), job.report()
     final = results(second, worker)[-1]
     assert final["step"] == step + 20 and not final.get("preempted"), final
     finals.append(final["weights_fingerprint"])
