@@ -42,7 +42,9 @@ setuptools.setup(
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0",
                  "pyyaml==6.0.4", "ruff==0.17.6", "pytest-xdist==3.8.0",
-                 "pytorchcv==0.0.74"],
+                 "pytorchcv==0.0.74",
+                 # k8s/ manifests against Kubernetes' schemas (1.25-1.37).
+                 "kubernetes-validate==1.37.0"],
         "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },
     entry_points={

@@ -7,8 +7,17 @@ example of the split is counted exactly once (the last batch is padded and
 the padding masked), on one device or under any strategy. The records are
 counted from the shard files, so a manifest that disagrees is only warned
 about; a damaged shard ends the run with one line naming it.
+
+The default checkpoint is the newest intact one: a damaged newer one
+(truncated, corrupted, NaN/Inf) is skipped with a warning naming it.
+Scores that would silently be wrong are refused: CIFAR-style data whose
+image size differs from the one the model expects when the model records
+none (an import without export_torch's record; pass --image_size), and
+data whose class names are the model's in another order. A model that
+records its size and differs from the data's gets a warning.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,13 +28,14 @@ from absl import flags
 from absl import logging
 
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
                     "or test, whichever the manifest has.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the latest "
-                    "in --model_dir.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the newest "
+                    "intact one in --model_dir.")
 flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
                   "Evaluate the EMA of the weights instead of the raw ones. "
                   "auto: when the training run kept one (--ema_decay > 0, "
@@ -67,11 +77,11 @@ def evaluate() -> dict:
   if split in mismatches:
     logging.warning("%s; evaluating all %d of them", mismatches[split],
                     info.num_examples(split))
-  config = model_io.read_config(FLAGS.model_dir)
-  # One line naming a missing --checkpoint and listing the dir's ones.
-  checkpoint = model_io.find_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
   with strategy.scope():
-    model, metadata = model_io.load_model(FLAGS.model_dir, checkpoint)
+    opened = model_io.open_model(FLAGS.model_dir, FLAGS.checkpoint,
+                                 warn=logging.warning)
+    model, metadata = opened.model, opened.metadata
+    checkpoint = opened.checkpoint
     model.set_channel_multiple(channel_alignment.resolve(
         FLAGS.channel_multiple, FLAGS.dtype,
         channel_alignment.local_device_type()))
@@ -82,9 +92,33 @@ def evaluate() -> dict:
     raise ValueError(f"the model in {FLAGS.model_dir} has {model.num_classes}"
                      f" classes but {FLAGS.data_dir}/manifest.json lists "
                      f"{info.num_classes}")
+  order = model_dir_lib.class_order_problem(metadata.get("class_names"),
+                                            info.class_names)
+  if order is not None and order[0]:
+    raise ValueError(f"--model_dir={FLAGS.model_dir}, --data_dir="
+                     f"{FLAGS.data_dir}: {order[1]}")
+  if order is not None:
+    logging.warning("%s; the scores are only meaningful if the classes are "
+                    "the same", order[1])
+  model_config = opened.config["model"]
+  cli.check_image_size("image_size", FLAGS.image_size,
+                       model_config.get("dataset", "cifar10"),
+                       "the model's size")
   preprocessing = model_dir_lib.preprocessing_of(
-      metadata, config["model"], FLAGS.image_size, FLAGS.cifar_convention,
+      metadata, model_config, FLAGS.image_size, FLAGS.cifar_convention,
       info)
+  if FLAGS.image_size:
+    preprocessing = dataclasses.replace(preprocessing,
+                                        image_size=FLAGS.image_size)
+  else:
+    size = model_dir_lib.image_size_problem(
+        preprocessing, "preprocessing" in metadata,
+        records_lib.first_image_size(info, split), FLAGS.model_dir,
+        FLAGS.data_dir)
+    if size is not None and size[0]:
+      raise ValueError(size[1])
+    if size is not None:
+      logging.warning("%s", size[1])
   evaluator = evaluator_lib.Evaluator(
       strategy=strategy, model=model, info=info, preprocessing=preprocessing,
       split=split, dtype=FLAGS.dtype,
@@ -113,7 +147,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     result = evaluate()
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, cli.UserError) as e:
     sys.exit(f"pyramidnet_tf.evaluate: error: {e}")
   print(json.dumps(result, indent=2))
 

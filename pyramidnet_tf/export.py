@@ -21,11 +21,23 @@ The export is written into a temporary directory beside --export_dir and
 renamed into place at the end, so --export_dir is never half written: a
 failure (a full disk, say) removes the temporary directory and leaves any
 previous export there untouched. An existing --export_dir is replaced only
-when it is empty or a previous export.
+when it is empty or a previous export. What an export killed midway leaves
+(the hidden ``.<name>.tmp-*`` beside it, or ``.<name>.old-*``, the previous
+export moved aside) is cleaned up by the next export to the same path: the
+temporary is removed and a previous export put back, but only when no
+other export into that directory is running (each holds a shared lock on
+the directory while it writes).
+
+The default checkpoint is the newest intact one: a damaged newer one
+(truncated, corrupted, NaN/Inf) is skipped with a warning naming it.
 """
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
+import re
 import uuid
 
 from absl import flags
@@ -40,7 +52,8 @@ flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
 flags.DEFINE_string("data_dir", None,
                     "Optional data directory whose manifest supplies class "
                     "names (when the model dir records none).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: latest.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path; default: the newest "
+                    "intact one.")
 flags.DEFINE_integer("image_size", 0, "Override the serving image size; 0 = "
                      "the training run's.")
 flags.DEFINE_enum("cifar_convention", "pt", ["pt", "fb"],
@@ -151,6 +164,67 @@ def _remove(path: str) -> None:
     pass  # best effort; the original error is the one to report
 
 
+def _leftovers(export_dir: str):
+  """(temporaries, moved-aside previous exports) that exports of
+  ``export_dir`` killed midway left beside it (``_sibling``'s names)."""
+  parent, name = os.path.split(export_dir)
+  pattern = re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-[0-9a-f]{{12}}$")
+  found = {"tmp": [], "old": []}
+  for entry in sorted(os.listdir(parent or ".")):
+    match = pattern.match(entry)
+    if match:
+      found[match.group(1)].append(os.path.join(parent, entry))
+  return found["tmp"], found["old"]
+
+
+def _clean_leftovers(export_dir: str) -> None:
+  """Removes killed exports' temporaries; puts a moved-aside previous
+  export back if ``export_dir`` is missing (else removes it)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  temporaries, previous = _leftovers(export_dir)
+  for path in previous:
+    if not tf.io.gfile.exists(export_dir):
+      logging.warning("putting back %s as %s: an export killed while "
+                      "replacing it had moved it aside", path, export_dir)
+      tf.io.gfile.rename(path, export_dir)
+    else:
+      logging.warning("removing %s: a previous export an export killed "
+                      "midway had moved aside", path)
+      tf.io.gfile.rmtree(path)
+  for path in temporaries:
+    logging.warning("removing %s: left by an export that did not finish",
+                    path)
+    tf.io.gfile.rmtree(path)
+
+
+@contextlib.contextmanager
+def _exporting_into(export_dir: str):
+  """Marks an export into ``export_dir``'s parent while it runs.
+
+  Every export holds a shared flock on the parent directory; one that
+  gets it exclusively at its start is the only export there, so it may
+  remove what killed exports of ``export_dir`` left (``_clean_leftovers``).
+  The kernel drops the lock when a process dies. Remote paths get neither.
+  """
+  parent = os.path.dirname(export_dir) or "."
+  if "://" in export_dir:
+    yield
+    return
+  fd = os.open(parent, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      alone = True
+    except OSError:
+      alone = False
+    if alone:
+      _clean_leftovers(export_dir)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    yield
+  finally:
+    os.close(fd)
+
+
 def write_atomically(export_dir: str, write) -> None:
   """Calls ``write(tmp_dir)`` and renames ``tmp_dir`` to ``export_dir``.
 
@@ -184,18 +258,8 @@ def write_atomically(export_dir: str, write) -> None:
     parent = os.path.dirname(export_dir)
     if parent:
       tf.io.gfile.makedirs(parent)
-    write(tmp)
-    if tf.io.gfile.exists(export_dir):
-      old = _sibling(export_dir, "old")
-      tf.io.gfile.rename(export_dir, old)
-      try:
-        tf.io.gfile.rename(tmp, export_dir)
-      except BaseException:
-        tf.io.gfile.rename(old, export_dir)
-        raise
-      _remove(old)
-    else:
-      tf.io.gfile.rename(tmp, export_dir)
+    with _exporting_into(export_dir):
+      _write_and_rename(export_dir, tmp, write)
   except BaseException as e:
     _remove(tmp)
     problem = cli.storage_problem(e)
@@ -212,6 +276,24 @@ def write_atomically(export_dir: str, write) -> None:
          "--export_dir")) from e
 
 
+def _write_and_rename(export_dir: str, tmp: str, write) -> None:
+  """``write(tmp)``, then ``tmp`` renamed to ``export_dir`` (a previous
+  export moved aside meanwhile, and removed once the rename succeeded)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  write(tmp)
+  if tf.io.gfile.exists(export_dir):
+    old = _sibling(export_dir, "old")
+    tf.io.gfile.rename(export_dir, old)
+    try:
+      tf.io.gfile.rename(tmp, export_dir)
+    except BaseException:
+      tf.io.gfile.rename(old, export_dir)
+      raise
+    _remove(old)
+  else:
+    tf.io.gfile.rename(tmp, export_dir)
+
+
 def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
            image_size: int = 0, convention: str = "pt", top_k: int = 5,
            use_ema: str = "auto"):
@@ -223,7 +305,8 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
     data_dir: a data directory whose manifest supplies class names (and
       the data kind for preprocessing) when the model dir records none;
       None for none.
-    checkpoint: a checkpoint prefix to export; None for the latest.
+    checkpoint: a checkpoint prefix to export; None for the newest
+      intact one (``store.open_model``).
     image_size: serving image side in pixels; 0 = the training run's.
     convention: CIFAR normalisation, "pt" or "fb", for model dirs that do
       not record their preprocessing.
@@ -232,12 +315,13 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
       (``ema.should_use``).
 
   Raises:
-    cli.UserError: for a bad ``top_k`` or ``image_size``, an unreadable
-      checkpoint, or an export directory that cannot be written.
+    cli.UserError: for a bad ``top_k`` or ``image_size``, or an export
+      directory that cannot be written.
     FileNotFoundError: if ``model_dir`` has no config or the checkpoint is
       missing.
-    ValueError: for a bad ``use_ema``, or ``use_ema="yes"`` on a
-      checkpoint without EMA weights.
+    ValueError: for a damaged ``checkpoint``, a directory without an intact
+      one, a bad ``use_ema``, or ``use_ema="yes"`` on a checkpoint without
+      EMA weights.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
@@ -251,17 +335,11 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
   cli.check_image_size("image_size", image_size,
                        config["model"].get("dataset", "cifar10"),
                        "the training run's size")
-  # The state file's latest, else the newest on disk; one line naming a
-  # missing --checkpoint and listing the directory's checkpoints.
-  checkpoint = model_io.find_checkpoint(model_dir, checkpoint)
-  try:
-    model, metadata = model_io.load_model(model_dir, checkpoint)
-  except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
-    raise cli.UserError(
-        f"cannot read checkpoint {checkpoint}: "
-        f"{(e.message or '').strip().splitlines()[0]}; pass --checkpoint="
-        f"{model_dir}/ckpt-N of an existing checkpoint or omit it for the "
-        "latest") from None
+  # The newest intact checkpoint (damaged newer ones skipped with a
+  # warning), or --checkpoint, which must exist and be intact.
+  opened = model_io.open_model(model_dir, checkpoint)
+  model, metadata, checkpoint = (opened.model, opened.metadata,
+                                 opened.checkpoint)
   averaged = ema_lib.should_use(use_ema, metadata)
   if averaged:
     ema_lib.load_averages(model, checkpoint)

@@ -10,9 +10,21 @@ their model wrapped in ``nn.DataParallel`` (keys ``module.conv1.weight``,
         --output=model.pth
 
 Their code builds additive PyramidNets without ShakeDrop; other variants
-are written under the same names, with a note saying so. The file is
-written under a temporary name and renamed, so a failed run leaves no
-half-written file.
+are written under the same names, with a note saying so. Their code loads
+the weights with ``load_state_dict(checkpoint['state_dict'])``; its
+``--resume`` also reads ``best_err1``, ``best_err5`` and ``optimizer``,
+which a weights-only export does not have.
+
+The file also carries, under the key ``pyramidnet_tf`` (which their code
+never reads), the model directory's image size, input normalisation and
+class names: ``import_torch`` restores them, so the round trip evaluates as
+the original did. The run prints the torchvision transforms a PyTorch user
+must apply to feed the network as it was trained.
+
+The default checkpoint is the newest intact one: a damaged newer one
+(truncated, corrupted, NaN/Inf) is skipped with a warning. The file is
+written under a temporary name and renamed, so a failed run (a full disk)
+leaves no half-written file and any previous --output unchanged.
 """
 
 from absl import flags
@@ -33,7 +45,7 @@ flags.DEFINE_string("output", None,
                     "--overwrite.")
 flags.DEFINE_string("checkpoint", None,
                     "Checkpoint of --model_dir to export; default: the "
-                    "latest.")
+                    "newest intact one.")
 flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
                   "Write the EMA of the weights instead of the raw ones. "
                   "auto: when the training run kept one (--ema_decay > 0).")
@@ -57,15 +69,23 @@ def main(argv):
   if missing:
     raise cli.UserError(f"{' and '.join(missing)} required")
   try:
-    step, count, model, averaged = exporter.export_torch(
+    exported = exporter.export_torch(
         FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.use_ema,
         FLAGS.overwrite)
   except ValueError as e:
     raise cli.UserError(str(e)) from None
-  weights = "the EMA of the weights" if averaged else "the weights"
-  print(f"wrote {count} tensors ({weights} at step {step}) to "
-        f"{FLAGS.output}: {{'epoch', 'arch', 'state_dict'}} with "
-        "DataParallel's 'module.' keys")
+  from pyramidnet_tf.convert import conventions  # pylint: disable=g-import-not-at-top
+  model = exported.model
+  weights = "the EMA of the weights" if exported.averaged else "the weights"
+  print(f"wrote {exported.count} tensors ({weights} at step "
+        f"{exported.step}) to {FLAGS.output}: {{'epoch', 'arch', "
+        "'state_dict'} with DataParallel's 'module.' keys, and "
+        "'pyramidnet_tf' (image size, normalisation"
+        f"{', class names' if 'class_names' in exported.carried else ''}"
+        " for import_torch)")
+  print(f"PyTorch input ({exported.preprocessing.image_size}x"
+        f"{exported.preprocessing.image_size}): torchvision.transforms "
+        f"{conventions.torchvision_recipe(exported.preprocessing)}")
   if model.arch.mode != "add" or model.shakedrop:
     print("note: the authors' PyTorch code builds additive PyramidNets "
           "without ShakeDrop; this network's tensors are written under "

@@ -18,7 +18,16 @@ writes a model directory that ``model_io.load_model`` (and the training,
 evaluation and export tools) read. ``model_config.json`` records the input
 convention the file's authors used (``metadata.input_convention``: pixels p
 in 0..255, in ``color`` channel order, become
-``(p * scale - mean[c]) / std[c]``), which evaluation and export apply.
+``(p * scale - mean[c]) / std[c]``), which evaluation and export apply. A
+file written by ``export_torch`` carries its model directory's image size,
+normalisation and class names, which are restored, so evaluating the
+import scores as the original did.
+
+An --output_dir that already holds a model (checkpoints or a
+model_config.json) is refused unless --overwrite is given, and one a
+trainer is writing is refused while it runs (the trainer's lock). Weights
+holding NaN or Inf are refused, naming the tensors. Nothing is written when
+the import fails, a full disk included.
 
 The library behind it is ``pyramidnet_tf.convert`` (``importer``, with one
 module per format).
@@ -35,6 +44,7 @@ from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.convert import importer
 from pyramidnet_tf.convert import pytorch
+from pyramidnet_tf.model_dir import access
 
 flags.DEFINE_string("checkpoint", None,
                     "PyTorch checkpoint (.pth/.pth.tar as the authors save it, "
@@ -48,6 +58,10 @@ flags.DEFINE_enum("format", "auto", list(importer.FORMATS),
 flags.DEFINE_string("output_dir", None,
                     "Model directory to write (TF checkpoint + "
                     "model_config.json).")
+flags.DEFINE_bool("overwrite", False,
+                  "Replace the model --output_dir holds (its checkpoints, "
+                  "model_config.json and train_config.json; other files are "
+                  "kept); without it such a directory is refused.")
 flags.DEFINE_bool("trust_checkpoint", False,
                   "Unpickle arbitrary Python objects in --checkpoint (only for "
                   "files you trust; default reads tensors and plain types).")
@@ -76,9 +90,10 @@ def main(argv):
   try:
     saved, metadata = importer.import_checkpoint(
         flags.FLAGS.checkpoint, flags.FLAGS.output_dir,
-        flags.FLAGS.trust_checkpoint, flags.FLAGS.format, **given)
+        flags.FLAGS.trust_checkpoint, flags.FLAGS.format,
+        overwrite=flags.FLAGS.overwrite, **given)
   except (pytorch.StateDictMismatch, ValueError, FileNotFoundError,
-          ImportError) as e:
+          ImportError, access.ModelDirError) as e:
     raise app.UsageError(str(e)) from None
   except zipfile.BadZipFile as e:  # np.load of a corrupt or truncated .npz
     raise app.UsageError(f"--checkpoint={flags.FLAGS.checkpoint} is not a "
@@ -91,6 +106,15 @@ def main(argv):
         f"{metadata['inferred_from']})")
   print(f"format: {metadata['format']}; input convention: "
         f"{metadata['input_convention']}")
+  carried = metadata.get("carried") or {}
+  if carried:
+    print("restored from the file's export_torch record: " + ", ".join(
+        what for key, what in (
+            ("image_size", f"image size {carried.get('image_size')}"),
+            ("preprocessing", "the preprocessing"),
+            ("input_convention", "the input convention"),
+            ("class_names", f"{len(carried.get('class_names', []))} class "
+             "names")) if key in carried))
   if metadata.get("bn_eps_folded_into_variance"):
     print(f"note: {metadata['bn_eps_folded_into_variance']} batch norms used "
           "an eps other than 1e-5; it was folded into their variances")

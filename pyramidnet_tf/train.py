@@ -65,13 +65,14 @@ def main(argv):
     saved = result.get("checkpoint")
     std_logging.warning(
         "stopped by %s at step %d/%d%s; rerun the same command to resume "
-        "(exit code %d)", result.get("signal") or "a signal", result["step"],
+        "(exit code %d)", result.get("signal") or
+        "another worker's stop request", result["step"],
         result["total_steps"],
         f", checkpoint {saved} saved" if saved else ", checkpoint saved",
         exit_codes.PREEMPTED)
   if result.get("workers", 1) > 1:
     from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-    distribute.leave_cluster(result["worker"], result["workers"])
+    distribute.leave_cluster(result["worker"], result["workers"], code)
   sys.exit(code)
 
 

@@ -70,7 +70,9 @@ flags.DEFINE_integer("channel_multiple", 0,
                      "float16, on GPU 1; 1 = no padding.")
 flags.DEFINE_integer("image_size", 0,
                      "Training/eval image size; 0 = 32 for CIFAR data and "
-                     "CIFAR-architecture folder data, 224 for ImageNet.")
+                     "CIFAR-architecture folder data, 224 for ImageNet "
+                     "(evaluate: the size the model directory records, if "
+                     "any; a value given overrides it).")
 flags.DEFINE_enum("cifar_convention", "pt", list(options.CIFAR_CONVENTIONS),
                   "CIFAR normalisation: pt = CIFAR-10 stats for both datasets,"
                   " black pad before normalising (PyramidNet-PyTorch, "

@@ -15,6 +15,7 @@ to name one, both working from any directory:
 before absl parses the command line.
 """
 
+import difflib
 import os
 from typing import List, Optional
 
@@ -73,9 +74,16 @@ def path_of(name: str) -> str:
     if os.path.isfile(path):
       return path
   known = names()
+  if not known:
+    raise RecipeError(f"--recipe={name}: no shipped flagfiles are installed")
+  close = difflib.get_close_matches(relative, known, n=3, cutoff=0.5)
+  # Also a name given without its folder (pyramidnet110_a48).
+  close += [k for k in known if k.rsplit("/", 1)[-1] == relative
+            and k not in close]
+  hint = (f"did you mean {' or '.join(close)}? " if close else "")
   raise RecipeError(
-      f"--recipe={name}: no such shipped flagfile; choices: "
-      f"{', '.join(known) if known else '(none installed)'}")
+      f"--recipe={name}: no such shipped flagfile; {hint}--recipes lists "
+      f"all {len(known)} with what each reproduces")
 
 
 def expand_argv(argv: List[str]) -> List[str]:

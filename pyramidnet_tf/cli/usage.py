@@ -87,7 +87,7 @@ DESCRIBE_KNOBS = None  # every other flag
 
 IMPORT_GROUPS: Groups = (
     ("Source and destination", ("checkpoint", "format", "output_dir",
-                                "trust_checkpoint")),
+                                "overwrite", "trust_checkpoint")),
     ("Model (checked against the file)", _MODEL + (
         "drop_rate", "shakedrop", "shakedrop_pl", "shakedrop_level")),
 )

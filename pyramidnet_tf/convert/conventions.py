@@ -89,3 +89,60 @@ def input_convention(file_format: str, dataset: str) -> Dict[str, Any]:
   if file_format == "imgclsmob":
     return dict(IMGCLSMOB_INPUT_CONVENTION[dataset])
   return dict(TORCH_INPUT_CONVENTION[dataset])
+
+
+def normalisation_of(preprocessing) -> Dict[str, Any]:
+  """The input convention a ``Preprocessing`` applies, in this module's form.
+
+  Args:
+    preprocessing: a ``data.preprocessing.Preprocessing``.
+
+  Returns:
+    A new dict: pixels p in 0..255, in ``color`` channel order, become
+    (p * scale - mean[c]) / std[c], with ``scale`` 1/255 (PyTorch's
+    ``ToTensor``) and ``mean``/``std`` in those units.
+  """
+  if preprocessing.mean is not None:
+    mean, std = preprocessing.mean, preprocessing.std
+  elif preprocessing.kind == "cifar":
+    mean, std = augment.cifar_stats(preprocessing.stats_dataset,
+                                    preprocessing.convention)
+  else:
+    mean, std = augment.IMAGENET_MEAN, augment.IMAGENET_STD
+  return {"color": preprocessing.color.upper(), "scale": 1.0 / 255.0,
+          "mean": [float(m) / 255.0 for m in mean],
+          "std": [float(s) / 255.0 for s in std]}
+
+
+def _triple(values) -> str:
+  return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def torchvision_recipe(preprocessing) -> str:
+  """The torchvision transforms that feed a network as ``preprocessing``
+  feeds it at evaluation, as one line for a PyTorch user.
+
+  Args:
+    preprocessing: a ``data.preprocessing.Preprocessing``.
+
+  Returns:
+    E.g. "CenterCrop(16) (pads smaller images with black), ToTensor(),
+    Normalize(mean=[0.4914, 0.4824, 0.4467], std=[0.2471, 0.2435, 0.2616])".
+  """
+  size = preprocessing.image_size
+  steps = []
+  if preprocessing.kind == "cifar" and preprocessing.resize:
+    steps.append(f"Resize(({size}, {size}), interpolation=BICUBIC, "
+                 "antialias=True)")
+  elif preprocessing.kind == "cifar":
+    steps.append(f"CenterCrop({size}) (pads smaller images with black)")
+  else:
+    steps += [f"Resize({int(round(size * 256 / 224))}, "
+              "interpolation=BICUBIC)", f"CenterCrop({size})"]
+  steps.append("ToTensor()")
+  convention = normalisation_of(preprocessing)
+  if convention["color"] == "BGR":
+    steps.append("x[[2, 1, 0]] (BGR channel order)")
+  steps.append(f"Normalize(mean={_triple(convention['mean'])}, "
+               f"std={_triple(convention['std'])})")
+  return ", ".join(steps)

@@ -21,6 +21,13 @@ import numpy as np
 from pyramidnet_tf.model import units
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model")
+# The entry of an exported checkpoint under which export_torch carries what
+# the weights alone do not say: the image size, the input normalisation and
+# the class names. The authors' train.py reads only 'epoch', 'arch',
+# 'state_dict', 'best_err1', 'best_err5' and 'optimizer' from a checkpoint,
+# so it never sees this one.
+CARRIED_KEY = "pyramidnet_tf"
+CARRIED_VERSION = 1
 _PREFIXES = ("module.", "model.")
 _MAX_LISTED = 10
 
@@ -77,6 +84,81 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         tensors = {k[len(prefix):]: v for k, v in tensors.items()}
         stripped = True
   return {k: _to_numpy(v) for k, v in tensors.items()}
+
+
+def plain_value(value: Any) -> Any:
+  """``value`` as JSON types (tuples become lists), or ValueError."""
+  if isinstance(value, Mapping):
+    return {str(k): plain_value(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [plain_value(v) for v in value]
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  raise ValueError(f"a {type(value).__name__}")
+
+
+def carried_settings(checkpoint: Any, path: str) -> Dict[str, Any]:
+  """What ``export_torch`` carried in a checkpoint (``CARRIED_KEY``).
+
+  Args:
+    checkpoint: what the file holds (``read_checkpoint_file``).
+    path: the file, for messages.
+
+  Returns:
+    {} when the file carries nothing (the authors' own files); else any of
+    "preprocessing" and "input_convention" (the model directory's records,
+    as dicts), "class_names" (a list of str) and "image_size" (an int).
+
+  Raises:
+    ValueError: if the entry is there but malformed (one line).
+  """
+  if not isinstance(checkpoint, Mapping) or CARRIED_KEY not in checkpoint:
+    return {}
+  value = checkpoint[CARRIED_KEY]
+
+  def bad(why: str) -> ValueError:
+    return ValueError(f"--checkpoint={path}: its '{CARRIED_KEY}' entry "
+                      f"(written by pyramidnet_tf.export_torch) {why}; "
+                      "export it again, or delete that entry to import the "
+                      "weights with the authors' input convention")
+
+  if not isinstance(value, Mapping):
+    raise bad(f"is a {type(value).__name__}, not a dict")
+  if value.get("format_version") != CARRIED_VERSION:
+    raise bad(f"has format_version {value.get('format_version')!r}; this "
+              f"version reads {CARRIED_VERSION}")
+  try:
+    plain = plain_value(value)
+  except ValueError as e:
+    raise bad(f"holds {e}, not a plain value") from None
+  carried = {}
+  for key in ("preprocessing", "input_convention"):
+    if key in plain:
+      if not isinstance(plain[key], dict):
+        raise bad(f"has a {key} that is not a dict")
+      carried[key] = plain[key]
+  if "class_names" in plain:
+    names = plain["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str)
+                                              for n in names):
+      raise bad("has class_names that are not a list of strings")
+    carried["class_names"] = names
+  if "image_size" in plain:
+    if not isinstance(plain["image_size"], int):
+      raise bad("has an image_size that is not an integer")
+    carried["image_size"] = plain["image_size"]
+  return carried
+
+
+def nonfinite_tensors(model) -> List[str]:
+  """The authors' names of ``model``'s tensors that hold NaN or Inf.
+
+  Args:
+    model: a ``PyramidNet`` (its ``torch_variables``).
+  """
+  return [key for key, (variable, _) in model.torch_variables().items()
+          if variable is not None and not np.all(np.isfinite(
+              variable.numpy()))]
 
 
 def describe_state_dict(state: Mapping[str, np.ndarray]) -> str:

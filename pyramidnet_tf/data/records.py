@@ -190,3 +190,37 @@ def named_read_errors(info: Optional[manifest_lib.DataInfo],
     if line is None:
       raise
     raise error_class(line) from None
+
+
+def first_image_size(info: manifest_lib.DataInfo, split: str
+                     ) -> Optional[Tuple[int, int]]:
+  """(height, width) of the first image of ``split``, from its record.
+
+  Why: CIFAR-style evaluation pads or crops the data's images to the
+  model's size without resizing, so a model fed another size than it was
+  trained at scores wrongly without any error; callers compare the two.
+
+  Args:
+    info: the data directory's manifest.
+    split: the split to look at.
+
+  Returns:
+    The record's ``image/height`` and ``image/width``, or None when the
+    split is empty, the record lacks them, or it cannot be read (the
+    evaluation reports that itself).
+  """
+  features = {"image/height": tf.io.FixedLenFeature([], tf.int64, 0),
+              "image/width": tf.io.FixedLenFeature([], tf.int64, 0)}
+  for shard in info.shards(split):
+    if shard.num_examples == 0:
+      continue
+    try:
+      for record in tf.data.TFRecordDataset(shard.path).take(1):
+        parsed = tf.io.parse_single_example(record, features)
+        height = int(parsed["image/height"])
+        width = int(parsed["image/width"])
+        return (height, width) if height > 0 and width > 0 else None
+    except (tf.errors.OpError, ValueError):
+      return None
+    return None
+  return None

@@ -3,16 +3,18 @@ the trainer's exclusive, writable use of one.
 
 Why: directories come from the trainer (whose model_config.json metadata
 records the preprocessing and class names) or from ``import_torch`` (which
-records neither); for the latter the preprocessing follows the architecture
-(CIFAR: 32x32, CIFAR-10 statistics as the authors' PyTorch code; ImageNet:
-224 crop of a 256 short side, ImageNet statistics) and class names come from
-a data directory's manifest when one is given.
+records them only for a file written by ``export_torch``, which carries
+them); otherwise the preprocessing follows the architecture (CIFAR: 32x32,
+CIFAR-10 statistics as the authors' PyTorch code; ImageNet: 224 crop of a
+256 short side, ImageNet statistics) with the file's input convention, and
+class names come from a data directory's manifest when one is given.
 
-Two trainers on one directory would overwrite each other's ``ckpt-N``, so
+Two writers on one directory would overwrite each other's ``ckpt-N``, so
 the trainer's chief holds ``fcntl.flock`` on ``<model_dir>/.lock`` for its
-lifetime (``ModelDirLock``). The kernel drops the lock when the process dies,
-even by SIGKILL, so a stale ``.lock`` file never blocks; its content (pid and
-host of the holder) only names the holder in the error. Non-chief workers of
+lifetime (``ModelDirLock``), and ``import_torch`` holds the same lock while
+it writes. The kernel drops the lock when the process dies, even by
+SIGKILL, so a stale ``.lock`` file never blocks; its content (pid, host and
+program of the holder) only names the holder in the error. Non-chief workers of
 a multi-worker job take no lock: they write only their own temporary
 directories. Remote directories (``gs://...``) get neither the lock nor the
 local writability check.
@@ -25,7 +27,7 @@ import logging
 import os
 import socket
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
@@ -38,7 +40,8 @@ class ModelDirError(RuntimeError):
 
 
 class ModelDirLockedError(ModelDirError):
-  """Another live trainer holds the model directory."""
+  """Another live process (a trainer, import_torch) holds the model
+  directory."""
 
 
 def is_local(path: str) -> bool:
@@ -87,16 +90,20 @@ def check_writable(path: str) -> None:
 class ModelDirLock:
   """An exclusive flock on ``<model_dir>/.lock``; released on process exit.
 
-  Keeps a second trainer from writing the same directory (module
-  docstring). Where the filesystem cannot lock, it logs a warning and holds
-  nothing (``held`` is False) rather than refusing to train.
+  Keeps a second writer (trainer or import_torch) from writing the same
+  directory (module docstring). Where the filesystem cannot lock, it logs a
+  warning and holds nothing (``held`` is False) rather than refusing to
+  work.
   """
 
-  def __init__(self, model_dir: str):
+  def __init__(self, model_dir: str, tool: str = "pyramidnet_tf.train",
+               flag: str = "--model_dir"):
     """Takes the lock or raises ModelDirLockedError naming the holder.
 
     Args:
       model_dir: an existing local directory (see ``check_writable``).
+      tool: the program taking the lock, recorded for the next one's error.
+      flag: the flag that named ``model_dir``, for messages.
 
     Raises:
       ModelDirLockedError: if another process holds the lock.
@@ -112,16 +119,16 @@ class ModelDirLock:
       os.close(fd)
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
         raise ModelDirLockedError(
-            f"--model_dir={model_dir} is in use by another trainer ("
+            f"{flag}={model_dir} is in use by another process ("
             f"{holder or 'holder unknown'}, lock {self.path}); wait for it "
-            "to finish or stop it, or pass another --model_dir") from None
+            f"to finish or stop it, or pass another {flag}") from None
       # E.g. ENOLCK: a network filesystem without lock support.
       logging.warning("cannot lock %s (%s): not protected against a second "
-                      "trainer", self.path, e.strerror)
+                      "writer", self.path, e.strerror)
       return
     os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n"
-             .encode())
+    os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} "
+             f"({tool})\n".encode())
     self._fd = fd
 
   @property
@@ -143,20 +150,24 @@ def _read_holder(fd: int) -> str:
     return ""
 
 
-def lock(model_dir: str) -> Optional[ModelDirLock]:
-  """The trainer chief's lock on ``model_dir``; None for remote paths.
+def lock(model_dir: str, tool: str = "pyramidnet_tf.train",
+         flag: str = "--model_dir") -> Optional[ModelDirLock]:
+  """A writer's lock on ``model_dir``; None for remote paths.
 
   Args:
-    model_dir: the --model_dir, existing if local.
+    model_dir: the directory, existing if local.
+    tool: the program taking the lock (``ModelDirLock``).
+    flag: the flag that named ``model_dir``, for messages.
 
   Raises:
-    ModelDirLockedError: if another trainer holds it.
+    ModelDirLockedError: if another process (trainer, import_torch) holds
+      it.
   """
   if not is_local(model_dir):
-    logging.warning("--model_dir=%s is not local: no lock against a second "
-                    "trainer on it", model_dir)
+    logging.warning("%s=%s is not local: no lock against a second writer "
+                    "on it", flag, model_dir)
     return None
-  return ModelDirLock(model_dir)
+  return ModelDirLock(model_dir, tool, flag)
 
 
 def preprocessing_of(metadata: dict, model_config: dict, image_size: int = 0,
@@ -217,3 +228,76 @@ def class_names_of(metadata: dict, num_classes: int,
   if names and len(names) == num_classes:
     return list(names)
   return manifest_lib.class_names_list(info, num_classes)
+
+
+def image_size_problem(preprocessing: preprocessing_lib.Preprocessing,
+                       recorded: bool, data_size: Optional[Tuple[int, int]],
+                       model_dir: str, data_dir: str
+                       ) -> Optional[Tuple[bool, str]]:
+  """Whether a data directory's images fit the size a model expects.
+
+  CIFAR-style evaluation pads or crops each image to the model's size
+  (``augment.cifar_eval``); it resizes nothing, so 16x16 images fed to a
+  model that expects 32x32 get a black border and every score changes.
+  ImageNet-style and resizing pipelines accept any size.
+
+  Args:
+    preprocessing: what the model expects (``preprocessing_of``).
+    recorded: whether the model directory records its preprocessing (the
+      trainer's, or export_torch's carried to an import); else its size is
+      a default.
+    data_size: (height, width) of the data's images
+      (``records.first_image_size``); None when unknown.
+    model_dir: the --model_dir, for the message.
+    data_dir: the --data_dir, for the message.
+
+  Returns:
+    None when they fit; else (refuse, message): refuse when the model's
+    size is only a default, a warning when it trained at that size.
+  """
+  if data_size is None or preprocessing.kind != "cifar" or (
+      preprocessing.resize):
+    return None
+  size = preprocessing.image_size
+  if tuple(data_size) == (size, size):
+    return None
+  height, width = data_size
+  why = ("recorded in its model_config.json" if recorded else
+         "the default: its model_config.json records no image size, as "
+         "import_torch writes for a file without export_torch's record")
+  return (not recorded,
+          f"--data_dir={data_dir} holds {height}x{width} images but the model "
+          f"in {model_dir} expects {size}x{size} ({why}); each image would "
+          f"be padded or cropped to {size}x{size}, which changes every score."
+          f" Pass --image_size={height} to evaluate at the data's size, or "
+          f"--image_size={size} to pad or crop as now")
+
+
+def class_order_problem(model_names: Optional[Sequence[str]],
+                        data_names: Sequence[str]
+                        ) -> Optional[Tuple[bool, str]]:
+  """Why a model's class names do not line up with a data directory's.
+
+  Args:
+    model_names: the model directory's recorded class names (one per
+      output), or None when it records none.
+    data_names: the data manifest's class names, in label order.
+
+  Returns:
+    None when they agree or either is unknown; else (refuse, sentence):
+    refuse for the same names in another order (every label would be
+    scored against another class's output), a warning for other names.
+  """
+  if not model_names or not data_names or len(model_names) != len(
+      data_names) or list(model_names) == list(data_names):
+    return None
+  index = next(i for i, (a, b) in enumerate(zip(model_names, data_names))
+               if a != b)
+  first = (f"class {index} is {model_names[index]!r} for the model and "
+           f"{data_names[index]!r} in the data")
+  if sorted(model_names) == sorted(data_names):
+    return (True, "the data's class names are the model's in another order"
+            f" ({first}), so every score would compare labels with the "
+            "wrong outputs; prepare the data with the model's class order "
+            "(its model_config.json lists it)")
+  return False, f"the data's class names differ from the model's ({first})"

@@ -9,13 +9,23 @@ rebuild the network without being told its depth and alpha again.
 
 ``model_config.json`` is written after the directory's first checkpoint (here
 and by the trainer), so a directory that has one once held a checkpoint.
+
+``open_model`` is how every reader of a model directory (evaluate, export,
+export_torch, fine-tuning's ``--init_from``) gets its network: the newest
+intact checkpoint (``checkpoint_problem``: index readable, every tensor
+passing its checksum, every float finite), with a warning naming each newer
+one it skipped, as the trainer resumes; a checkpoint asked for by name must
+be intact.
 """
 
+import dataclasses
 import json
+import logging
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from pyramidnet_tf.model import network as model_lib
@@ -178,6 +188,144 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
     raise FileNotFoundError(f"no checkpoint in {directory} (no ckpt-N.index "
                             "files)")
   return path
+
+
+def _first_line(error: BaseException, limit: int = 240) -> str:
+  text = str(error).strip().splitlines()
+  line = text[0] if text else type(error).__name__
+  return line if len(line) <= limit else line[:limit] + "..."
+
+
+def checkpoint_problem(prefix: str) -> Optional[Tuple[str, str]]:
+  """Why checkpoint ``prefix`` cannot be used, or None if it is intact.
+
+  Reads every tensor once.
+
+  Args:
+    prefix: a checkpoint path without suffix, ``<model_dir>/ckpt-N``.
+
+  Returns:
+    None if intact, else (kind, reason): kind "index" when the index is
+    missing or does not open (what a save killed before its end leaves),
+    "data" when the index opens, so the save finished, but a tensor is
+    missing, fails its checksum (truncation, corruption) or holds NaN/Inf;
+    reason is a phrase for messages.
+  """
+  if not tf.io.gfile.exists(prefix + ".index"):
+    return "index", "its .index file is missing"
+  # Any exception: the reader raises OpError, ValueError, IndexError ("Read
+  # less bytes than requested") and more, all meaning "not intact".
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    dtypes = reader.get_variable_to_dtype_map()
+  except Exception as e:  # pylint: disable=broad-except
+    return "index", f"its index does not open ({_first_line(e)})"
+  for name in sorted(dtypes):
+    try:
+      value = reader.get_tensor(name)
+    except Exception as e:  # pylint: disable=broad-except
+      return "data", f"{name} cannot be read ({_first_line(e)})"
+    if dtypes[name].is_floating and not np.all(np.isfinite(
+        np.asarray(value, np.float64))):
+      return "data", f"{name} holds NaN/Inf"
+  return None
+
+
+def newest_intact(directory: str) -> Optional[str]:
+  """The newest checkpoint of ``directory`` that ``checkpoint_problem``
+  passes, or None.
+
+  Args:
+    directory: the model directory whose ``ckpt-N`` files are scanned.
+  """
+  for prefix in checkpoints_on_disk(directory):
+    if checkpoint_problem(prefix) is None:
+      return prefix
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedModel:
+  """A model directory's network with the weights of one checkpoint.
+
+  Attributes:
+    model: the ``PyramidNet`` rebuilt from ``model_config.json``.
+    metadata: the config's "metadata" section.
+    config: the whole parsed ``model_config.json``.
+    checkpoint: the prefix of the checkpoint restored.
+    skipped: (prefix, reason) of every newer checkpoint passed over.
+  """
+  model: model_lib.PyramidNet
+  metadata: Dict[str, Any]
+  config: Dict[str, Any]
+  checkpoint: str
+  skipped: Tuple[Tuple[str, str], ...] = ()
+
+
+def open_model(directory: str, requested: Optional[str] = None,
+               warn: Callable[[str], None] = logging.warning
+               ) -> OpenedModel:
+  """Rebuilds the model of ``directory`` from its newest intact checkpoint.
+
+  Args:
+    directory: a model directory written by the trainer or import_torch.
+    requested: --checkpoint (a prefix, ``.index`` allowed, absolute or
+      relative to ``directory``); None / "" for the newest intact one.
+    warn: called with one line when newer checkpoints were skipped.
+
+  Returns:
+    The ``OpenedModel``. Optimizer slots, counters and EMA averages of
+    training checkpoints are left in the checkpoint (``ema.load_averages``
+    reads the latter).
+
+  Raises:
+    FileNotFoundError: if the config is missing, ``requested`` does not
+      exist, or the directory has no checkpoint at all.
+    ValueError: if ``requested`` is damaged, no checkpoint is intact, or
+      the checkpoint does not fit ``model_config.json``; one line naming
+      the checkpoint and what is wrong.
+  """
+  config = read_config(directory)
+  skipped = []
+  if requested:
+    path = find_checkpoint(directory, requested)
+    found = checkpoint_problem(path)
+    if found is not None:
+      intact = newest_intact(directory)
+      raise ValueError(
+          f"--checkpoint={requested}: {path} is damaged ({found[1]}); "
+          + (f"the newest intact checkpoint is {intact}: pass it, or omit "
+             "--checkpoint to use it" if intact else
+             f"{directory} holds no intact checkpoint"))
+  else:
+    path = None
+    for prefix in checkpoints_on_disk(directory):
+      found = checkpoint_problem(prefix)
+      if found is None:
+        path = prefix
+        break
+      skipped.append((prefix, found[1]))
+    if path is None:
+      if not skipped:
+        raise FileNotFoundError(f"no checkpoint in {directory} (no "
+                                "ckpt-N.index files)")
+      raise ValueError(
+          f"{directory} holds no intact checkpoint (" + "; ".join(
+              f"{os.path.basename(p)}: {r}" for p, r in skipped) + ")")
+    if skipped:
+      warn(f"using {path}, the newest intact checkpoint of {directory}; "
+           "skipped " + "; ".join(f"{os.path.basename(p)}: {r}"
+                                  for p, r in skipped))
+  model = model_lib.PyramidNet(**config["model"])
+  try:
+    status = tf.train.Checkpoint(model=model).read(path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+  except (AssertionError, tf.errors.OpError) as e:
+    raise ValueError(f"{path} does not fit {os.path.join(directory, CONFIG_FILE)}"
+                     f" ({_first_line(e, 200)})") from None
+  return OpenedModel(model=model, metadata=config.get("metadata", {}),
+                     config=config, checkpoint=path, skipped=tuple(skipped))
 
 
 def load_model(directory: str, checkpoint_path: Optional[str] = None

@@ -24,9 +24,11 @@ TF-specific operator): worker ``i`` is the pod with completion index ``i``,
 reached through the Job's headless Service as ``<job>-<i>.<service>:<port>``.
 """
 
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from typing import Optional
 
@@ -297,10 +299,11 @@ def remove_temp_dir(path: str, model_dir: str) -> None:
 _LEAVING_KEY = "pyramidnet_tf/leaving/{}"
 
 
-def leave_cluster(worker: int, workers: int, timeout_s: float = 60.0,
-                  grace_s: float = 1.0) -> None:
-  """Ends a multi-worker run quietly: every other worker first, the chief
-  last, each disconnecting from the coordination service on purpose.
+def leave_cluster(worker: int, workers: int, code: int,
+                  timeout_s: float = 60.0, grace_s: float = 1.0) -> None:
+  """Ends a multi-worker run's process quietly: every other worker first,
+  the chief last, each disconnecting from the coordination service on
+  purpose. Does not return.
 
   The chief hosts TensorFlow's coordination service. A process that simply
   exits never tells the service it is leaving: the chief then logs "tasks
@@ -310,11 +313,15 @@ def leave_cluster(worker: int, workers: int, timeout_s: float = 60.0,
   service's key-value store) and deletes its eager context, which
   disconnects it gracefully; the chief waits for every announcement (up to
   ``timeout_s``), gives the disconnections ``grace_s``, then deletes its
-  own. No TensorFlow op may run in this process afterwards.
+  own. The process then ends at once with ``code``: Python's own teardown
+  would finalise TensorFlow functions of the deleted context and print
+  spurious tracebacks. Standard output, standard error and the log
+  handlers are flushed first.
 
   Args:
     worker: this process's index (0 is the chief).
     workers: how many workers the run has.
+    code: the process's exit code.
     timeout_s: how long the chief waits for the others.
     grace_s: how long the chief waits after the last announcement.
   """
@@ -329,8 +336,14 @@ def leave_cluster(worker: int, workers: int, timeout_s: float = 60.0,
         ctx.get_config_key_value(_LEAVING_KEY.format(other),
                                  timeout_in_ms=int(timeout_s * 1000))
       time.sleep(grace_s)
+    handle, ctx._context_handle = ctx._context_handle, None  # pylint: disable=protected-access
+    if handle is not None:
+      pywrap_tfe.TFE_DeleteContext(handle)
   except tf.errors.OpError:
-    return   # a peer is gone already: nothing left to leave quietly
-  handle, ctx._context_handle = ctx._context_handle, None  # pylint: disable=protected-access
-  if handle is not None:
-    pywrap_tfe.TFE_DeleteContext(handle)
+    pass   # a peer is gone already: nothing left to leave quietly
+  finally:
+    for handler in logging.getLogger().handlers:
+      handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+      stream.flush()
+    os._exit(code)  # pylint: disable=protected-access

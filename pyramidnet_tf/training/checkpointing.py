@@ -35,7 +35,7 @@ import os
 import re
 import signal
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -114,63 +114,13 @@ def _first_line(error: BaseException, limit: int = 240) -> str:
   return line if len(line) <= limit else line[:limit] + "..."
 
 
-def problem(prefix: str) -> Optional[Tuple[str, str]]:
-  """Why checkpoint ``prefix`` cannot be resumed from, or None if intact.
-
-  Reads every tensor once.
-
-  Args:
-    prefix: a checkpoint path without suffix, ``<model_dir>/ckpt-N``.
-
-  Returns:
-    None if intact, else (kind, reason): kind "index" when the index is
-    missing or does not open (what a save killed before its end leaves),
-    "data" when the index opens, so the save finished, but a tensor is
-    missing, fails its checksum (truncation, corruption) or holds NaN/Inf;
-    reason is a phrase for messages.
-  """
-  if not tf.io.gfile.exists(prefix + ".index"):
-    return "index", "its .index file is missing"
-  # Any exception: the reader raises OpError, ValueError, IndexError ("Read
-  # less bytes than requested") and more, all meaning "not intact".
-  try:
-    reader = tf.train.load_checkpoint(prefix)
-    dtypes = reader.get_variable_to_dtype_map()
-  except Exception as e:  # pylint: disable=broad-except
-    return "index", f"its index does not open ({_first_line(e)})"
-  for name in sorted(dtypes):
-    try:
-      value = reader.get_tensor(name)
-    except Exception as e:  # pylint: disable=broad-except
-      return "data", f"{name} cannot be read ({_first_line(e)})"
-    if dtypes[name].is_floating and not np.all(np.isfinite(
-        np.asarray(value, np.float64))):
-      return "data", f"{name} holds NaN/Inf"
-  return None
-
-
-def last_good(model_dir: str) -> Optional[str]:
-  """The newest checkpoint of ``model_dir`` that ``problem`` passes.
-
-  Args:
-    model_dir: the directory whose ``ckpt-N`` files are scanned.
-
-  Returns:
-    Its prefix (``<model_dir>/ckpt-N``), or None if none is intact.
-  """
-  for prefix in model_io.checkpoints_on_disk(model_dir):
-    if problem(prefix) is None:
-      return prefix
-  return None
-
-
 def last_good_text(model_dir: str) -> str:
   """A sentence naming the checkpoint a rerun would resume from.
 
   Args:
     model_dir: the training directory; its checkpoints are all read.
   """
-  prefix = last_good(model_dir)
+  prefix = model_io.newest_intact(model_dir)
   if prefix is None:
     return f"{model_dir} holds no intact checkpoint yet."
   return (f"The last good checkpoint is {prefix} (step "
@@ -402,7 +352,7 @@ class Checkpointer:
     skipped = []
     chosen = None
     for prefix in model_io.checkpoints_on_disk(self.model_dir):
-      found = problem(prefix)
+      found = model_io.checkpoint_problem(prefix)
       if found is None:
         chosen = prefix
         break
@@ -626,7 +576,7 @@ class Checkpointer:
     temp = prefix + "_temp"
     if tf.io.gfile.isdir(temp):
       tf.io.gfile.rmtree(temp)
-    if problem(prefix) is None:
+    if model_io.checkpoint_problem(prefix) is None:
       return
     for path in tf.io.gfile.glob(prefix + ".*"):
       tf.io.gfile.remove(path)

@@ -20,6 +20,11 @@ from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.training import step as step_lib
 
 
+# An evaluation runs in at most this many host calls (progress lines come
+# between them).
+_CHUNKS = 10
+
+
 class EvaluationStopped(Exception):
   """A stop request (``preemption.StopSignals``) ended an evaluation early;
   no metrics exist for it."""
@@ -77,18 +82,34 @@ class Evaluator:
         self.split, pipelines, context.input_pipeline_id,
         context.num_replicas_in_sync // pipelines)
 
-  def _totals(self) -> step_lib.Totals:
+  def _totals(self, progress=None) -> step_lib.Totals:
+    """Sums the stats of every batch, in up to ``_CHUNKS`` host calls so a
+    long pass can report how far it is."""
     iterator = iter(self.strategy.distribute_datasets_from_function(
         self._input))
+    chunk = max(1, -(-self.steps // _CHUNKS))
+    examples = self.info.num_examples(self.split)
+    totals, done = tf.zeros([step_lib.NUM_STATS]), 0
     with records_lib.named_read_errors(self.info, [self.split],
                                           self.error_class):
-      totals, stopped = self._step.loop(iterator, tf.constant(self.steps))
-    if bool(stopped):
-      raise EvaluationStopped(f"evaluation of {self.split} stopped early")
+      while done < self.steps:
+        count = min(chunk, self.steps - done)
+        part, stopped = self._step.loop(iterator, tf.constant(count))
+        totals += part
+        done += count
+        if bool(stopped):
+          raise EvaluationStopped(
+              f"evaluation of {self.split} stopped early")
+        if progress is not None:
+          progress.update(min(done * self.global_batch, examples))
     return step_lib.Totals.of(totals)
 
-  def run(self) -> dict:
+  def run(self, progress=None) -> dict:
     """Evaluates once; returns loss, top1_error, top5_error, examples.
+
+    Args:
+      progress: optional ``progress.EvalProgress``, told the images done
+        after each chunk of batches.
 
     Raises:
       error_class: a shard could not be read, or the examples evaluated are
@@ -97,9 +118,9 @@ class Evaluator:
     """
     if self.averages is not None:
       with self.averages.swapped():
-        totals = self._totals()
+        totals = self._totals(progress)
     else:
-      totals = self._totals()
+      totals = self._totals(progress)
     try:
       input_pipeline.check_evaluated(self.info, self.split, totals.examples)
     except manifest_lib.DataError as e:

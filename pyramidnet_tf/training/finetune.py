@@ -317,15 +317,20 @@ def load_source(directory: str):
     (network, metadata, checkpoint path, whether EMA weights were taken).
 
   Raises:
-    FinetuneError: the checkpoint does not fit its own model_config.json.
+    FinetuneError: no intact checkpoint, or it does not fit its own
+      model_config.json.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  path = store.find_checkpoint(directory)
   try:
     # Called outside the strategy's scope: plain variables, only read from.
-    source, metadata = store.load_model(directory, path)
+    # The newest intact checkpoint, as evaluate and export take it.
+    opened = store.open_model(directory)
+  except (FileNotFoundError, ValueError) as e:
+    raise FinetuneError(f"--init_from={directory}: {e}") from None
+  source, metadata, path = opened.model, opened.metadata, opened.checkpoint
+  try:
     use_ema = (ema_lib.should_use("auto", metadata) and
                ema_lib.checkpoint_has_averages(path))
     if use_ema:
@@ -335,4 +340,3 @@ def load_source(directory: str):
     raise FinetuneError(f"--init_from={directory}: {path} does not fit its "
                         f"model_config.json ({first[:200]})") from None
   return source, metadata, path, use_ema
-

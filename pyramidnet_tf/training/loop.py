@@ -24,6 +24,7 @@ import tensorflow as tf
 from pyramidnet_tf.training import checkpointing
 from pyramidnet_tf.training import evaluator as evaluator_lib
 from pyramidnet_tf.training import preemption
+from pyramidnet_tf.training import progress as progress_lib
 from pyramidnet_tf.training import step as step_lib
 
 
@@ -40,12 +41,13 @@ class Cadence:
   eval_every: int            # 0: no periodic eval
   histogram_every: int = 0
   profile: Tuple[int, int] = (0, 0)   # [start, stop) steps; (0, 0): none
+  epoch_every: int = 0       # steps per epoch (the epoch record); 0: none
 
   def next_stop(self, step: int) -> int:
     """The step the next host call must end at."""
     target = min(step + self.steps_per_loop, self.total_steps)
     for every in (self.log_every, self.checkpoint_every, self.eval_every,
-                  self.histogram_every):
+                  self.histogram_every, self.epoch_every):
       if every > 0:
         target = min(target, (step // every + 1) * every)
     for edge in self.profile:
@@ -60,19 +62,37 @@ class Cadence:
 
 class EvalAction:
   """The controller's evaluation: run the evaluator, write ``eval/*``
-  summaries, log one line; returns the metrics with ``step`` and ``split``."""
+  summaries, log one line, keep the best checkpoint; returns the metrics
+  with ``step`` and ``split``."""
 
   def __init__(self, evaluator, summaries, global_step: tf.Variable,
-               split: str):
+               split: str, best_checkpoint=None, progress: bool = True):
+    """Keeps the collaborators.
+
+    Args:
+      evaluator: ``evaluator.Evaluator`` of the eval split.
+      summaries: ``summaries.Summaries``.
+      global_step: the step variable (the step of each evaluation).
+      split: the split's name.
+      best_checkpoint: ``best_checkpoint.BestCheckpoint`` offered every
+        result, or None (then only the best metrics are remembered).
+      progress: print progress lines during a long evaluation (chief).
+    """
     self.evaluator = evaluator
     self.summaries = summaries
     self.global_step = global_step
     self.split = split
-    self.best: Optional[dict] = None  # lowest top-1 error so far
+    self.best_checkpoint = best_checkpoint
+    self.progress = progress
+    # The lowest top-1 error so far (of earlier launches too).
+    self.best: Optional[dict] = (best_checkpoint.best if best_checkpoint
+                                 else None)
 
   def __call__(self) -> dict:
-    metrics = self.evaluator.run()
     step = int(self.global_step.numpy())
+    metrics = self.evaluator.run(progress_lib.EvalProgress(
+        self.split, self.evaluator.info.num_examples(self.split),
+        enabled=self.progress))
     self.summaries.scalars("eval", {k: metrics[k] for k in (
         "loss", "top1_error", "top5_error")}, step)
     logging.info("eval at step %d on %s: top-1 error %.2f%%, top-5 error "
@@ -80,7 +100,10 @@ class EvalAction:
                  metrics["top1_error"], metrics["top5_error"], metrics["loss"],
                  metrics["examples"])
     result = dict(metrics, step=step, split=self.split)
-    if self.best is None or result["top1_error"] < self.best["top1_error"]:
+    if self.best_checkpoint is not None:
+      self.best_checkpoint.offer(result)
+      self.best = self.best_checkpoint.best
+    elif self.best is None or result["top1_error"] < self.best["top1_error"]:
       self.best = result
     return result
 
@@ -181,7 +204,8 @@ class Controller:
                summaries, checkpointer, schedule,
                evaluate: Optional[Callable[[], dict]] = None,
                stop: Optional[preemption.StopSignals] = None,
-               profile_dir: str = "", progress=None, input_watchdog=None):
+               profile_dir: str = "", progress=None, input_watchdog=None,
+               epoch_log=None):
     """Keeps the step, its input and the actions' collaborators.
 
     Args:
@@ -205,6 +229,9 @@ class Controller:
       input_watchdog: a ``watchdog.ProgressWatchdog`` armed during every
         train call but the first (which includes compilation): it ends the
         run when the step stops moving (an input service that is gone).
+      epoch_log: ``epoch_log.EpochLog`` written at each epoch's end before
+        the last step (the trainer writes the last one after the final
+        evaluation), or None.
     """
     self.strategy = strategy
     self.train_step = train_step
@@ -220,6 +247,7 @@ class Controller:
     self.profile_dir = profile_dir
     self.progress = progress
     self.input_watchdog = input_watchdog
+    self.epoch_log = epoch_log
     self.last_eval = None
     self.preempted = False
 
@@ -289,6 +317,9 @@ class Controller:
       elapsed = time.time() - begin
       new_step = self._check_call(int(bad_step.numpy()), step)
       log.record(loop_totals, new_step - step, elapsed)
+      if self.epoch_log is not None:
+        self.epoch_log.record(loop_totals, new_step - step, elapsed,
+                              first_call)
       step = new_step
       if first_call and trace:
         self.summaries.write_graph("train_step", step)
@@ -315,6 +346,9 @@ class Controller:
       if Cadence.hit(step, cadence.checkpoint_every):
         self.checkpointer.save()
         saved = True
+      if (self.epoch_log is not None and step < cadence.total_steps and
+          step % self.epoch_log.steps_per_epoch == 0):
+        self.epoch_log.write(step, self.last_eval)
       if self._stop_now(stopped) and step < cadence.total_steps:
         if not saved:
           self.checkpointer.save()

@@ -21,9 +21,13 @@ from typing import Any, Dict, Optional
 from absl import logging
 
 from pyramidnet_tf.model import channel_alignment
+from pyramidnet_tf.model import complexity
+from pyramidnet_tf.model import paper_rows
 from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
+from pyramidnet_tf.training import best_checkpoint as best_checkpoint_lib
+from pyramidnet_tf.training import epoch_log as epoch_log_lib
 from pyramidnet_tf.training import finetune
 from pyramidnet_tf.training import preemption
 from pyramidnet_tf.training import progress as progress_lib
@@ -400,6 +404,24 @@ def service_watchdog(config: config_lib.TrainConfig, global_step,
       f"checkpoint in {model_dir} (exit code 1)")
 
 
+def _count(n: int) -> str:
+  """1.73M, 253.1G, 22.5k: a count with three significant digits."""
+  for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if n >= scale:
+      return f"{n / scale:.3g}{suffix}"
+  return str(n)
+
+
+def published_error(model, plan: DataPlan) -> Optional[str]:
+  """The paper's error for this network on this data (one of its rows:
+  the same architecture, trained on the dataset the row is for), else
+  None."""
+  row = paper_rows.find(model.arch)
+  if row is None or plan.kind != row.dataset:
+    return None
+  return row.published
+
+
 def _devices_text(strategy) -> str:
   """``2 x GPU`` style summary of the local worker's replica devices."""
   counts: Dict[str, int] = {}
@@ -425,6 +447,8 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
   """
   arch = model.arch
   units = "bottleneck" if arch.bottleneck else "basic"
+  size = config.data.image_size or (224 if arch.dataset == "imagenet" else 32)
+  parts = complexity.report(arch, model.num_classes, size)
   replicas = strategy.num_replicas_in_sync
   batch = config.schedule.batch_size
   runtime = config.runtime
@@ -433,7 +457,10 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
   return (
       f"training {config.model_dataset} PyramidNet-{arch.depth} "
       f"({arch.mode} alpha={arch.alpha:g}, {units} units, "
-      f"{model.num_classes} classes): {total_steps} steps = "
+      f"{model.num_classes} classes, "
+      f"{_count(complexity.total_params(parts))} parameters, "
+      f"{_count(complexity.total_macs(parts))} MACs at {size} px): "
+      f"{total_steps} steps = "
       f"{progress_lib.epochs_text(total_steps / steps_per_epoch)} epochs of "
       f"{steps_per_epoch} "
       f"steps{resumed}; global batch {batch} = {replicas} "
@@ -608,6 +635,11 @@ def _train(config: config_lib.TrainConfig,
 
   train_step = build_train_step(config, state, strategy, schedule,
                                 stop_flag)
+  best_checkpoint = None
+  if evaluator is not None:
+    best_checkpoint = best_checkpoint_lib.BestCheckpoint(
+        model_dir=output.model_dir, strategy=strategy,
+        checkpoint=state.checkpoint, uses_ema=averages is not None)
   checkpoint_every = output.checkpoint_every_steps or steps_per_epoch
   eval_every = int(round(output.eval_every_epochs * steps_per_epoch))
   cadence = loop.Cadence(
@@ -615,20 +647,26 @@ def _train(config: config_lib.TrainConfig,
       log_every=output.log_every_steps, checkpoint_every=checkpoint_every,
       eval_every=eval_every if evaluator else 0,
       histogram_every=output.histogram_every_steps,
-      profile=output.profile_steps)
+      profile=output.profile_steps, epoch_every=steps_per_epoch)
   progress = progress_lib.TrainProgress(
       start_step=start_step, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch, global_batch=batch,
       jit_compile=runtime.jit_compile)
+  epochs = epoch_log_lib.EpochLog(
+      model_dir=output.model_dir, enabled=chief,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      start_step=start_step, global_batch=batch, schedule=schedule,
+      progress=progress)
   controller = loop.Controller(
       strategy=strategy, train_step=train_step, iterator=iterator,
       cadence=cadence, global_batch=batch, num_workers=num_workers,
       summaries=summaries, checkpointer=checkpointer, schedule=schedule,
       evaluate=(loop.EvalAction(evaluator, summaries, global_step,
-                                plan.eval_split)
+                                plan.eval_split, best_checkpoint,
+                                progress=chief)
                 if evaluator else None),
       stop=stop, profile_dir=summaries_lib.logdir(output.model_dir),
-      progress=progress, input_watchdog=input_watchdog)
+      progress=progress, input_watchdog=input_watchdog, epoch_log=epochs)
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,
                                start_step=start_step, total_steps=total_steps))
@@ -646,6 +684,19 @@ def _train(config: config_lib.TrainConfig,
   final_step = int(global_step.numpy())
   preempted = controller.preempted
   eval_metrics = controller.last_eval
+  finished_before = start_step >= total_steps
+  if finished_before:
+    # A rerun of a finished run: its final evaluation is on record.
+    eval_metrics = epoch_log_lib.final_eval(output.model_dir, final_step)
+    if eval_metrics is not None and plan.eval_split:
+      eval_metrics["split"] = plan.eval_split
+    will_evaluate = (eval_metrics is None and output.eval_at_end and
+                     evaluator is not None)
+    logging.info(
+        "already finished at step %d/%d%s", final_step, total_steps,
+        ": evaluating it (no final evaluation on record)" if will_evaluate
+        else ("; its final evaluation is on record in metrics.csv"
+              if eval_metrics is not None else ": nothing to do"))
   if not preempted:
     if final_step > start_step and not loop.Cadence.hit(final_step,
                                                         checkpoint_every):
@@ -658,6 +709,10 @@ def _train(config: config_lib.TrainConfig,
         logging.info("final evaluation abandoned: stop requested (the "
                      "checkpoint of step %d is saved)", final_step)
         preempted = True
+  if not preempted and (final_step > start_step or (
+      finished_before and eval_metrics is not None and
+      epoch_log_lib.final_eval(output.model_dir, final_step) is None)):
+    epochs.write(final_step, eval_metrics)
   if preempted:
     result = {"preempted": True, "signal": stop.signal_name,
               "step": final_step, "total_steps": total_steps,
@@ -671,9 +726,12 @@ def _train(config: config_lib.TrainConfig,
   result["weights_fingerprint"] = weights_fingerprint(model)
   if chief and not preempted:
     best = controller.evaluate.best if controller.evaluate else None
-    progress.summary(final_step=final_step, last_eval=result["eval"],
-                     best_eval=best, checkpoint=checkpointer.latest(),
-                     model_dir=output.model_dir)
+    progress.summary(
+        final_step=final_step, last_eval=result["eval"], best_eval=best,
+        checkpoint=checkpointer.latest(), model_dir=output.model_dir,
+        best_checkpoint=best_checkpoint.prefix if best_checkpoint else None,
+        published=published_error(model, plan),
+        images_per_sec=epochs.images_per_sec)
   logging.info("result: %s", json.dumps(result))
   if num_workers > 1:
     # Who this is, so the tool can end the workers in order

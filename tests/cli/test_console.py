@@ -135,6 +135,19 @@ def test_recipes_resolve_from_any_directory(tmp_path, no_tensorflow):
           "flagfile; choices: cifar10/pyramidnet110_a270") in unknown.stderr
 
 
+def test_a_mistyped_recipe_gets_the_closest_names_in_one_line(no_tensorflow):
+  for typo, meant in (("cifar10/pyramidnet110_a4B",
+                       "cifar10/pyramidnet110_a48"),
+                      ("pyramidnet200_a300", "imagenet/pyramidnet200_a300")):
+    result = _run(["pyramidnet_tf.train", f"--recipe={typo}"],
+                  pythonpath=[no_tensorflow])
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"pyramidnet_tf.train: error: --recipe={typo}: "
+                           "no such shipped flagfile; did you mean ")
+    assert meant in line and line.endswith(" with what each reproduces")
+
+
 def test_a_built_wheel_ships_the_recipes_and_finds_them(tmp_path,
                                                        no_tensorflow):
   wheels = tmp_path / "wheels"
@@ -186,9 +199,9 @@ def test_training_in_a_pipe_prints_plain_progress_lines_and_a_summary(
   lines = result.stderr.splitlines()
   assert lines[0].startswith(
       "training cifar10 PyramidNet-20 (add alpha=12, basic units, 10 "
-      "classes): 20 steps = 0.013 epochs of 1562 steps; global batch 32 = 1 "
-      "replica x 32 on 1 worker (1 x CPU each); float32, XLA off, channel "
-      "multiple 8"), lines[:3]
+      "classes, 84.8k parameters, 28.4M MACs at 32 px): 20 steps = 0.013 "
+      "epochs of 1562 steps; global batch 32 = 1 replica x 32 on 1 worker (1 "
+      "x CPU each); float32, XLA off, channel multiple 8"), lines[:3]
   assert lines[1] == "compiling the first step (tracing; this can take a while)"
   assert re.fullmatch(r"first step ready after \d+\.\d s; training", lines[2])
   progress = [l for l in lines if l.startswith("step ")]

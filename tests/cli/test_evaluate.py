@@ -34,9 +34,16 @@ def test_evaluate_an_imported_style_model_dir(tiny_pyramidnet, tmp_path):
   model = tiny_pyramidnet(seed=4)
   model_dir = str(tmp_path / "model")
   model_io.save_model(model, model_dir, {"source": "torch"}, step=7)
+  # The model records no image size, so 32 (its default) is only applied
+  # when asked for: the 16x16 images are padded to 32x32.
+  proc = fx.run_cli("pyramidnet_tf.evaluate", [
+      f"--model_dir={model_dir}", f"--data_dir={data_dir}"])
+  assert proc.returncode == 1 and "--image_size=16" in proc.stderr, (
+      proc.stderr[-3000:])
   for extra in ([], ["--cpu_devices=2", "--eval_batch_size=16"]):
     proc = fx.run_cli("pyramidnet_tf.evaluate", [
-        f"--model_dir={model_dir}", f"--data_dir={data_dir}"] + extra)
+        f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+        "--image_size=32"] + extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     expected_error, total = _reference(model, manifest_lib.read_manifest(

@@ -33,7 +33,7 @@ def _randomize_tf(model, seed):
 def _authors_net(path, dataset, depth, alpha, bottleneck):
   """The file loaded as the authors' code loads its checkpoints (strict)."""
   checkpoint = torch.load(path, weights_only=True)
-  assert set(checkpoint) == {"epoch", "arch", "state_dict"}
+  assert set(checkpoint) == {"epoch", "arch", "state_dict", "pyramidnet_tf"}
   net = torch_pyramidnet.TorchPyramidNet(dataset, depth, alpha, bottleneck)
   torch.nn.DataParallel(net).load_state_dict(checkpoint["state_dict"])
   return net.eval(), checkpoint
@@ -58,10 +58,11 @@ def test_tf_weights_give_the_same_logits_in_the_pytorch_reference(
   model_dir = str(tmp_path / "model")
   model_io.save_model(model, model_dir, step=7)
   output = str(tmp_path / "model.pth")
-  step, count, _, averaged = exporter.export_torch(model_dir, output)
+  exported = exporter.export_torch(model_dir, output)
   reference = torch_pyramidnet.TorchPyramidNet(dataset, depth, alpha,
                                                bottleneck)
-  assert (step, count, averaged) == (7, len(reference.state_dict()), False)
+  assert (exported.step, exported.count, exported.averaged) == (
+      7, len(reference.state_dict()), False)
   net, checkpoint = _authors_net(output, dataset, depth, alpha, bottleneck)
   assert checkpoint["epoch"] == 7 and checkpoint["arch"] == "pyramidnet"
   x = np.random.RandomState(2).randn(2, size, size, 3).astype(np.float32)
@@ -90,8 +91,8 @@ def test_the_ema_is_written_when_the_run_kept_one(tmp_path):
   want = {"auto": averaged_logits, "no": raw}
   for flag, expected in want.items():
     output = str(tmp_path / f"{flag}.pth")
-    *_, averaged = exporter.export_torch(model_dir, output, use_ema=flag)
-    assert averaged == (flag == "auto")
+    exported = exporter.export_torch(model_dir, output, use_ema=flag)
+    assert exported.averaged == (flag == "auto")
     net, _ = _authors_net(output, "cifar10", 8, 4, False)
     assert torch_pyramidnet.max_relative_error(
         torch_pyramidnet.logits(net, x), expected) <= 1e-5

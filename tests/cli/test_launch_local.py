@@ -53,6 +53,8 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
   # A quiet end: the chief (which hosts the coordination service) leaves
   # last, so no worker's heartbeat finds it gone.
   assert "coordination service" not in out.stdout, out.stdout[-4000:]
+  assert "Traceback" not in out.stdout and "Exception ignored" not in (
+      out.stdout), out.stdout[-4000:]
   assert not [l for l in lines if " E0000 " in l or "] error:" in l], (
       out.stdout[-4000:])
   events = glob.glob(os.path.join(model_dir, "**", "events.out.*"),
@@ -117,6 +119,8 @@ def test_sigterm_reaches_every_worker_they_agree_on_the_step_and_resume(
         proc.wait()
   text = log_path.read_text()
   assert code == 143, text[-4000:]
+  assert "Traceback" not in text and "Exception ignored" not in text, (
+      text[-4000:])
   assert "stopped after saving a checkpoint (exit codes: [143, 143])" in text
   saved = {}
   for index in range(2):

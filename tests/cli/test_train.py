@@ -1,7 +1,10 @@
 """End-to-end tests of ``python -m pyramidnet_tf.train`` (tiny nets, CPU)."""
 
+import csv
 import glob
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -224,3 +227,43 @@ def test_float16_from_the_command_line_scales_the_loss(data_dir, tmp_path):
   assert scales, sorted(values)[:30]
   # Variables stay float32 whatever the compute dtype.
   assert all(np.asarray(v).dtype != np.float16 for v in values.values())
+
+
+def test_epochs_are_recorded_the_best_is_kept_and_a_rerun_does_not_redo(
+    data_dir, tmp_path):
+  model_dir = tmp_path / "m"
+  args = _args(data_dir, str(model_dir), "--epochs=3", "--lr=0.5")
+  proc = fx.run_cli(TRAIN, args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stderr.splitlines()
+  # Parameters and MACs in the plan line; a line per epoch.
+  assert "4 classes, 19.1k parameters, 1.91M MACs at 16 px): 18 steps" in (
+      lines[0]), lines[0]
+  epochs = [l for l in lines if l.startswith("epoch ")]
+  assert [l.split(" in ")[0] for l in epochs] == [
+      "epoch 1/3", "epoch 2/3", "epoch 3/3"], epochs
+  assert all("; eval loss " in l for l in epochs), epochs
+  rows = list(csv.DictReader(open(model_dir / "metrics.csv")))
+  assert [r["step"] for r in rows] == ["6", "12", "18"]
+  evals = [float(r["eval_top1_error"]) for r in rows]
+  # The best evaluation's checkpoint, outside rotation, named in the summary.
+  record = json.load(open(model_dir / "best" / "best.json"))
+  best_step = 6 * (1 + evals.index(min(evals)))
+  assert record["step"] == best_step and record["top1_error"] == min(evals)
+  assert (model_dir / "best" / f"ckpt-{best_step}.index").exists()
+  assert any(l.startswith(f"  best eval (step {best_step}): top-1 error ") and
+             l.endswith(f"kept in {model_dir}/best/ckpt-{best_step} "
+                        "(--checkpoint=best)") for l in lines), lines[-8:]
+  assert re.search(r"^done: step 18/18 in \d:\d\d:\d\d \(18 steps, first step "
+                   r"[\d.]+ s, [\d,.]+ img/s training\)$", proc.stderr,
+                   re.M), lines[-8:]
+  first = fx.train_result(proc.stderr)
+  # Run again: finished, nothing trained or evaluated again.
+  again = fx.run_cli(TRAIN, args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert ("already finished at step 18/18; its final evaluation is on record "
+          "in metrics.csv") in again.stderr
+  assert "eval at step" not in again.stderr
+  result = fx.train_result(again.stderr)
+  assert result["eval"]["top1_error"] == first["eval"]["top1_error"]
+  assert len(list(csv.DictReader(open(model_dir / "metrics.csv")))) == 3

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from pyramidnet_tf.training import checkpointing
+from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx
 
 TRAIN = "pyramidnet_tf.train"
@@ -406,7 +406,7 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
     assert "ckpt-10" in line and f"{model_dir}/ckpt-8 (step 8)" in line, line
     assert _steps(model_dir) == [4, 6, 8]
     assert not [n for n in _files(model_dir) if n.startswith("ckpt-10")]
-    assert checkpointing.problem(os.path.join(model_dir, "ckpt-8")) is None
+    assert model_io.checkpoint_problem(os.path.join(model_dir, "ckpt-8")) is None
     fault.lost = 0
   with faults.inject("rerun after freeing the disk") as fault:
     filler.unlink()

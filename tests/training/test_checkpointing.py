@@ -208,7 +208,7 @@ def test_model_dir_lock_names_its_holder_and_dies_with_it(tmp_path):
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(model_dir_lib.ModelDirLockedError) as error:
       model_dir_lib.ModelDirLock(str(tmp_path))
-    assert f"--model_dir={tmp_path} is in use by another trainer (pid " \
+    assert f"--model_dir={tmp_path} is in use by another process (pid " \
         f"{holder.pid} on host " in str(error.value)
     holder.kill()   # SIGKILL: the kernel drops the flock
     holder.wait()
