@@ -32,9 +32,12 @@ flags.DEFINE_enum("cluster_resolver", "tf_config",
                   "k8s_indexed = a pod of a Kubernetes Indexed Job: worker i "
                   "is the pod with JOB_COMPLETION_INDEX i, reached as "
                   "<job>-<i>.<--k8s_service>:<--k8s_port>.")
-flags.DEFINE_integer("slurm_port_base", 8888,
+flags.DEFINE_integer("slurm_port_base", 0,
                      "With --cluster_resolver=slurm: the port of the first "
-                     "worker on each node (the next ones use +1, +2, ...).")
+                     "worker on each node (the next ones use +1, +2, ...). "
+                     "0 = derived from SLURM_JOB_ID: a block of 16 ports in "
+                     "20000-32767 per job, so jobs sharing a node (and "
+                     "Jupyter's 8888) never collide.")
 flags.DEFINE_integer("k8s_num_workers", 0,
                      "With --cluster_resolver=k8s_indexed (required): the "
                      "Indexed Job's completions, one worker per pod.")
@@ -79,7 +82,8 @@ flags.DEFINE_integer("eval_batch_size", 0,
                      "Global eval batch; 0 = --batch_size when training, 100 "
                      "in pyramidnet_tf.evaluate.")
 
-cli.register_number_validator("slurm_port_base", 1, 65535, integer=True)
+cli.register_number_validator("slurm_port_base", 0, 65535, integer=True,
+                              note="0 = derived from SLURM_JOB_ID")
 cli.register_number_validator("k8s_num_workers", 0, integer=True,
                               note="0 = unset; required by k8s_indexed")
 cli.register_number_validator("k8s_port", 1, 65535, integer=True)

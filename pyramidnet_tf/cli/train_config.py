@@ -102,6 +102,7 @@ def _check_cluster(f, problems: List[str]) -> None:
   try:
     if f.cluster_resolver == "slurm":
       cluster_env.check_slurm_environment()
+      cluster_env.slurm_port_base(f.slurm_port_base)
     else:
       cluster_env.use_k8s_indexed_tf_config(
           cluster_env.k8s_indexed_tf_config(f.k8s_num_workers, f.k8s_port,

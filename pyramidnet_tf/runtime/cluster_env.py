@@ -1,17 +1,17 @@
 """What the cluster environment says, read without TensorFlow.
 
-TF_CONFIG, the SLURM_* variables of an ``srun`` task and the completion index
-of a Kubernetes Indexed Job's pod. Flag validation reads them before
-TensorFlow is imported (a bad cluster is reported with the other bad flags,
-in a second instead of after TensorFlow's start-up); ``distribute`` builds
-the strategy from them.
+TF_CONFIG, the SLURM_* variables of an ``srun`` task (and the worker ports
+they imply) and the completion index of a Kubernetes Indexed Job's pod.
+Flag validation reads them before TensorFlow is imported (a bad cluster is
+reported with the other bad flags, in a second instead of after
+TensorFlow's start-up); ``distribute`` builds the strategy from them.
 """
 
 import json
 import os
 import re
 import socket
-from typing import Optional
+from typing import List, Mapping, Optional
 
 from pyramidnet_tf import options
 
@@ -21,6 +21,15 @@ SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
 # Set by Kubernetes in every container of an Indexed Job's pods (the
 # batch.kubernetes.io/job-completion-index annotation, 0 .. completions-1).
 K8S_INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+# --slurm_port_base=0 (the default) derives a job's worker ports from its
+# SLURM_JOB_ID: job j's workers on a node listen on SLURM_PORTS_PER_JOB ports
+# starting at SLURM_PORT_RANGE[0] + (j mod slots) * SLURM_PORTS_PER_JOB, so
+# jobs whose IDs are less than ``slurm_port_slots()`` apart never share a
+# port. The range lies above the ports services commonly use (Jupyter's
+# 8888, TensorBoard's 6006, web servers' 8000-8080) and below Linux's
+# ephemeral ports (32768 and up), which outgoing connections take.
+SLURM_PORT_RANGE = (20000, 32768)
+SLURM_PORTS_PER_JOB = 16
 K8S_DEFAULT_PORT = options.K8S_DEFAULT_PORT
 # An RFC 1123 DNS label: what a Service name and a pod hostname must be.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -73,6 +82,75 @@ def check_slurm_environment() -> None:
         f"task ({', '.join(SLURM_VARIABLES)}); missing: {', '.join(missing)}."
         " Start the trainer with srun inside an allocation, or use "
         "--cluster_resolver=tf_config with TF_CONFIG.")
+
+
+def slurm_port_slots() -> int:
+  """How many jobs' port blocks SLURM_PORT_RANGE holds (798)."""
+  first, end = SLURM_PORT_RANGE
+  return (end - first) // SLURM_PORTS_PER_JOB
+
+
+def tasks_per_node(value: str) -> List[int]:
+  """SLURM_STEP_TASKS_PER_NODE as one task count per node.
+
+  Args:
+    value: Slurm's compressed form, e.g. ``"2(x3),1"`` (three nodes with 2
+      tasks, then one with 1).
+
+  Raises:
+    ValueError: naming the variable, if ``value`` is not of that form.
+  """
+  counts = []
+  for part in value.split(","):
+    match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+    if not match:
+      raise ValueError("SLURM_STEP_TASKS_PER_NODE must look like '2(x3),1'; "
+                       f"got {value!r}")
+    counts += [int(match.group(1))] * int(match.group(2) or 1)
+  return counts
+
+
+def slurm_port_base(requested: int = 0,
+                    environ: Optional[Mapping[str, str]] = None) -> int:
+  """The port of the first worker on each node of this Slurm job step.
+
+  Worker ``k`` of a node listens on the returned port + ``k``. A fixed
+  port (such as 8888) collides with other jobs on a shared node and with
+  Jupyter; by default the port follows from SLURM_JOB_ID instead (see
+  SLURM_PORT_RANGE), the same on every node and in every task of the step,
+  and unchanged when the job is requeued.
+
+  Args:
+    requested: ``--slurm_port_base``; 0 derives the port from SLURM_JOB_ID,
+      any other value (1..65535) is used as it is.
+    environ: the environment to read (default ``os.environ``).
+
+  Raises:
+    ValueError: naming the flag or variable: ``requested`` outside
+      0..65535, or, to derive the port, SLURM_JOB_ID missing or not a job
+      ID, or more than SLURM_PORTS_PER_JOB tasks on a node (their ports
+      would spill into another job's block).
+  """
+  if not 0 <= requested <= 65535:
+    raise ValueError("--slurm_port_base must be in 1..65535, or 0 to derive "
+                     f"it from SLURM_JOB_ID; got {requested}")
+  if requested:
+    return requested
+  environ = os.environ if environ is None else environ
+  raw = environ.get("SLURM_JOB_ID", "").strip()
+  if not raw.isdigit():
+    raise ValueError(
+        "--slurm_port_base=0 derives the workers' ports from SLURM_JOB_ID, "
+        f"which srun sets in every task; got {raw!r}. Run the trainer with "
+        "srun inside a job, or pass --slurm_port_base=PORT")
+  per_node = tasks_per_node(environ.get("SLURM_STEP_TASKS_PER_NODE", "1"))
+  if max(per_node) > SLURM_PORTS_PER_JOB:
+    raise ValueError(
+        f"--slurm_port_base=0 gives each job {SLURM_PORTS_PER_JOB} ports per "
+        f"node, but this step runs {max(per_node)} tasks on one node; pass "
+        "--slurm_port_base=PORT with PORT .. PORT+tasks-1 free on every node")
+  slot = int(raw) % slurm_port_slots()
+  return SLURM_PORT_RANGE[0] + slot * SLURM_PORTS_PER_JOB
 
 
 def _check_dns_label(what: str, value: str) -> None:

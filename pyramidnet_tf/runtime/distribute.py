@@ -63,27 +63,29 @@ def local_gpu_count() -> int:
   return sum(line.startswith("GPU ") for line in output.splitlines())
 
 
-def slurm_resolver(port_base: int = 8888, gpus_per_node: Optional[int] = None):
+def slurm_resolver(port_base: int = 0, gpus_per_node: Optional[int] = None):
   """TF's SlurmClusterResolver for this srun task, with a clear error.
 
   One TensorFlow worker per Slurm task; worker ``i`` is SLURM_PROCID ``i``
-  and listens on ``port_base + <its index on its node>``. With GPUs each task
-  gets gpus_per_node / tasks-per-node of them (via CUDA_VISIBLE_DEVICES, so
-  run one task per node to use every GPU of a node in one worker). Without
-  GPUs every worker runs on its CPU.
+  and listens on ``port_base + <its index on its node>``, a port_base of 0
+  being derived from SLURM_JOB_ID (``cluster_env.slurm_port_base``). With
+  GPUs each task gets gpus_per_node / tasks-per-node of them (via
+  CUDA_VISIBLE_DEVICES, so run one task per node to use every GPU of a node
+  in one worker). Without GPUs every worker runs on its CPU.
 
   Args:
-    port_base: the port of the first task on each node, in 1..65535.
+    port_base: the port of the first task on each node, in 1..65535; 0
+      derives it from SLURM_JOB_ID, so jobs sharing a node differ.
     gpus_per_node: GPUs on each node; None counts this node's
       (``local_gpu_count``). 0 means CPU workers.
 
   Raises:
     ValueError: outside a Slurm job step (its variables missing), or for a
-      port outside 1..65535.
+      port outside 0..65535 or one that cannot be derived
+      (``cluster_env.slurm_port_base``).
   """
   cluster_env.check_slurm_environment()
-  if not 1 <= port_base <= 65535:
-    raise ValueError(f"--slurm_port_base must be in 1..65535; got {port_base}")
+  port_base = cluster_env.slurm_port_base(port_base)
   resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
   gpus = local_gpu_count() if gpus_per_node is None else gpus_per_node
   if gpus:
@@ -114,7 +116,7 @@ def _split_cpu(num_devices: int):
 def create_strategy(name: str = "auto", cpu_devices: int = 1,
                     collective_timeout_s: float = 0.0,
                     cluster_resolver: str = "tf_config",
-                    slurm_port_base: int = 8888,
+                    slurm_port_base: int = 0,
                     k8s_num_workers: int = 0,
                     k8s_port: int = cluster_env.K8S_DEFAULT_PORT,
                     k8s_service: Optional[str] = None,
@@ -131,7 +133,8 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
     cluster_resolver: one of CLUSTER_RESOLVERS: where the multi-worker
       cluster comes from (TF_CONFIG, the Slurm job step, or the Kubernetes
       Indexed Job, which sets TF_CONFIG here).
-    slurm_port_base: first port of the workers on each Slurm node.
+    slurm_port_base: first port of the workers on each Slurm node; 0 =
+      derived from SLURM_JOB_ID.
     k8s_num_workers, k8s_port, k8s_service, k8s_job_name: the Indexed Job
       (``k8s_indexed_tf_config``); used with ``k8s_indexed`` only.
 

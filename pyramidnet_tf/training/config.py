@@ -90,7 +90,7 @@ class RuntimeConfig:
   """Devices, distribution, precision, compilation and randomness."""
   distribution: str = "auto"
   cluster_resolver: str = "tf_config"
-  slurm_port_base: int = 8888
+  slurm_port_base: int = 0  # 0: derived from SLURM_JOB_ID
   k8s_num_workers: int = 0
   k8s_port: int = 2222
   k8s_service: Optional[str] = None

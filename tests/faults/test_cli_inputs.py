@@ -332,7 +332,7 @@ TRAIN_FLAG_CASES = [
      "number >= 0"),
     (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 0"),
     (["--slurm_port_base=70000"], "--slurm_port_base must be an integer in "
-     "1..65535"),
+     "0..65535 (0 = derived from SLURM_JOB_ID); got 70000"),
     (["--depth=111"], "invalid model flags: depth must be 6n+2 for basic "
      "units; nearest valid: 110, 116"),
     ([], None),  # the baseline: the same command line otherwise passes

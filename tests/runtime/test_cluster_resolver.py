@@ -1,12 +1,14 @@
 """--cluster_resolver=slurm: TF's SlurmClusterResolver from SLURM_* variables.
 
-No Slurm here: the tests set the variables srun would set and put a
+Without Slurm daemons: the tests set the variables srun would set and put a
 stand-in ``scontrol`` on PATH (``scontrol show hostnames`` prints one host
 per line). TF 2.21's resolver expands the node list itself; the stand-in
 keeps the tests off any real Slurm installation either way.
+tests/cluster/test_slurm_real.py runs the same trainer under real Slurm.
 """
 
 import glob
+import inspect
 import os
 import socket
 import stat
@@ -15,6 +17,7 @@ import sys
 
 import pytest
 
+from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
 from tests import train_fixtures as fx
 
@@ -40,7 +43,8 @@ def slurm_env(tmp_path, monkeypatch):
   # The GPU path rewrites CUDA_VISIBLE_DEVICES; monkeypatch restores it.
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
-  def set_step(procid, num_tasks, nodelist, tasks_per_node):
+  def set_step(procid, num_tasks, nodelist, tasks_per_node, job_id=4321):
+    monkeypatch.setenv("SLURM_JOB_ID", str(job_id))
     monkeypatch.setenv("SLURM_PROCID", str(procid))
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", str(num_tasks))
     monkeypatch.setenv("SLURM_STEP_NODELIST", nodelist)
@@ -73,6 +77,66 @@ def test_gpus_are_split_between_the_tasks_of_a_node(slurm_env, monkeypatch):
   assert (resolver.task_type, resolver.task_id) == ("worker", 1)
   assert resolver.num_accelerators() == {"GPU": 2}
   assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"  # task 1's half
+
+
+def test_ports_derived_from_the_job_id_by_default(slurm_env):
+  slurm_env(procid=0, num_tasks=2, nodelist="127.0.0.1", tasks_per_node="2",
+            job_id=1234)
+  base = cluster_env.slurm_port_base()
+  assert base == 20000 + (1234 % 798) * 16 == 26976
+  resolver = distribute.slurm_resolver()
+  assert resolver.cluster_spec().as_dict() == {
+      "worker": [f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"]}
+  # The trainer's default is "derive": no fixed 8888 left anywhere.
+  default = inspect.signature(distribute.create_strategy).parameters[
+      "slurm_port_base"].default
+  assert default == 0 and cluster_env.slurm_port_base(default) == base
+
+
+def test_jobs_sharing_a_node_get_disjoint_port_blocks():
+  """Any 798 consecutive job IDs: disjoint blocks of 16 ports, all inside
+  20000..32767 (clear of 8888, 6006 and Linux's ephemeral ports)."""
+  used = set()
+  for job_id in range(100_000, 100_000 + cluster_env.slurm_port_slots()):
+    base = cluster_env.slurm_port_base(0, {"SLURM_JOB_ID": str(job_id),
+                                           "SLURM_STEP_TASKS_PER_NODE":
+                                               "16(x2)"})
+    block = set(range(base, base + 16))
+    assert not block & used, job_id
+    used |= block
+    assert 20000 <= base and base + 15 < 32768
+  assert cluster_env.slurm_port_slots() == 798
+  # A requeued job keeps its ID, hence its ports; IDs 798 apart share them.
+  assert cluster_env.slurm_port_base(0, {"SLURM_JOB_ID": "7"}) == 20112
+  assert cluster_env.slurm_port_base(0, {"SLURM_JOB_ID": "805"}) == 20112
+
+
+def test_an_explicit_port_base_wins():
+  assert cluster_env.slurm_port_base(23456, {"SLURM_JOB_ID": "5"}) == 23456
+  assert cluster_env.slurm_port_base(8888, {}) == 8888  # no job ID needed
+
+
+@pytest.mark.parametrize("requested, environ, message", [
+    (0, {}, r"--slurm_port_base=0 derives the workers' ports from "
+     r"SLURM_JOB_ID.*got ''.*or pass --slurm_port_base=PORT"),
+    (0, {"SLURM_JOB_ID": "12_3"}, r"SLURM_JOB_ID.*got '12_3'"),
+    (0, {"SLURM_JOB_ID": "9", "SLURM_STEP_TASKS_PER_NODE": "17,2"},
+     r"gives each job 16 ports per node, but this step runs 17 tasks on one "
+     r"node; pass --slurm_port_base=PORT"),
+    (0, {"SLURM_JOB_ID": "9", "SLURM_STEP_TASKS_PER_NODE": "2(3)"},
+     r"SLURM_STEP_TASKS_PER_NODE must look like '2\(x3\),1'; got '2\(3\)'"),
+    (70000, {"SLURM_JOB_ID": "9"},
+     r"--slurm_port_base must be in 1..65535, or 0 to derive it from "
+     r"SLURM_JOB_ID; got 70000"),
+])
+def test_port_base_problems_are_named(requested, environ, message):
+  with pytest.raises(ValueError, match=message):
+    cluster_env.slurm_port_base(requested, environ)
+
+
+def test_tasks_per_node_expands_slurms_compressed_form():
+  assert cluster_env.tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+  assert cluster_env.tasks_per_node("8") == [8]
 
 
 def test_missing_slurm_variable_is_named(slurm_env, monkeypatch):
@@ -109,6 +173,21 @@ def test_trainer_outside_srun_is_one_line(tmp_path):
       "pyramidnet_tf.train: error: --cluster_resolver=slurm needs the "
       "variables srun sets"), proc.stderr[-2000:]
   assert "missing: SLURM_PROCID" in proc.stderr
+
+
+def test_trainer_without_a_job_id_to_derive_ports_is_one_line(tmp_path):
+  env = {k: v for k, v in fx.cli_env().items() if not k.startswith("SLURM_")}
+  env.update(SLURM_PROCID="0", SLURM_STEP_NUM_TASKS="2",
+             SLURM_STEP_NODELIST="127.0.0.1", SLURM_STEP_TASKS_PER_NODE="2")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pyramidnet_tf.train", "--dataset=synthetic",
+       "--cluster_resolver=slurm", f"--model_dir={tmp_path / 'm'}"],
+      cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "pyramidnet_tf.train: error: --slurm_port_base=0 derives the workers' "
+      "ports from SLURM_JOB_ID"), proc.stderr[-2000:]
 
 
 def _consecutive_free_ports():
