@@ -74,37 +74,37 @@ cli.register_number_validator("heartbeat_interval", 0,
 def _check_flags(f) -> None:
   """Every flag against the role, before TensorFlow starts."""
   if f.role is None:
-    raise cli.UserError(f"--role is required: one of {', '.join(ROLES)}")
+    raise cli.FlagError(f"--role is required: one of {', '.join(ROLES)}")
   other = {"dispatcher": ("dispatcher", "worker_address",
                           "heartbeat_interval"),
            "worker": ("work_dir", "worker_timeout")}[f.role]
   for name in other:
     if f[name].present:
-      raise cli.UserError(f"--{name} does not apply to --role={f.role}")
+      raise cli.FlagError(f"--{name} does not apply to --role={f.role}")
   if f.role == "dispatcher":
     if not f.port:
-      raise cli.UserError(
+      raise cli.FlagError(
           "--port is required for --role=dispatcher (1..65535): trainers "
           "and workers connect to it, and a restarted dispatcher must "
           "listen on the same port")
     if not f.work_dir:
-      raise cli.UserError(
+      raise cli.FlagError(
           "--work_dir is required for --role=dispatcher: its journal lets "
           "a restarted dispatcher resume the running jobs")
     try:
       os.makedirs(f.work_dir, exist_ok=True)
     except OSError as e:
-      raise cli.UserError(f"--work_dir={f.work_dir}: cannot create it: "
+      raise cli.FlagError(f"--work_dir={f.work_dir}: cannot create it: "
                           f"{e.strerror}") from None
     if not os.access(f.work_dir, os.W_OK | os.X_OK):
-      raise cli.UserError(f"--work_dir={f.work_dir}: not writable")
+      raise cli.FlagError(f"--work_dir={f.work_dir}: not writable")
   else:
     if not f.dispatcher:
-      raise cli.UserError("--dispatcher is required for --role=worker: the "
+      raise cli.FlagError("--dispatcher is required for --role=worker: the "
                           "dispatcher's HOST:PORT")
     parse_address("dispatcher", f.dispatcher)
     if f.worker_address is not None and not is_host(f.worker_address):
-      raise cli.UserError(
+      raise cli.FlagError(
           "--worker_address must be a host name or IP address, without a "
           f"port; got {f.worker_address!r}")
 

@@ -222,7 +222,7 @@ def main(argv):
     dataset = FLAGS.synthetic_like
   problems = train_flags.number_problems(train_flags.MODEL_NUMBER_FLAGS)
   if problems:
-    raise cli.UserError(cli.problems_text(problems))
+    raise cli.FlagError(cli.problems_text(problems))
   arch = model_flags.architecture(dataset=dataset)
   num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
   cli.check_image_size("image_size", FLAGS.image_size, arch.dataset,

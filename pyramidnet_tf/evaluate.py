@@ -49,18 +49,18 @@ FLAGS = flags.FLAGS
 def evaluate() -> dict:
   """Evaluates --model_dir on --data_dir's split; returns the JSON record."""
   if not FLAGS.model_dir:
-    raise ValueError("--model_dir is required (written by pyramidnet_tf.train "
-                     "or pyramidnet_tf.import_torch)")
+    raise cli.FlagError("--model_dir is required (written by "
+                        "pyramidnet_tf.train or pyramidnet_tf.import_torch)")
   if not FLAGS.data_dir:
-    raise ValueError("--data_dir is required: a directory written by "
-                     "data_prep (manifest.json + TFRecords)")
+    raise cli.FlagError("--data_dir is required: a directory written by "
+                        "data_prep (manifest.json + TFRecords)")
   # Before TensorFlow starts (seconds): what is wrong on disk.
   problems = [p for p in (
       paths_lib.model_dir_problem(FLAGS.model_dir,
                                   checkpoint=FLAGS.checkpoint),
       paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
   if problems:
-    raise cli.UserError(cli.problems_text(problems))
+    raise cli.FlagError(cli.problems_text(problems))
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
@@ -159,6 +159,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     result = evaluate()
+  except cli.FlagError:
+    raise   # exit status 2 (errors.guard)
   except (ValueError, FileNotFoundError, cli.UserError) as e:
     sys.exit(f"pyramidnet_tf.evaluate: error: {e}")
   print(json.dumps(result, indent=2))

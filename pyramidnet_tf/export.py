@@ -248,10 +248,10 @@ def write_atomically(export_dir: str, write) -> None:
   export_dir = export_dir.rstrip("/") or export_dir
   if tf.io.gfile.exists(export_dir):
     if not tf.io.gfile.isdir(export_dir):
-      raise cli.UserError(f"--export_dir={export_dir} is a file; choose a "
+      raise cli.FlagError(f"--export_dir={export_dir} is a file; choose a "
                           "directory path")
     if not _is_export_or_empty(export_dir):
-      raise cli.UserError(
+      raise cli.FlagError(
           f"--export_dir={export_dir} exists and holds something other than "
           "an export; choose a new directory or empty it (an export would "
           "replace it)")
@@ -386,14 +386,14 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir or not FLAGS.export_dir:
-    raise cli.UserError("--model_dir and --export_dir are required")
+    raise cli.FlagError("--model_dir and --export_dir are required")
   # Before TensorFlow starts (seconds).
   problems = [p for p in (
       paths_lib.model_dir_problem(FLAGS.model_dir,
                                   checkpoint=FLAGS.checkpoint),
       paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
   if problems:
-    raise cli.UserError(cli.problems_text(problems))
+    raise cli.FlagError(cli.problems_text(problems))
   try:
     path = export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.data_dir,
                   FLAGS.checkpoint, FLAGS.image_size, FLAGS.cifar_convention,

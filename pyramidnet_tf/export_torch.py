@@ -68,12 +68,12 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   missing = [f"--{n}" for n in ("model_dir", "output") if not FLAGS[n].value]
   if missing:
-    raise cli.UserError(f"{' and '.join(missing)} required")
+    raise cli.FlagError(f"{' and '.join(missing)} required")
   # Before TensorFlow and PyTorch load (seconds).
   problem = paths_lib.model_dir_problem(FLAGS.model_dir,
                                         checkpoint=FLAGS.checkpoint)
   if problem:
-    raise cli.UserError(problem)
+    raise cli.FlagError(problem)
   from pyramidnet_tf.convert import exporter  # pylint: disable=g-import-not-at-top
   try:
     exported = exporter.export_torch(

@@ -207,26 +207,9 @@ def load_export(saved_model: str):
       file, a model directory, not a SavedModel, unloadable, or lacks the
       ``classify`` signature.
   """
-  export_hint = ("python -m pyramidnet_tf.export --model_dir=MODEL_DIR "
-                 "--export_dir=EXPORT_DIR")
-  if not os.path.exists(saved_model):
-    raise cli.UserError(f"--saved_model={saved_model} does not exist (write "
-                        f"an export with `{export_hint}`)")
-  if not os.path.isdir(saved_model):
-    raise cli.UserError(f"--saved_model={saved_model} is a file; give the "
-                        "directory written by pyramidnet_tf.export")
-  if not any(os.path.exists(os.path.join(saved_model, name))
-             for name in ("saved_model.pb", "saved_model.pbtxt")):
-    from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
-    if (os.path.exists(os.path.join(saved_model, model_io.CONFIG_FILE)) or
-        os.path.exists(os.path.join(saved_model, "checkpoint"))):
-      raise cli.UserError(
-          f"--saved_model={saved_model} is a model directory (checkpoints), "
-          "not an export: run `python -m pyramidnet_tf.export "
-          f"--model_dir={saved_model} --export_dir=EXPORT_DIR` first, then "
-          "pass --saved_model=EXPORT_DIR")
-    raise cli.UserError(f"--saved_model={saved_model} has no saved_model.pb:"
-                        f" not a SavedModel (write one with `{export_hint}`)")
+  problem = paths_lib.saved_model_problem(saved_model)
+  if problem:
+    raise cli.UserError(problem)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     loaded = tf.saved_model.load(saved_model)
@@ -326,10 +309,10 @@ def main(argv):
   """
   paths = argv[1:]
   if not FLAGS.saved_model:
-    raise cli.UserError("--saved_model is required (an export_dir written by"
+    raise cli.FlagError("--saved_model is required (an export_dir written by"
                         " pyramidnet_tf.export)")
   if not paths:
-    raise cli.UserError("give one or more image files after the flags")
+    raise cli.FlagError("give one or more image files after the flags")
   # Before TensorFlow loads the export (seconds): what is wrong on disk.
   problems = [p for p in [paths_lib.saved_model_problem(FLAGS.saved_model)]
               if p]
@@ -337,7 +320,7 @@ def main(argv):
   if len(missing) == len(paths):
     problems += missing
   if problems:
-    raise cli.UserError(cli.problems_text(problems))
+    raise cli.FlagError(cli.problems_text(problems))
   failed = 0
   for prediction in predict(FLAGS.saved_model, paths):
     if prediction.error is not None:

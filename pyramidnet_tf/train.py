@@ -41,7 +41,8 @@ def main(argv):
   try:
     config = train_config.from_flags()
   except train_config.ConfigError as e:
-    sys.exit(f"{PROG}: error: {e}")
+    sys.stderr.write(f"{PROG}: error: {e}\n")
+    sys.exit(exit_codes.USAGE)
   # Before TensorFlow loads (seconds to a minute): a stop request from here
   # on is kept and acted on at the first step boundary.
   from pyramidnet_tf.training import preemption  # pylint: disable=g-import-not-at-top
@@ -82,7 +83,7 @@ def run():
   console.run(PROG, main, doc=__doc__ + "\n" + exit_codes.help_text(),
               groups=usage.TRAIN_GROUPS,
               knobs=usage.TRAIN_KNOBS, check_flags=False,
-              flags_parser=compile_cache_flags.parse_flags_and_configure)
+              after_parse=compile_cache_flags.configure_after_parse)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,19 @@ def configure_from_flags(flag_values=flags.FLAGS) -> Optional[dict]:
   return compile_cache.configure(cache_dir)
 
 
+def configure_after_parse() -> None:
+  """Sets up the caches from the parsed flags (``console.run``'s
+  ``after_parse``): before the after-init callbacks through which
+  TensorFlow lists its devices (and so reads TF_XLA_FLAGS)."""
+  result = configure_from_flags()
+  if result is not None:
+    # absl drops INFO lines logged while it parses flags: say it again once
+    # main's logging is set up.
+    app.call_after_init(lambda: logging.info(
+        "compile cache: TF_XLA_FLAGS=%r XLA_FLAGS=%r", result["TF_XLA_FLAGS"],
+        result["XLA_FLAGS"]))
+
+
 def parse_flags_and_configure(argv):
   """absl flags parser that also configures the caches; returns the args.
 
@@ -52,11 +65,5 @@ def parse_flags_and_configure(argv):
     argv: the program's command line.
   """
   args = app.parse_flags_with_usage(argv)
-  result = configure_from_flags()
-  if result is not None:
-    # absl drops INFO lines logged while it parses flags: say it again once
-    # main's logging is set up.
-    app.call_after_init(lambda: logging.info(
-        "compile cache: TF_XLA_FLAGS=%r XLA_FLAGS=%r", result["TF_XLA_FLAGS"],
-        result["XLA_FLAGS"]))
+  configure_after_parse()
   return args

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from pyramidnet_tf import exit_codes
 from pyramidnet_tf.cli import errors
 from pyramidnet_tf.cli import recipes
 from pyramidnet_tf.cli import usage
@@ -98,9 +99,31 @@ def _print_help(prog: str, doc: str, groups: usage.Groups, knobs,
   sys.stdout.flush()
 
 
+def parse_flags(prog: str, argv, after_parse: Optional[Callable] = None):
+  """absl's flag parsing, with a parse error as one line and exit status 2.
+
+  Args:
+    prog: the tool's name in the message.
+    argv: the command line.
+    after_parse: called once the flags are parsed (e.g. the compile cache's
+      environment, which must be set before TensorFlow lists devices).
+
+  Returns:
+    The arguments left after the flags.
+  """
+  try:
+    remaining = FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"{prog}: error: {e} (--help lists the flags)\n")
+    sys.exit(exit_codes.USAGE)
+  if after_parse is not None:
+    after_parse()
+  return remaining
+
+
 def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
         knobs=(), check_flags: bool = True,
-        flags_parser: Optional[Callable] = None) -> None:
+        after_parse: Optional[Callable] = None) -> None:
   """Runs a tool's ``main`` as described in the module docstring.
 
   Args:
@@ -111,7 +134,8 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     knobs: the flags --helpfull adds; None = every other project flag.
     check_flags: report ``errors.flag_problems`` before ``main`` (False when
       ``main`` reports them together with its own checks).
-    flags_parser: absl's ``flags_parser`` hook, if the tool needs one.
+    after_parse: called right after the flags are parsed, before absl's
+      initialisation callbacks (``parse_flags``).
   """
   argv = list(sys.argv)
   options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
@@ -127,12 +151,13 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
   try:
     argv = recipes.expand_argv(argv)
   except recipes.RecipeError as e:
-    sys.exit(f"{prog}: error: {e}")
+    sys.stderr.write(f"{prog}: error: {e}\n")
+    sys.exit(exit_codes.USAGE)
 
   def quiet_main(remaining):
     configure_logging(verbose())
     return main(remaining)
 
-  kwargs = {} if flags_parser is None else {"flags_parser": flags_parser}
   app.run(errors.guard(prog, quiet_main, check_flags=check_flags),
-          argv=argv, **kwargs)
+          argv=argv, flags_parser=lambda args: parse_flags(
+              prog, args, after_parse))

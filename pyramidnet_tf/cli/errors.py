@@ -16,7 +16,9 @@ wording the same in every tool.
   Python's ``OSError`` or TensorFlow's status error reports it.
 * ``guard(prog, main)``: wraps an absl ``main``; ``UserError``,
   ``app.UsageError`` and file-system failures (``OSError`` and TensorFlow's
-  file-system errors) become ``<prog>: error: <one line>`` and exit status 1.
+  file-system errors) become ``<prog>: error: <one line>`` and exit status 1,
+  or 2 (``exit_codes.USAGE``) for ``FlagError`` and ``app.UsageError``: a
+  wrong flag, which rerunning the same command cannot fix.
   With ``--verbosity=1`` (absl's flag) the traceback is printed too. Ctrl-C
   (``KeyboardInterrupt``) ends with ``<prog>: interrupted`` and status 130.
   Any other exception is a bug and propagates with its traceback.
@@ -40,6 +42,12 @@ from pyramidnet_tf import exit_codes
 
 class UserError(Exception):
   """A failure the user can fix; its message is the whole report."""
+
+
+class FlagError(UserError):
+  """A flag with a wrong value (out of range, a path that is not what it
+  must be): the tool ends with ``exit_codes.USAGE``, which launchers treat
+  as final (rerunning the same command cannot help)."""
 
 
 def _number(x) -> str:
@@ -151,7 +159,7 @@ def check_image_size(name: str, value: int, dataset: str,
   the total stride of ``dataset``'s architecture."""
   minimum = _TOTAL_STRIDE.get(dataset, 4)
   if value != 0 and not value >= minimum:
-    raise UserError(f"--{name} must be 0 ({default_note}) or an integer >= "
+    raise FlagError(f"--{name} must be 0 ({default_note}) or an integer >= "
                     f"{minimum} for a {dataset} PyramidNet (its total "
                     f"stride); got {value}")
 
@@ -233,7 +241,7 @@ def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
       if check_flags:
         problems = flag_problems()
         if problems:
-          raise UserError(problems_text(problems))
+          raise FlagError(problems_text(problems))
       return main(argv)
     except KeyboardInterrupt:
       if _verbose():
@@ -246,5 +254,7 @@ def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
         raise  # a bug: absl prints the traceback
       if _verbose():
         traceback.print_exc()
-      sys.exit(f"{prog}: error: {text}")
+      sys.stderr.write(f"{prog}: error: {text}\n")
+      sys.exit(exit_codes.USAGE if isinstance(e, (FlagError, app.UsageError))
+               else exit_codes.FAILED)
   return guarded

@@ -80,21 +80,32 @@ def model_dir_problem(path: Optional[str], flag: str = "model_dir",
 
 def saved_model_problem(path: Optional[str], flag: str = "saved_model"
                         ) -> Optional[str]:
-  """A SavedModel directory that is missing or lacks saved_model.pb."""
+  """A SavedModel directory that is missing, a file, a model directory (not
+  exported yet) or not a SavedModel."""
   if not path or _remote(path):
     return None
+  export_hint = ("python -m pyramidnet_tf.export --model_dir=MODEL_DIR "
+                 "--export_dir=EXPORT_DIR")
+  if not os.path.exists(path):
+    return (f"--{flag}={path} does not exist (write an export with "
+            f"`{export_hint}`)")
   if not os.path.isdir(path):
-    return (f"--{flag}={path} does not exist" if not os.path.exists(path)
-            else f"--{flag}={path} is a file, not a SavedModel directory")
-  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-    hint = (" (it is a model directory: export it first with python -m "
-            "pyramidnet_tf.export)" if os.path.isfile(
-                os.path.join(path, "model_config.json")) else "")
-    return f"--{flag}={path} has no saved_model.pb{hint}"
-  return None
+    return (f"--{flag}={path} is a file; give the directory written by "
+            "pyramidnet_tf.export")
+  if any(os.path.exists(os.path.join(path, name))
+         for name in ("saved_model.pb", "saved_model.pbtxt")):
+    return None
+  if (os.path.exists(os.path.join(path, "model_config.json")) or
+      os.path.exists(os.path.join(path, "checkpoint"))):
+    return (f"--{flag}={path} is a model directory (checkpoints), not an "
+            "export: run `python -m pyramidnet_tf.export "
+            f"--model_dir={path} --export_dir=EXPORT_DIR` first, then pass "
+            f"--{flag}=EXPORT_DIR")
+  return (f"--{flag}={path} has no saved_model.pb: not a SavedModel (write "
+          f"one with `{export_hint}`)")
 
 
 def missing_files(paths: List[str]) -> List[str]:
   """One line per input file that does not exist."""
-  return [f"{p} does not exist" for p in paths
+  return [f"{p}: does not exist" for p in paths
           if not _remote(p) and not os.path.exists(p)]

@@ -81,7 +81,7 @@ def test_an_unknown_mode_is_refused_listing_the_modes():
 ])
 def test_bad_server_flags_are_one_line(args, needle):
   proc = fx.run_cli("pyramidnet_tf.data_service", args, timeout=120)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   lines = [l for l in proc.stderr.splitlines()
            if l.startswith(("pyramidnet_tf.data_service: error:",

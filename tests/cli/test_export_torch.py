@@ -119,22 +119,23 @@ def test_cli_round_trip_from_the_authors_file_and_its_errors(tmp_path):
   np.testing.assert_array_equal(torch_pyramidnet.logits(back, x),
                                 torch_pyramidnet.logits(net, x))
 
-  def error(*args):
+  def error(*args, code=1):
     result = _run("pyramidnet_tf.export_torch", *args)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return result.stderr.strip().splitlines()[-1]
 
   prefix = "pyramidnet_tf.export_torch: error: "
   assert error(f"--model_dir={model_dir}", f"--output={output}") == (
       f"{prefix}--output={output} exists; pass --overwrite to replace it")
-  assert error(f"--model_dir={model_dir}") == (
+  assert error(f"--model_dir={model_dir}", code=2) == (
       f"{prefix}--output required")
   assert error(f"--model_dir={model_dir}", f"--output={output}",
                "--overwrite", "--use_ema=yes").startswith(
                    f"{prefix}{model_dir}/ckpt-0 holds no EMA weights")
   missing = str(tmp_path / "none")
-  line = error(f"--model_dir={missing}", f"--output={tmp_path}/x.pth")
+  line = error(f"--model_dir={missing}", f"--output={tmp_path}/x.pth",
+               code=2)
   assert line.startswith(prefix) and missing in line, line
   assert error(f"--model_dir={model_dir}",
                f"--output={tmp_path}/no/such/x.pth") == (

@@ -69,11 +69,12 @@ CASES = [
     ("export_torch", ["--model_dir={t}/empty", "--output={t}/m.pth"],
      ["--model_dir={t}/empty is not a model directory"]),
     ("predict", ["--saved_model={t}/model", "{t}/images/a.jpg"],
-     ["--saved_model={t}/model has no saved_model.pb (it is a model "
-      "directory: export it first with python -m pyramidnet_tf.export)"]),
+     ["--saved_model={t}/model is a model directory (checkpoints), not an "
+      "export: run `python -m pyramidnet_tf.export --model_dir={t}/model "
+      "--export_dir=EXPORT_DIR` first"]),
     ("predict", ["--saved_model={t}/nowhere", "{t}/images/b.jpg"],
      ["2 problems with the flags:", "--saved_model={t}/nowhere does not "
-      "exist", "{t}/images/b.jpg does not exist"]),
+      "exist (write an export", "{t}/images/b.jpg: does not exist"]),
 ]
 
 
@@ -84,7 +85,7 @@ def test_path_mistakes_are_refused_before_tensorflow(tool, args, expected,
   t = str(dirs)
   before = sorted(os.walk(t))
   result = _run(tool, [a.format(t=t) for a in args], no_tensorflow, t)
-  assert result.returncode == 1, result.stderr
+  assert result.returncode == 2, result.stderr
   assert "TensorFlow was imported" not in result.stderr
   assert "Traceback" not in result.stderr
   assert result.stderr.startswith(f"pyramidnet_tf.{tool}: error: ")

@@ -34,8 +34,10 @@ def _error_lines(stderr: str):
           if l.startswith(("pyramidnet_tf.", "FATAL Flags parsing error"))]
 
 
-def _assert_one_line_error(proc, *needles):
-  assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+def _assert_one_line_error(proc, *needles, code=2):
+  """One error line holding every needle; exit 2 for a usage error (a flag
+  or path the user gave), 1 for a failure while working."""
+  assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   lines = _error_lines(proc.stderr)
   assert len(lines) == 1, proc.stderr[-3000:]
@@ -179,17 +181,20 @@ def test_predict_classifies_every_good_file_past_bad_ones(
                         "files could not be classified (see above)")
 
 
-def test_predict_on_a_model_dir_says_to_export_first(exported, faults):
+def test_predict_on_a_model_dir_says_to_export_first(exported, tmp_path,
+                                                    faults):
   _, _, model_dir, _ = exported
+  image = str(tmp_path / "x.png")
+  Image.new("RGB", (16, 16)).save(image)
   with faults.inject("predict: --saved_model is a trainer model dir"):
     proc = fx.run_cli("pyramidnet_tf.predict", [f"--saved_model={model_dir}",
-                                                "x.png"])
+                                                image])
     _assert_one_line_error(
         proc, f"python -m pyramidnet_tf.export --model_dir={model_dir} "
         "--export_dir=")
   with faults.inject("predict: --saved_model does not exist"):
     proc = fx.run_cli("pyramidnet_tf.predict",
-                      [f"--saved_model={model_dir}-nope", "x.png"])
+                      [f"--saved_model={model_dir}-nope", image])
     _assert_one_line_error(proc, f"--saved_model={model_dir}-nope does not "
                            "exist")
 
@@ -233,7 +238,7 @@ def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
         proc = _export(model_dir, target)
         _assert_one_line_error(proc, f"--export_dir={target}",
                                "no space left on device",
-                               "previous export is unchanged")
+                               "previous export is unchanged", code=1)
         fault.lost = sum(before[k] != v for k, v in fx.tree_bytes(target).items()
                          if k in before) + len(set(before) - set(fx.tree_bytes(
                              target)))
@@ -242,7 +247,7 @@ def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
       with faults.inject("export: disk full, new export dir"):
         proc = _export(model_dir, os.path.join(disk, "second"))
         _assert_one_line_error(proc, f"--export_dir={disk}/second",
-                               "no space left on device")
+                               "no space left on device", code=1)
         assert os.listdir(disk) == ["export"]
     finally:
       subprocess.run(["umount", disk], check=False)
@@ -256,7 +261,7 @@ def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
       with faults.inject("export: disk full while writing the variables"):
         proc = _export(model_dir, os.path.join(tiny, "export"))
         _assert_one_line_error(proc, f"--export_dir={tiny}/export",
-                               "no space left on device")
+                               "no space left on device", code=1)
         assert os.listdir(tiny) == []
     finally:
       subprocess.run(["umount", tiny], check=False)
@@ -265,7 +270,7 @@ def test_export_on_a_full_disk_leaves_nothing_half_written(exported, faults):
       proc = _export(model_dir, os.path.join(disk, "export"),
                      _file_size_limit(size // 8))
       _assert_one_line_error(proc, f"--export_dir={disk}/export",
-                             "file too large")
+                             "file too large", code=1)
       assert os.listdir(disk) == []
 
 
@@ -434,14 +439,16 @@ def test_cli_guard_reports_expected_failures_and_keeps_bug_tracebacks(
     with pytest.raises(SystemExit) as exit_info:
       failing(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
                       "/data/out.bin"))(["tool"])
-    assert exit_info.value.code == ("tool: error: cannot write /data/out.bin:"
-                                    " no space left on device; free some "
-                                    "space or choose another directory")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "tool: error: cannot write /data/out.bin: no space left on device; "
+        "free some space or choose another directory\n")
   with faults.inject("guard: permission denied"):
     with pytest.raises(SystemExit) as exit_info:
       failing(PermissionError(errno.EACCES, "Permission denied",
                               "/etc/x"))(["tool"])
-    assert "cannot access /etc/x: permission denied" in exit_info.value.code
+    assert exit_info.value.code == 1
+    assert "cannot access /etc/x: permission denied" in capsys.readouterr().err
   with faults.inject("guard: a bug keeps its traceback"):
     with pytest.raises(ZeroDivisionError):
       failing(ZeroDivisionError("bug"))(["tool"])

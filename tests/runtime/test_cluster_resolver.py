@@ -167,7 +167,7 @@ def test_trainer_outside_srun_is_one_line(tmp_path):
       [sys.executable, "-m", "pyramidnet_tf.train", "--dataset=synthetic",
        "--cluster_resolver=slurm", f"--model_dir={tmp_path / 'm'}"],
       cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "pyramidnet_tf.train: error: --cluster_resolver=slurm needs the "
@@ -183,7 +183,7 @@ def test_trainer_without_a_job_id_to_derive_ports_is_one_line(tmp_path):
       [sys.executable, "-m", "pyramidnet_tf.train", "--dataset=synthetic",
        "--cluster_resolver=slurm", f"--model_dir={tmp_path / 'm'}"],
       cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "pyramidnet_tf.train: error: --slurm_port_base=0 derives the workers' "

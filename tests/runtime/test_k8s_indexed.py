@@ -129,7 +129,7 @@ def test_trainer_outside_a_pod_is_one_line(tmp_path):
        "--cluster_resolver=k8s_indexed", "--k8s_num_workers=2",
        "--k8s_service=workers", f"--model_dir={tmp_path / 'm'}"],
       cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "pyramidnet_tf.train: error: --cluster_resolver=k8s_indexed needs "
