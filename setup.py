@@ -6,11 +6,17 @@ the same `tensorflow` package and must never be installed side by side:
     pip install -e '.[cpu]'        # tensorflow-cpu==2.21.0 (CI, laptops)
     pip install -e '.[gpu]'        # tensorflow[and-cuda]==2.21.0 (GPU hosts)
     pip install -e '.[cpu,test]'   # + pytest, torch==2.13.0 (CPU), scikit-learn, ruff for the tests
+    pip install -e '.[cpu,profile]'  # + TensorBoard's Profile tab (--profile_steps traces)
 """
 
 import setuptools
 
 TF_VERSION = "2.21.0"
+# TensorBoard's Profile tab: 2.24.2 installs beside tensorflow 2.21.0 and
+# tensorboard 2.21.0 without changing them or protobuf (checked in a clean
+# virtualenv) and reads TF 2.21's XPlane traces; the plugin package is a
+# shim over xprof, pinned to the same release.
+PROFILE = ["tensorboard-plugin-profile==2.24.2", "xprof==2.24.2"]
 
 setuptools.setup(
     name="pyramidnet-tf",
@@ -40,11 +46,13 @@ setuptools.setup(
     extras_require={
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
+        # The tests check the Profile tab too (tests/cli/test_tensorboard.py).
         "test": ["pytest>=8,<10", "torch==2.13.0", "scikit-learn==1.8.0",
                  "pyyaml==6.0.4", "ruff==0.17.6", "pytest-xdist==3.8.0",
                  "pytorchcv==0.0.74",
                  # k8s/ manifests against Kubernetes' schemas (1.25-1.37).
-                 "kubernetes-validate==1.37.0"],
+                 "kubernetes-validate==1.37.0"] + PROFILE,
+        "profile": PROFILE,
         "demo": ["scikit-learn==1.8.0"],  # data_prep.digits_demo
     },
     entry_points={

@@ -116,9 +116,9 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and "
                      "augmentation.")
 flags.DEFINE_list("profile_steps", [],
                   "START,STOP: profiler trace (XPlane) of these global steps, "
-                  "written to --model_dir/tensorboard/plugins/profile/ for "
-                  "TensorFlow's profiler tools (not installed with this "
-                  "package).")
+                  "written to --model_dir/tensorboard/train/plugins/profile/; "
+                  "TensorBoard's Profile tab shows it with the profile extra "
+                  "(pip install -e '.[cpu,profile]').")
 flags.DEFINE_bool("deterministic", False,
                   "Deterministic ops and input order (slower): repeated runs "
                   "and resumed runs give identical weights.")

@@ -61,7 +61,7 @@ class Cadence:
 
 
 class EvalAction:
-  """The controller's evaluation: run the evaluator, write ``eval/*``
+  """The controller's evaluation: run the evaluator, write the eval run's
   summaries, log one line, keep the best checkpoint; returns the metrics
   with ``step`` and ``split``."""
 
@@ -143,7 +143,7 @@ class TrainLog:
     self._last_time = elapsed / max(steps, 1)
 
   def write(self, step: int) -> dict:
-    """Writes ``train/*`` summaries and a log line; returns the metrics."""
+    """Writes the train run's summaries and a log line; returns the metrics."""
     metrics = step_lib.metrics_from_totals(self._totals.numpy())
     scalars = {
         "loss": metrics["loss"],
@@ -168,27 +168,45 @@ class TrainLog:
 
 
 class Profiler:
-  """A profiler trace over the cadence's [start, stop) steps."""
+  """A profiler trace over the cadence's [start, stop) steps.
+
+  Each host call inside the trace is marked as one step ("train",
+  ``step_num`` = the global step it starts at), so the Profile tab's
+  Overview page shows step times and their breakdown; a call runs up to
+  ``steps_per_loop`` steps, so one marked step spans that many.
+  """
 
   def __init__(self, profile: Tuple[int, int], directory: str):
     self.start_step, self.stop_step = profile
     self.directory = directory
     self.active = False
+    self._marker = None
 
   def before(self, step: int) -> None:
     if (self.stop_step > self.start_step and step == self.start_step and
         not self.active):
       tf.profiler.experimental.start(self.directory)
       self.active = True
+    if self.active:
+      self._marker = tf.profiler.experimental.Trace("train", step_num=step,
+                                                    _r=1)
+      self._marker.__enter__()
 
   def after(self, step: int) -> None:
+    self._end_marker()
     if self.active and step >= self.stop_step:
       self.stop()
 
   def stop(self) -> None:
+    self._end_marker()
     if self.active:
       tf.profiler.experimental.stop()
       self.active = False
+
+  def _end_marker(self) -> None:
+    if self._marker is not None:
+      self._marker.__exit__(None, None, None)
+      self._marker = None
 
 
 class Controller:

@@ -633,7 +633,7 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
     if first is None:
       with records_lib.named_read_errors(info, ["train"], TrainError):
         first = strategy.experimental_local_results(next(iter(dataset)))
-    summaries.images("train/augmented_images", first[0][0], 0)
+    summaries.images(first[0][0], 0)
 
   evaluator = None
   if plan.eval_split is not None:
@@ -675,7 +675,7 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
                                 plan.eval_split, best_checkpoint,
                                 progress=chief)
                 if evaluator else None),
-      stop=stop, profile_dir=summaries_lib.logdir(output.model_dir),
+      stop=stop, profile_dir=summaries.run_dir(summaries_lib.TRAIN),
       progress=progress, input_watchdog=input_watchdog, epoch_log=epochs)
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,

@@ -62,22 +62,24 @@ def test_learns_writes_summaries_and_imports_no_keras(data_dir, tmp_path):
   assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-30")
 
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  acc = event_accumulator.EventAccumulator(
-      os.path.join(model_dir, "tensorboard"), size_guidance={
-      event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
-  acc.Reload()
-  tags = set(acc.Tags()["tensors"])
-  for tag in ("train/loss", "train/top1_error", "train/top5_error",
-              "train/learning_rate", "train/examples_per_sec",
-              "train/step_time", "eval/loss", "eval/top1_error",
-              "eval/top5_error", "flags"):
+  def tags_of(run):
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(model_dir, "tensorboard", run), size_guidance={
+        event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
+    acc.Reload()
+    return acc, set(acc.Tags()["tensors"]) | set(acc.Tags()["images"])
+  acc, tags = tags_of("train")
+  for tag in ("metrics/loss", "metrics/top1_error", "metrics/top5_error",
+              "schedule/learning_rate", "speed/examples_per_sec",
+              "speed/step_time", "training_images/augmented"):
     assert tag in tags, sorted(tags)
   assert any(t.startswith("weights/") for t in tags)
   assert any(t.startswith("batch_norm/") for t in tags)
-  assert "train/augmented_images" in tags or "train/augmented_images" in (
-      acc.Tags()["images"])
+  assert {"metrics/loss", "metrics/top1_error",
+          "metrics/top5_error"} <= tags_of("eval")[1]
+  assert "flags" in tags_of("")[1]
   lr = [tf.make_ndarray(e.tensor_proto) for e in
-        acc.Tensors("train/learning_rate")]
+        acc.Tensors("schedule/learning_rate")]
   assert lr[0] > lr[-1]  # cosine decays
 
 
@@ -169,7 +171,8 @@ def test_synthetic_data_mirrored_sync_bn_bfloat16(tmp_path):
       "--dtype=bfloat16", "--log_every_steps=2", "--profile_steps=1,3"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "2 replicas" in proc.stderr
-  traces = glob.glob(os.path.join(str(tmp_path), "tensorboard", "plugins", "profile",
+  traces = glob.glob(os.path.join(str(tmp_path), "tensorboard", "train",
+                                  "plugins", "profile",
                                   "**", "*.xplane.pb"),
                      recursive=True)
   assert traces, os.listdir(str(tmp_path))
