@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
@@ -34,15 +35,16 @@ def _int_list(name: str, values: Sequence[str],
 
 
 def _randaugment(f, problems: List[str]) -> Optional[Tuple[int, int]]:
-  """Parsed --randaugment, checked together with --autoaugment."""
-  if not f.randaugment and f.autoaugment == "none":
-    return None  # nothing to check: no TensorFlow import needed
-  from pyramidnet_tf.data import autoaugment  # pylint: disable=g-import-not-at-top
+  """Parsed --randaugment (its magnitude on the one documented scale),
+  checked together with --autoaugment; no TensorFlow import."""
   try:
-    randaugment = autoaugment.parse_randaugment(f.randaugment)
-    autoaugment.make_policy(f.autoaugment, randaugment)
+    randaugment = options.parse_randaugment(f.randaugment)
   except ValueError as e:
     problems.append(str(e))
+    return None
+  if randaugment and f.autoaugment != "none":
+    problems.append("--autoaugment and --randaugment are alternatives; "
+                    "set --autoaugment=none or drop --randaugment")
     return None
   return randaugment
 

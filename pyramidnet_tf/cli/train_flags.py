@@ -139,9 +139,12 @@ flags.DEFINE_enum("autoaugment", "none",
                   "docs/recipes.md), imagenet = its ImageNet policy.")
 flags.DEFINE_list("randaugment", [],
                   "N,M: RandAugment instead, N operations per image drawn "
-                  "from its 14, each at magnitude M (0..30 on AutoAugment's "
-                  "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
-                  "off. Not with --autoaugment.")
+                  "from its 14, each at magnitude M, an integer 0..10 on "
+                  "AutoAugment's scale (10 = its strongest = torchvision's "
+                  "RandAugment magnitude 30 of 31 bins for rotate, shear, "
+                  "solarize and posterize: torchvision's m is M = m / 3; "
+                  "above 10 the operations degenerate and are refused), e.g. "
+                  "2,9. Empty: off. Not with --autoaugment.")
 flags.DEFINE_string("data_service", "",
                     "grpc://HOST:PORT of a tf.data service dispatcher "
                     "(python -m pyramidnet_tf.data_service): the training "

@@ -195,7 +195,7 @@ def _unnormalised(x):
 
 
 @pytest.mark.parametrize("policy", [dict(autoaugment="cifar10"),
-                                    dict(randaugment=(2, 14))])
+                                    dict(randaugment=(2, 9))])
 def test_policy_pipeline_is_normalised_and_seeded(data_dir, policy):
   info = manifest_lib.read_manifest(data_dir)
   pre = preprocessing_lib.Preprocessing("cifar", 16, "cifar10", "pt", **policy)
