@@ -169,7 +169,8 @@ flags.DEFINE_string(
     "Fine-tune: start from the weights and BN statistics of this model dir "
     "(written by import_torch or the trainer; its EMA weights if it kept an "
     "EMA), not its optimiser state or step. Architecture flags left unset "
-    "are taken from its model_config.json, those set must agree; the "
+    "are taken from its model_config.json, those set must agree; its "
+    "--drop_rate and ShakeDrop settings are taken unless given; the "
     "classifier is new when the data's classes differ; its input "
     "normalisation is kept. A checkpoint of --model_dir itself wins (resume).")
 flags.DEFINE_string(

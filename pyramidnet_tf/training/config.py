@@ -19,6 +19,22 @@ from typing import Any, Dict, Optional, Tuple
 
 # Written into the model directory by the chief of every run.
 CONFIG_FILE = "train_config.json"
+# The "source" the trainer records in model_config.json's metadata; other
+# sources (pytorch, torch7, caffe, imgclsmob) are import_torch's.
+TRAINER_SOURCE = "pyramidnet_tf.train"
+
+
+def imported_dir_text(model_dir: str, source: str) -> str:
+  """Why a directory of ``import_torch`` cannot be a run's --model_dir.
+
+  Args:
+    model_dir: the directory.
+    source: its model_config.json's metadata "source".
+  """
+  return (f"--model_dir={model_dir} holds weights imported by "
+          f"pyramidnet_tf.import_torch ({source}), not a training run to "
+          f"resume: to train from them pass --init_from={model_dir} and a "
+          "new --model_dir")
 
 
 class ConfigError(ValueError):

@@ -163,8 +163,9 @@ def model_metadata(config: config_lib.TrainConfig, plan: DataPlan,
                    class_names) -> Dict[str, Any]:
   """The metadata of ``model_config.json`` (what evaluate/export/predict
   need besides the weights), derived from the config."""
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
   return {
-      "source": "pyramidnet_tf.train",
+      "source": checkpointing.TRAINER_SOURCE,
       "data_dir": config.data.data_dir,
       "data": plan.kind,
       "preprocessing": plan.preprocessing.to_json(),
@@ -263,7 +264,8 @@ def service_job_name(config: config_lib.TrainConfig, start_step: int) -> str:
   return f"{name}-from-step-{start_step}"
 
 
-def initialise_from(directory: str, model, averages, class_names) -> None:
+def initialise_from(directory: str, model, averages, class_names,
+                    regularisers: Optional[Dict[str, Any]] = None) -> None:
   """Copies the source's weights and BN statistics into a fresh run.
 
   Args:
@@ -272,6 +274,8 @@ def initialise_from(directory: str, model, averages, class_names) -> None:
     averages: the run's ``ema.Ema`` or None; restarted from the copied
       weights.
     class_names: the data's class names (its manifest), or None.
+    regularisers: the run's dropout and ShakeDrop settings (names of
+      ``finetune.REGULARISER_FIELDS``), logged against the source's.
 
   Raises:
     TrainError: the source cannot be read or does not fit the model.
@@ -292,6 +296,10 @@ def initialise_from(directory: str, model, averages, class_names) -> None:
       path, " (its EMA weights)" if used_ema else "", copied,
       source.num_classes, model.num_classes,
       "new classifier" if new_head else "classifier kept")
+  if regularisers is not None:
+    from pyramidnet_tf.model import network as network_lib  # pylint: disable=g-import-not-at-top
+    logging.info("regularisers: %s", finetune.regularisers_text(
+        regularisers, network_lib.config_of(source)))
 
 
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
@@ -481,7 +489,9 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
                  if config.finetune.init_from else "")
   elif config.finetune.init_from:
     initialise_from(config.finetune.init_from, model, averages,
-                    info.class_names if info is not None else None)
+                    info.class_names if info is not None else None,
+                    {name: getattr(config.model, name)
+                     for name in finetune.REGULARISER_FIELDS})
 
   def write_configs():
     model_io.write_config(output.model_dir, model,
