@@ -102,6 +102,14 @@ flags.DEFINE_bool("sync_bn", False,
 flags.DEFINE_integer("checkpoint_every_steps", 0,
                      "Checkpoint cadence in steps, >= 0; 0 = once per epoch. "
                      "A checkpoint is always written at the end.")
+flags.DEFINE_bool(
+    "rebase_resume", False,
+    "Resume --model_dir although settings that change what a step means "
+    "differ from the run's (batch size, data, augmentation, seed, loss "
+    "regularisers, --freeze; otherwise refused with the list): the run "
+    "continues from the examples it has seen, the input at that example and "
+    "the schedule at examples seen / the new batch size. Recorded in its "
+    "train_config.json.")
 flags.DEFINE_integer("keep_checkpoints", 5,
                      "Checkpoints kept in --model_dir, >= 1 (the newest; "
                      "older ones are deleted as new ones are written).")

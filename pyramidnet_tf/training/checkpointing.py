@@ -316,7 +316,8 @@ class Checkpointer:
         of ``checkpoint``.
       optional: names of ``checkpoint``'s objects that older checkpoints
         may lack (e.g. ``ema`` when resuming with a new --ema_decay); they
-        keep their values and ``restored_all`` turns False.
+        keep their values, ``restored_all`` turns False and
+        ``missing_optional`` names them.
 
     Raises:
       ValueError: if ``keep < 1``.
@@ -326,6 +327,7 @@ class Checkpointer:
     self.model_dir = model_dir
     self.optional = tuple(optional)
     self.restored_all = True
+    self.missing_optional: Tuple[str, ...] = ()
     self.strategy = strategy
     self.checkpoint = checkpoint
     self.global_step = global_step
@@ -475,6 +477,7 @@ class Checkpointer:
     missing = {name: getattr(self.checkpoint, name) for name in self.optional
                if name not in names and hasattr(self.checkpoint, name)}
     self.restored_all = not missing
+    self.missing_optional = tuple(sorted(missing))
     for name in missing:
       delattr(self.checkpoint, name)   # untracked while restoring
     try:

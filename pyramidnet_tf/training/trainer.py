@@ -16,7 +16,7 @@ config's field names.
 import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
 
@@ -26,10 +26,15 @@ from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import finetune
 from pyramidnet_tf.training import progress as progress_lib
+from pyramidnet_tf.training import resume as resume_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
 SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
                             "imagenet": 1281167}
+
+
+# The float16 loss scale's key in the checkpoint (absent in other dtypes).
+LOSS_SCALE_KEY = "loss_scale"
 
 
 class TrainError(ValueError):
@@ -238,7 +243,7 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
   objects = {"model": model, "optimizer": optimizer,
              "global_step": global_step}
   if scaler is not None:
-    objects["loss_scale"] = scaler
+    objects[LOSS_SCALE_KEY] = scaler
   if averages is not None:
     objects[ema_lib.CHECKPOINT_KEY] = averages
   return TrainState(model=model, global_step=global_step,
@@ -303,17 +308,22 @@ def initialise_from(directory: str, model, averages, class_names,
 
 
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
-                   num_classes: int, start_step: int):
+                   num_classes: int, start_step: int,
+                   start_examples: Optional[int] = None):
   """The dataset function of ``distribute_datasets_from_function``.
 
   Args:
     config: the run's configuration.
     plan: the data plan (``plan_data``).
     num_classes: classes of the model (synthetic labels).
-    start_step: the global step the run resumes at (input position).
+    start_step: the global step the run resumes at.
+    start_examples: training examples seen before it, all replicas (the
+      input position; default: ``start_step`` x the batch size).
   """
   from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   batch, seed = config.schedule.batch_size, config.runtime.seed
+  if start_examples is None:
+    start_examples = start_step * batch
 
   def train_input(context):
     pipelines = context.num_input_pipelines
@@ -329,11 +339,11 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
           service=config.data.data_service,
           mode=config.data.data_service_mode,
           job_name=service_job_name(config, start_step),
-          start_epoch=start_step * batch // plan.train_examples,
+          start_epoch=start_examples // plan.train_examples,
           shuffle_buffer=config.data.shuffle_buffer or None)
     return input_pipeline.train_dataset(
         plan.info, plan.preprocessing, per_replica, seed,
-        start_step=start_step, num_pipelines=pipelines,
+        start_examples=start_examples, num_pipelines=pipelines,
         pipeline_id=context.input_pipeline_id,
         replicas_per_pipeline=context.num_replicas_in_sync // pipelines,
         cache=(plan.info.is_cifar if config.data.cache_data is None
@@ -361,6 +371,70 @@ def build_train_step(config: config_lib.TrainConfig, state: TrainState,
       ema=state.averages)
 
 
+def data_identity(config: config_lib.TrainConfig,
+                  plan: DataPlan) -> Dict[str, Any]:
+  """``resume.data_identity`` of the run's training data."""
+  import os  # pylint: disable=g-import-not-at-top
+  if plan.info is None:
+    return resume_lib.data_identity(f"synthetic-{config.model_dataset}",
+                                    plan.train_examples, plan.num_classes, ())
+  return resume_lib.data_identity(
+      plan.kind, plan.train_examples, plan.num_classes,
+      [(os.path.basename(shard.path), shard.num_examples)
+       for shard in plan.info.shards("train")])
+
+
+def plan_resume(config: config_lib.TrainConfig, plan: DataPlan,
+                start_step: int, restored: Optional[str]
+                ) -> Tuple[resume_lib.ResumePlan, list]:
+  """Checks this launch against the launches that trained the checkpoint
+  (``training.resume``) and says what it changes.
+
+  Args:
+    config: the run's configuration.
+    plan: the data plan.
+    start_step: the step counter restored (0: fresh).
+    restored: the checkpoint resumed from, or None.
+
+  Returns:
+    (the launch's ``resume.ResumePlan``, the launches recorded before it).
+
+  Raises:
+    TrainError: the launch changes what a step means without
+      --rebase_resume, or train_config.json cannot be read.
+  """
+  model_dir = config.output.model_dir
+  launches = []
+  if restored:
+    try:
+      launches = resume_lib.launches_of(config_lib.read_json(model_dir))
+    except config_lib.ConfigError as e:
+      raise TrainError(str(e)) from None
+    if not launches:
+      logging.warning(
+          "%s has no %s: the settings that trained %s are unknown, so "
+          "this launch cannot be checked against them; it resumes at "
+          "example %d (step %d x --batch_size=%d)", model_dir,
+          config_lib.CONFIG_FILE, restored, start_step *
+          config.schedule.batch_size, start_step, config.schedule.batch_size)
+  try:
+    result = resume_lib.plan(
+        launches, start_step, config.flat(), data_identity(config, plan),
+        model_dir=model_dir, rebase=config.output.rebase_resume)
+  except resume_lib.ResumeRefused as e:
+    raise TrainError(str(e)) from None
+  if result.changed:
+    logging.info("resuming with changed settings: %s",
+                 ", ".join(result.changed))
+  if result.rebase_text:
+    logging.info("%s", result.rebase_text)
+  elif config.output.rebase_resume and restored:
+    logging.info("%s: nothing to re-base (the settings that change what a "
+                 "step means are those the run was trained with)",
+                 resume_lib.REBASE_FLAG)
+  return result, [launch.to_json() for launch in launches]
+
+
 def _devices_text(strategy) -> str:
   """``2 x GPU`` style summary of the local worker's replica devices."""
   counts: Dict[str, int] = {}
@@ -372,7 +446,7 @@ def _devices_text(strategy) -> str:
 
 def plan_line(config: config_lib.TrainConfig, model, strategy, *,
               num_workers: int, steps_per_epoch: int, start_step: int,
-              total_steps: int) -> str:
+              total_steps: int, step_offset: int = 0) -> str:
   """The run's start line: network, length, batch, devices, precision.
 
   Args:
@@ -383,6 +457,7 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
     steps_per_epoch: steps per epoch of the train split.
     start_step: the step training starts or resumes at.
     total_steps: the step it ends at.
+    step_offset: schedule step minus step counter (a re-based run).
   """
   arch = model.arch
   units = "bottleneck" if arch.bottleneck else "basic"
@@ -390,13 +465,16 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
   batch = config.schedule.batch_size
   runtime = config.runtime
   resumed = f", resuming at step {start_step}" if start_step else ""
+  if step_offset:
+    resumed += (f" (schedule step {start_step + step_offset}: steps "
+                "re-based on examples seen)")
   xla = f"on ({runtime.jit_scope})" if runtime.jit_compile else "off"
+  epochs = (total_steps + step_offset) / steps_per_epoch
   return (
       f"training {config.model_dataset} PyramidNet-{arch.depth} "
       f"({arch.mode} alpha={arch.alpha:g}, {units} units, "
       f"{model.num_classes} classes): {total_steps} steps = "
-      f"{progress_lib.epochs_text(total_steps / steps_per_epoch)} epochs of "
-      f"{steps_per_epoch} "
+      f"{progress_lib.epochs_text(epochs)} epochs of {steps_per_epoch} "
       f"steps{resumed}; global batch {batch} = {replicas} "
       f"replica{'s' if replicas > 1 else ''} x {batch // replicas} on "
       f"{num_workers} worker{'s' if num_workers > 1 else ''} "
@@ -474,12 +552,17 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   # Guards every float variable of the checkpoint against NaN/Inf.
   checkpointer = checkpointing.Checkpointer(
       output.model_dir, strategy, state.checkpoint, global_step,
-      output.keep_checkpoints, optional=(ema_lib.CHECKPOINT_KEY,))
+      output.keep_checkpoints,
+      optional=(ema_lib.CHECKPOINT_KEY, LOSS_SCALE_KEY))
   restored = checkpointer.restore()
-  if averages is not None and restored and not checkpointer.restored_all:
+  if averages is not None and (ema_lib.CHECKPOINT_KEY in
+                               checkpointer.missing_optional):
     logging.info("%s has no EMA: starting it from the restored weights",
                  restored)
     averages.reset()
+  if LOSS_SCALE_KEY in checkpointer.missing_optional:
+    logging.info("%s has no float16 loss scale (trained in another dtype): "
+                 "starting it at its initial value", restored)
   start_step = int(global_step.numpy())
   class_names = manifest_lib.class_names_list(info, model.num_classes)
   if restored:
@@ -492,11 +575,17 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
                     info.class_names if info is not None else None,
                     {name: getattr(config.model, name)
                      for name in finetune.REGULARISER_FIELDS})
+  resume_plan, launches = plan_resume(config, plan, start_step, restored)
+  step_offset = resume_plan.step_offset
+  # The counter runs to where the schedule (in steps of this batch) ends.
+  schedule = dataclasses.replace(schedule, step_offset=step_offset)
+  total_steps -= step_offset
 
   def write_configs():
     model_io.write_config(output.model_dir, model,
                           model_metadata(config, plan, class_names))
-    config_lib.write(output.model_dir, config)
+    config_lib.write(output.model_dir, config,
+                     launches + [resume_plan.launch.to_json()])
   # A fresh run writes its configs after its first checkpoint, so a model
   # dir with a config always had one (see checkpointing: such a dir without
   # an intact checkpoint is refused instead of restarted).
@@ -509,7 +598,8 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
     logging.info("training input from the tf.data service at %s (%s, job %s)",
                  config.data.data_service, config.data.data_service_mode,
                  service_job_name(config, start_step))
-  train_input = train_input_fn(config, plan, model.num_classes, start_step)
+  train_input = train_input_fn(config, plan, model.num_classes, start_step,
+                               resume_plan.start_examples)
   dataset = strategy.distribute_datasets_from_function(train_input)
   iterator = iter(dataset)
   summaries = summaries_lib.Summaries(summaries_lib.logdir(output.model_dir),
@@ -545,7 +635,7 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   progress = progress_lib.TrainProgress(
       start_step=start_step, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch, global_batch=batch,
-      jit_compile=runtime.jit_compile)
+      jit_compile=runtime.jit_compile, step_offset=step_offset)
   controller = loop.Controller(
       strategy=strategy, train_step=train_step, iterator=iterator,
       cadence=cadence, global_batch=batch, num_workers=num_workers,
@@ -557,7 +647,8 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
       progress=progress)
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,
-                               start_step=start_step, total_steps=total_steps))
+                               start_step=start_step, total_steps=total_steps,
+                               step_offset=step_offset))
   if num_workers > 1:
     logging.info("%s", distribute.cluster_text(strategy))
   if compile_cache.resolve_cache_dir(runtime.compile_cache_dir,
