@@ -108,8 +108,6 @@ def test_fine_tuning_keeps_the_sources_dropout_and_shakedrop(
         f"--model_dir={model_dir}", "--image_size=16", "--freeze=backbone",
         "--lr=1e-12", "--train_steps=1", "--batch_size=8",
         "--eval_every_epochs=0", "--noeval_at_end"]))
-    assert "regularisers: dropout 0.3, ShakeDrop p_L 0.5 (batch)" in (
-        proc.stderr), proc.stderr[-3000:]
     source, tuned = _model_section(regularised_source), _model_section(
         model_dir)
     for name in ("drop_rate", "shakedrop", "shakedrop_pl", "shakedrop_level"):
@@ -118,6 +116,8 @@ def test_fine_tuning_keeps_the_sources_dropout_and_shakedrop(
     after = _evaluate(model_dir, data_dir)
     assert after["top1_error"] == before["top1_error"], (before, after)
     assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)
+    assert "regularisers: dropout 0.3, ShakeDrop p_L 0.5 (batch)" in (
+        proc.stderr), proc.stderr[-3000:]
 
 
 def test_describe_describes_the_run_its_flags_start(
@@ -156,18 +156,20 @@ def test_describe_describes_the_run_its_flags_start(
 
 @pytest.mark.parametrize("magnitude", [11, 14, 20, 30])
 def test_randaugment_past_the_scales_end_is_refused(
-    faults, magnitude, data_dir, tmp_path, no_tensorflow):
+    faults, magnitude, tmp_path, no_tensorflow):
+  args = fx.TINY_MODEL + [f"--data_dir={tmp_path / 'no_data'}",
+                          f"--model_dir={tmp_path / 'run'}",
+                          f"--randaugment=2,{magnitude}"]
   with faults.inject(f"train: --randaugment=2,{magnitude}"):
-    proc = fx.run_cli(TRAIN, fx.TINY_MODEL + [
-        f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
-        f"--randaugment=2,{magnitude}"],
-                      PYTHONPATH=os.pathsep.join([no_tensorflow, fx.REPO]))
-    line = _one_error_line(proc)
-    assert "TensorFlow was imported" not in proc.stderr   # before TF
+    line = _one_error_line(fx.run_cli(TRAIN, args))
     assert ("0 <= M <= 10 (magnitude on AutoAugment's 0..10 scale, 10 = its "
             "strongest = torchvision's RandAugment magnitude 30") in line
     assert f"got '2,{magnitude}'" in line
     assert not os.path.exists(tmp_path / "run")
+    # Refused while flags are checked, before TensorFlow is imported.
+    proc = fx.run_cli(TRAIN, args, PYTHONPATH=os.pathsep.join(
+        [no_tensorflow, fx.REPO]))
+    assert _one_error_line(proc) == line
     with pytest.raises(ValueError, match="0 <= M <= 10"):
       autoaugment.make_policy("none", (2, magnitude))
 
@@ -192,7 +194,7 @@ def test_training_into_an_imported_dir_points_at_init_from(
                        + (" (its model flags)" if extra else "")) as fault:
       line = _one_error_line(fx.run_cli(TRAIN, extra + [
           f"--data_dir={data_dir}", f"--model_dir={imported_dir}",
-          "--train_steps=1"]))
+          "--batch_size=8", "--train_steps=1"]))
       assert (f"--model_dir={imported_dir} holds weights imported by "
               "pyramidnet_tf.import_torch (pytorch), not a training run to "
               f"resume: to train from them pass --init_from={imported_dir} "
