@@ -1,7 +1,7 @@
 """Input-pipeline throughput with and without AutoAugment / RandAugment.
 
     python bench/augment_bench.py                      # CIFAR, 10 s per row
-    python bench/augment_bench.py --seconds=5 --randaugment=2,14 --imagenet
+    python bench/augment_bench.py --seconds=5 --randaugment=2,9 --imagenet
 
 Writes a CIFAR-like record set (32x32 RAW, data_prep's contract, via
 tests/train_fixtures.py) unless --cifar_data_dir is given, then times the
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 flags.DEFINE_integer("seconds", 10, "Timed seconds per configuration.")
 flags.DEFINE_integer("records", 5000, "Generated CIFAR records.")
-flags.DEFINE_list("randaugment", ["2", "14"], "N,M of the RandAugment row.")
+flags.DEFINE_list("randaugment", ["2", "9"], "N,M of the RandAugment row.")
 flags.DEFINE_string("cifar_data_dir", "", "Real CIFAR records (optional).")
 flags.DEFINE_bool("imagenet", False, "Also time ImageNet-style rows.")
 flags.DEFINE_integer("threads", 1, "tf.data private thread pool size; 0 = "

@@ -5,12 +5,20 @@ r"""Prints a PyramidNet's widths, parameters, output dimension and FLOPs.
     python -m pyramidnet_tf.describe --flagfile=flags/cifar10/pyramidnet164_a48_bottleneck.flags
 
 Takes the same model flags as the trainer and accepts the trainer's
-flagfiles (the trainer's other flags are defined and ignored here). Works from
-shapes only (no variables are created), so it is instant for any size.
+flagfiles. Like the trainer, it describes the run's real network: the one
+saved in --model_dir when that directory holds one (a resume), else the
+--init_from source's architecture and regularisers (a fine-tune), with the
+class count of --data_dir's manifest when --data_dir is given; model flags
+given besides must agree, as the trainer requires. The memory estimate
+follows --batch_size, --dtype and --recompute; the trainer's other flags are
+defined and ignored here. Works from shapes only (no variables are
+created), so it is instant for any size (reading --model_dir, --init_from
+or --data_dir loads TensorFlow's file system layer first).
 """
 
 import json
-from typing import Optional
+import os
+from typing import List, Optional, Tuple
 
 from absl import flags
 
@@ -130,24 +138,27 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
   }
 
 
-def _memory_settings(arch) -> dict:
+def _memory_settings(batch_size: int) -> dict:
   """Batch per replica, dtype, recompute and channel multiple from flags.
+
+  Args:
+    batch_size: the run's global batch (--batch_size, or the batch of the
+      run in --model_dir, which a resume cannot change).
 
   Raises:
     cli.UserError: for a --batch_size or --replicas that cannot be split.
   """
   if FLAGS.replicas < 1:
     raise cli.UserError(f"--replicas must be >= 1; got {FLAGS.replicas}")
-  if FLAGS.batch_size < 1 or FLAGS.batch_size % FLAGS.replicas:
+  if batch_size < 1 or batch_size % FLAGS.replicas:
     raise cli.UserError(f"--batch_size must be a positive multiple of "
-                        f"--replicas={FLAGS.replicas}; got {FLAGS.batch_size}")
+                        f"--replicas={FLAGS.replicas}; got {batch_size}")
   try:
     multiple = channel_alignment.resolve(FLAGS.channel_multiple, FLAGS.dtype,
                                          FLAGS.device.upper())
   except ValueError as e:
     raise cli.UserError(str(e)) from None
-  del arch
-  return {"batch_per_replica": FLAGS.batch_size // FLAGS.replicas,
+  return {"batch_per_replica": batch_size // FLAGS.replicas,
           "dtype": FLAGS.dtype, "recompute": FLAGS.recompute,
           "device": FLAGS.device, "channel_multiple": multiple}
 
@@ -206,44 +217,210 @@ def _published(arch, shakedrop_on: bool) -> Optional[dict]:
   return {"error": text, "flagfile": row.path}
 
 
+def _given(names) -> dict:
+  """The flags of ``names`` set on the command line (or a flagfile)."""
+  return {name: FLAGS[name].value for name in names if FLAGS[name].present}
+
+
+def _read_model_config(directory: str, flag: str) -> dict:
+  """The "model" section of ``directory``'s model_config.json.
+
+  Raises:
+    cli.UserError: naming ``flag`` when the file is missing or not JSON.
+  """
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  try:
+    return store.read_config(directory).get("model", {})
+  except FileNotFoundError as e:
+    raise cli.UserError(f"--{flag}={directory}: {e}") from None
+  except ValueError as e:
+    raise cli.UserError(f"--{flag}={directory}: model_config.json is not "
+                        f"valid JSON ({e})") from None
+
+
+def _has_model_config(directory: Optional[str]) -> bool:
+  if not directory:
+    return False
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile.exists(os.path.join(directory, store.CONFIG_FILE))
+
+
+def _manifest_classes(data_dir: str) -> int:
+  """The class count of ``data_dir``'s manifest (its new classifier).
+
+  Raises:
+    cli.UserError: the manifest cannot be read, in the data layer's words.
+  """
+  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  try:
+    return manifest_lib.read_manifest(data_dir).num_classes
+  except manifest_lib.DataError as e:
+    raise cli.UserError(f"{e} (drop --data_dir to describe the "
+                        "--dataset's default classes)") from None
+
+
+def _run_settings(model_dir: str, notes: List[str]) -> dict:
+  """--image_size and --batch_size of the run in ``model_dir`` (its
+  train_config.json; a resume cannot change them) where the flags leave
+  them unset; {} for a directory without one (e.g. import_torch's)."""
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    saved = config_lib.read(model_dir)
+  except (FileNotFoundError, ValueError, KeyError):
+    return {}
+  settings = {}
+  for name, value in (("image_size", saved.data.image_size),
+                      ("batch_size", saved.schedule.batch_size)):
+    if not FLAGS[name].present:
+      settings[name] = value
+  if settings:
+    notes.append("the run's " + ", ".join(
+        f"--{name}={value}" for name, value in settings.items()) +
+                 f" (its {config_lib.CONFIG_FILE})")
+  return settings
+
+
+def run_model() -> Tuple[dict, int, List[str], dict]:
+  """The network the trainer would build for the flags.
+
+  In the trainer's order: the network saved in --model_dir (a resume; model
+  flags given must agree with it), else the --init_from source's
+  architecture and regularisers (those given win for the regularisers and
+  must agree for the architecture), else the model flags; the classes are
+  --data_dir's manifest's when given (a fine-tune's new classifier;
+  otherwise they must agree, as the trainer checks).
+
+  Returns:
+    (``PyramidNet`` keyword arguments, classes, lines saying where they
+    came from, the run's --image_size and --batch_size where --model_dir's
+    train_config.json sets them and the flags do not).
+
+  Raises:
+    cli.UserError: one line naming the flag that disagrees or the
+      directory that cannot be read.
+  """
+  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
+  kwargs = model_flags.model_kwargs()
+  if kwargs["dataset"] == "synthetic":   # e.g. flags/smoke.flags
+    kwargs["dataset"] = FLAGS.synthetic_like
+  notes = []
+  given = _given(model_flags.MODEL_FLAG_NAMES)
+  resumed = _has_model_config(FLAGS.model_dir)
+  settings = {}
+  classes = FLAGS.num_classes
+  if resumed:
+    saved = _read_model_config(FLAGS.model_dir, "model_dir")
+    diffs = [f"--{name}={value} but {FLAGS.model_dir} holds {name} "
+             f"{saved.get(name)!r}" for name, value in given.items()
+             if name in saved and not _same(value, saved[name])]
+    if diffs:
+      raise cli.UserError(
+          f"--model_dir={FLAGS.model_dir} holds a network already (a rerun "
+          f"resumes it): {'; '.join(diffs)}; drop these flags to describe "
+          "it, or pass a new --model_dir")
+    kwargs.update({name: saved[name] for name in kwargs if name in saved})
+    kwargs.update({name: saved.get(name, default) for name, default
+                   in finetune.REGULARISER_DEFAULTS.items()})
+    classes = saved.get("num_classes")
+    notes.append(f"the network of --model_dir={FLAGS.model_dir} (a rerun "
+                 "resumes it)")
+    settings = _run_settings(FLAGS.model_dir, notes)
+  elif FLAGS.init_from:
+    source = _read_model_config(FLAGS.init_from, "init_from")
+    try:
+      kwargs.update(finetune.resolve_architecture(
+          FLAGS.init_from, source,
+          {n: v for n, v in given.items()
+           if n in finetune.ARCHITECTURE_FIELDS}))
+      kwargs.update(finetune.resolve_regularisers(source, given))
+    except KeyError as e:
+      raise cli.UserError(f"--init_from={FLAGS.init_from}: model_config.json "
+                          f"has no {e} in its model section") from None
+    except finetune.FinetuneError as e:
+      raise cli.UserError(str(e)) from None
+    classes = FLAGS.num_classes or source.get("num_classes")
+    notes.append(f"the architecture of --init_from={FLAGS.init_from}; "
+                 f"{finetune.regularisers_text(kwargs, source)}")
+  if FLAGS.data_dir and FLAGS.dataset != "synthetic":
+    manifest = _manifest_classes(FLAGS.data_dir)
+    fixed = classes if resumed else FLAGS.num_classes
+    if fixed and fixed != manifest:
+      raise cli.UserError(
+          f"{FLAGS.data_dir}/manifest.json lists {manifest} classes but the "
+          f"run's network has {fixed} (the trainer refuses this too); drop "
+          "--num_classes, or pass the data the network was trained on")
+    if FLAGS.init_from and not resumed and classes != manifest:
+      notes.append(f"{manifest} classes of --data_dir={FLAGS.data_dir}: a "
+                   f"new classifier (the source has {classes})")
+    else:
+      notes.append(f"{manifest} classes of --data_dir={FLAGS.data_dir}")
+    classes = manifest
+  kwargs["num_classes"] = classes
+  return kwargs, classes, notes, settings
+
+
+def _same(value, saved) -> bool:
+  if isinstance(saved, (int, float)) and not isinstance(saved, bool):
+    try:
+      return float(value) == float(saved)
+    except (TypeError, ValueError):
+      return False
+  return value == saved
+
+
 def main(argv):
-  """Prints the report for the model flags.
+  """Prints the report for the run the flags describe.
 
   Args:
     argv: absl's remaining arguments; only the program name is allowed.
 
   Raises:
-    cli.UserError: for extra arguments or invalid model flags.
+    cli.UserError: for extra arguments, invalid model flags, or model flags
+      that disagree with --model_dir's or --init_from's network.
   """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  dataset = None
-  if FLAGS.dataset == "synthetic":  # e.g. flags/smoke.flags
-    dataset = FLAGS.synthetic_like
   problems = train_flags.number_problems(train_flags.MODEL_NUMBER_FLAGS)
   if problems:
     raise cli.FlagError(cli.problems_text(problems))
-  arch = model_flags.architecture(dataset=dataset)
-  num_classes = FLAGS.num_classes or widths_lib.NUM_CLASSES[arch.dataset]
-  cli.check_image_size("image_size", FLAGS.image_size, arch.dataset,
+  kwargs, num_classes, notes, settings = run_model()
+  try:
+    arch = widths_lib.architecture(kwargs["dataset"], kwargs["depth"],
+                                   kwargs["alpha"], kwargs["bottleneck"],
+                                   kwargs["mode"], kwargs["rounding"])
+  except ValueError as e:
+    raise cli.FlagError(f"invalid model flags: {e}") from None
+  num_classes = num_classes or widths_lib.NUM_CLASSES[arch.dataset]
+  image_size = settings.get("image_size", FLAGS.image_size)
+  cli.check_image_size("image_size", image_size, arch.dataset,
                        "32 for CIFAR, 224 for ImageNet")
-  image_size = FLAGS.image_size or (224 if arch.dataset == "imagenet" else 32)
+  image_size = image_size or (224 if arch.dataset == "imagenet" else 32)
   # ShakeDrop has no parameters or MACs; report the setting when it is on.
   num_units = len(arch.flat_planes)
-  shakedrop = {"p_L": FLAGS.shakedrop_pl, "level": FLAGS.shakedrop_level,
-               "p_first": 1.0 - (1.0 - FLAGS.shakedrop_pl) / num_units}
-  mem = memory_report(arch, num_classes, image_size, _memory_settings(arch))
-  published = _published(arch, FLAGS.shakedrop)
+  shakedrop_on = bool(kwargs["shakedrop"])
+  shakedrop = {"p_L": kwargs["shakedrop_pl"],
+               "level": kwargs["shakedrop_level"],
+               "p_first": 1.0 - (1.0 - kwargs["shakedrop_pl"]) / num_units}
+  mem = memory_report(arch, num_classes, image_size, _memory_settings(
+      settings.get("batch_size", FLAGS.batch_size)))
+  published = _published(arch, shakedrop_on)
   if FLAGS.json:
     payload = as_json(arch, num_classes, image_size)
-    if FLAGS.shakedrop:
+    payload["drop_rate"] = kwargs["drop_rate"]
+    if shakedrop_on:
       payload["shakedrop"] = shakedrop
     payload["memory"] = mem
     payload["published"] = published
+    payload["from"] = notes
     print(json.dumps(payload, indent=2))
   else:
     text = describe(arch, num_classes, image_size, FLAGS.show_widths)
-    if FLAGS.shakedrop:
+    if notes:
+      text = "\n".join(notes) + "\n" + text
+    if kwargs["drop_rate"]:
+      text += f"\n\ndropout {kwargs['drop_rate']:g} before the classifier"
+    if shakedrop_on:
       text += (f"\n\nShakeDrop: level={shakedrop['level']}, keep "
                f"probability {shakedrop['p_first']:.4f} (unit 1) -> "
                f"{shakedrop['p_L']:g} (unit {num_units}); no parameters")

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import paths
 from pyramidnet_tf.cli import model_flags
@@ -35,15 +36,16 @@ def _int_list(name: str, values: Sequence[str],
 
 
 def _randaugment(f, problems: List[str]) -> Optional[Tuple[int, int]]:
-  """Parsed --randaugment, checked together with --autoaugment."""
-  if not f.randaugment and f.autoaugment == "none":
-    return None  # nothing to check: no TensorFlow import needed
-  from pyramidnet_tf.data import autoaugment  # pylint: disable=g-import-not-at-top
+  """Parsed --randaugment (its magnitude on the one documented scale),
+  checked together with --autoaugment; no TensorFlow import."""
   try:
-    randaugment = autoaugment.parse_randaugment(f.randaugment)
-    autoaugment.make_policy(f.autoaugment, randaugment)
+    randaugment = options.parse_randaugment(f.randaugment)
   except ValueError as e:
     problems.append(str(e))
+    return None
+  if randaugment and f.autoaugment != "none":
+    problems.append("--autoaugment and --randaugment are alternatives; "
+                    "set --autoaugment=none or drop --randaugment")
     return None
   return randaugment
 
@@ -131,9 +133,14 @@ def _decay_epochs(f, problems: List[str]) -> Tuple[int, ...]:
 
 def _check_architecture(f, problems: List[str],
                         dataset: Optional[str] = None) -> None:
-  """--image_size and the model flags; with ``dataset`` (the architecture
-  an --init_from source supplies, already valid) only --image_size."""
+  """--image_size and the model flags. With --init_from the architecture is
+  the source's, checked (and any given model flag compared with it) by
+  ``_finetune_architecture``, so only --image_size is checked here, against
+  ``dataset`` (the source's family; None when the source could not be
+  read)."""
   synthetic = f.dataset == "synthetic"
+  if f.init_from and dataset is None:
+    return   # the --init_from problem is the one reported
   try:
     cli.check_image_size(
         "image_size", f.image_size,
@@ -141,7 +148,7 @@ def _check_architecture(f, problems: List[str],
         "32 for CIFAR-architecture data, 224 for ImageNet")
   except cli.UserError as e:
     problems.append(str(e))
-  if not synthetic and dataset is None:
+  if not synthetic and not f.init_from:
     try:
       model_flags.architecture()  # UsageError naming the bad model flag
     except app.UsageError as e:
@@ -193,7 +200,8 @@ def _check_data_service(f, problems: List[str]) -> None:
 
 def _finetune_architecture(f) -> Optional[dict]:
   """Checks --init_from, --freeze and --backbone_lr_scale; returns the
-  architecture settings the source gives (None without --init_from)."""
+  architecture and regulariser settings the source gives, with the
+  regularisers given on the command line (None without --init_from)."""
   if (not f.init_from and f.freeze == "none" and
       f.backbone_lr_scale == 1.0):
     return None  # no fine-tuning: nothing to read, no TensorFlow import
@@ -234,6 +242,10 @@ def _finetune_architecture(f) -> Optional[dict]:
   try:
     resolved = finetune.resolve_architecture(
         settings, source.get("model", {}), given)
+    resolved.update(finetune.resolve_regularisers(
+        source.get("model", {}),
+        {name: f[name].value for name in finetune.REGULARISER_FIELDS
+         if f[name].present}))
     finetune.check_freeze_fits(f.freeze, resolved["dataset"])
   except KeyError as e:
     raise ConfigError(f"--init_from={f.init_from}: model_config.json has no "
@@ -256,7 +268,25 @@ def check_checkpoint_flags(f=FLAGS) -> None:
   _check_model_dir(f)
 
 
+def _check_imported(model_dir: str) -> None:
+  """Refuses a local directory of import_torch as --model_dir (the trainer
+  refuses remote ones once TensorFlow reads them)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, "model_config.json")
+  if "://" in model_dir or not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      source = json.load(f).get("metadata", {}).get(
+          "source", config_lib.TRAINER_SOURCE)
+  except (OSError, ValueError, AttributeError):
+    return   # the trainer names what is wrong with the file
+  if source != config_lib.TRAINER_SOURCE:
+    raise ConfigError(config_lib.imported_dir_text(model_dir, source))
+
+
 def _check_model_dir(f) -> None:
+  _check_imported(f.model_dir)
   from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
   try:
     model_dir_lib.check_writable(f.model_dir)

@@ -102,6 +102,14 @@ flags.DEFINE_bool("sync_bn", False,
 flags.DEFINE_integer("checkpoint_every_steps", 0,
                      "Checkpoint cadence in steps, >= 0; 0 = once per epoch. "
                      "A checkpoint is always written at the end.")
+flags.DEFINE_bool(
+    "rebase_resume", False,
+    "Resume --model_dir although settings that change what a step means "
+    "differ from the run's (batch size, data, augmentation, seed, loss "
+    "regularisers, --freeze; otherwise refused with the list): the run "
+    "continues from the examples it has seen, the input at that example and "
+    "the schedule at examples seen / the new batch size. Recorded in its "
+    "train_config.json.")
 flags.DEFINE_integer("keep_checkpoints", 5,
                      "Checkpoints kept in --model_dir, >= 1 (the newest; "
                      "older ones are deleted as new ones are written).")
@@ -139,9 +147,12 @@ flags.DEFINE_enum("autoaugment", "none",
                   "docs/recipes.md), imagenet = its ImageNet policy.")
 flags.DEFINE_list("randaugment", [],
                   "N,M: RandAugment instead, N operations per image drawn "
-                  "from its 14, each at magnitude M (0..30 on AutoAugment's "
-                  "scale, 10 = AutoAugment's strongest), e.g. 2,14. Empty: "
-                  "off. Not with --autoaugment.")
+                  "from its 14, each at magnitude M, an integer 0..10 on "
+                  "AutoAugment's scale (10 = its strongest = torchvision's "
+                  "RandAugment magnitude 30 of 31 bins for rotate, shear, "
+                  "solarize and posterize: torchvision's m is M = m / 3; "
+                  "above 10 the operations degenerate and are refused), e.g. "
+                  "2,9. Empty: off. Not with --autoaugment.")
 flags.DEFINE_string("data_service", "",
                     "grpc://HOST:PORT of a tf.data service dispatcher "
                     "(python -m pyramidnet_tf.data_service): the training "
@@ -172,7 +183,8 @@ flags.DEFINE_string(
     "Fine-tune: start from the weights and BN statistics of this model dir "
     "(written by import_torch or the trainer; its EMA weights if it kept an "
     "EMA), not its optimiser state or step. Architecture flags left unset "
-    "are taken from its model_config.json, those set must agree; the "
+    "are taken from its model_config.json, those set must agree; its "
+    "--drop_rate and ShakeDrop settings are taken unless given; the "
     "classifier is new when the data's classes differ; its input "
     "normalisation is kept. A checkpoint of --model_dir itself wins (resume).")
 flags.DEFINE_string(

@@ -39,7 +39,8 @@ TRAIN_GROUPS: Groups = (
         "dtype", "jit_compile", "channel_multiple", "sync_bn", "recompute",
         "deterministic")),
     ("Checkpoints, evaluation and logging", (
-        "model_dir", "checkpoint_every_steps", "keep_checkpoints",
+        "model_dir", "rebase_resume", "checkpoint_every_steps",
+        "keep_checkpoints",
         "eval_every_epochs", "eval_at_end", "eval_batch_size",
         "log_every_steps", "profile_steps")),
     ("Fine-tuning", ("init_from", "freeze", "backbone_lr_scale")),

@@ -28,14 +28,22 @@ with 10 as AutoAugment's strongest setting:
                mapping gets weaker as m grows)
   Identity, AutoContrast, Equalize, Invert: no magnitude.
 
-RandAugment's M uses the same scale (so M = 10 is AutoAugment's maximum)
-and accepts 0..30 as the RandAugment paper and its TF code do (its ImageNet
-models use M up to 28): larger M extrapolates linearly, with Solarize and
-Posterize clamped to their domain (threshold >= 0, bits >= 0).
+RandAugment's M uses the same scale and is limited to it: 0 <= M <= 10,
+M = 10 being AutoAugment's strongest setting. torchvision's RandAugment
+(31 magnitude bins, 0..30) reaches the same rotation (30 degrees), shear
+(0.3), Solarize threshold and Posterize bits at 3 M; its translations go to
+150/331 of the side at 30 (ours to 10/32 at 10) and its enhance factors
+1 +- 0.03 m take a random sign (ours, as the TF code, are 0.18 M + 0.1).
+At 10, the scale's end, Solarize inverts every pixel and Posterize keeps 4
+bits (torchvision's ends are the same). The TF code extrapolates above 10
+(Rotate 42 degrees, shear 0.42 and an enhance factor 2.62 at M = 14, Solarize
+still Invert, Posterize keeping 3 bits and none from M = 20), which no
+published table calibrated, so those magnitudes are refused
+(``options.parse_randaugment``).
 """
 
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
@@ -43,7 +51,7 @@ from pyramidnet_tf import options
 
 FILL = 128.0
 MAX_LEVEL = 10.0
-MAX_RANDAUGMENT_MAGNITUDE = 30
+MAX_RANDAUGMENT_MAGNITUDE = options.RANDAUGMENT_MAX_MAGNITUDE
 AUTOAUGMENT_POLICIES = options.AUTOAUGMENT_POLICIES
 
 # Cubuk et al., "AutoAugment: Learning Augmentation Strategies from Data",
@@ -560,7 +568,8 @@ def randaugment(image, seed, num_layers: int, magnitude: float):
     seed: the image's int32/int64 [2] stateless policy seed.
     num_layers: N, operations per image (a Python int >= 1).
     magnitude: M, a Python number in 0..``MAX_RANDAUGMENT_MAGNITUDE`` on
-      AutoAugment's scale (10 = its strongest).
+      AutoAugment's scale (10 = its strongest; ``make_policy`` refuses
+      others).
   """
   ops, signs = randaugment_choices(seed, num_layers)
   op_index = tf.gather(tf.constant([OP_NAMES.index(n)
@@ -574,29 +583,9 @@ def randaugment(image, seed, num_layers: int, magnitude: float):
 # ------------------------------------------------------ flags -> policy
 
 
-def parse_randaugment(values: Sequence[str]) -> Optional[Tuple[int, int]]:
-  """--randaugment=N,M -> (N, M); empty -> None (off).
-
-  Args:
-    values: the flag's list of strings (blank items are ignored).
-
-  Raises:
-    ValueError: unless there are exactly two integers with N >= 1 and
-      0 <= M <= ``MAX_RANDAUGMENT_MAGNITUDE``.
-  """
-  values = [v.strip() for v in values if v.strip()]
-  if not values:
-    return None
-  try:
-    n, m = (int(v) for v in values)
-  except ValueError:
-    n = m = None
-  if n is None or n < 1 or not 0 <= m <= MAX_RANDAUGMENT_MAGNITUDE:
-    raise ValueError(
-        f"--randaugment must be N,M with integers N >= 1 (operations per "
-        f"image) and 0 <= M <= {MAX_RANDAUGMENT_MAGNITUDE} (magnitude, 10 = "
-        f"AutoAugment's strongest), e.g. 2,14; got {','.join(values)!r}")
-  return n, m
+# --randaugment=N,M -> (N, M) or None; TensorFlow-free, so the flags are
+# checked before TensorFlow starts.
+parse_randaugment = options.parse_randaugment
 
 
 def make_policy(autoaugment_policy: str = "none",
@@ -610,7 +599,8 @@ def make_policy(autoaugment_policy: str = "none",
       (N, M), or None.
 
   Raises:
-    ValueError: for an unknown policy, or both AutoAugment and RandAugment.
+    ValueError: for an unknown policy, both AutoAugment and RandAugment,
+      or a RandAugment magnitude outside 0..``MAX_RANDAUGMENT_MAGNITUDE``.
   """
   if autoaugment_policy not in AUTOAUGMENT_POLICIES:
     raise ValueError(f"--autoaugment must be one of "
@@ -622,6 +612,6 @@ def make_policy(autoaugment_policy: str = "none",
   if autoaugment_policy != "none":
     return lambda image, seed: autoaugment(image, seed, autoaugment_policy)
   if randaugment_nm:
-    n, m = randaugment_nm
+    n, m = parse_randaugment([str(v) for v in randaugment_nm])
     return lambda image, seed: randaugment(image, seed, n, m)
   return None

@@ -103,10 +103,18 @@ def train_dataset(info: manifest_lib.DataInfo,
                   num_pipelines: int = 1, pipeline_id: int = 0,
                   replicas_per_pipeline: int = 1, split: str = "train",
                   cache: bool = False, deterministic: bool = False,
-                  shuffle_buffer: Optional[int] = None) -> tf.data.Dataset:
+                  shuffle_buffer: Optional[int] = None,
+                  start_examples: Optional[int] = None) -> tf.data.Dataset:
   """Infinite stream of full per-replica batches (images float32, labels).
 
-  Starts where an uninterrupted run would be after ``start_step`` steps.
+  Starts where an uninterrupted run would be after ``start_step`` steps, or
+  after ``start_examples`` examples when given (a run whose batch size
+  changed counts the examples it has seen, not its steps).
+
+  Args:
+    start_examples: training examples already seen, all pipelines together
+      (each pipeline reads its 1 / ``num_pipelines`` share); overrides
+      ``start_step``.
   """
   records, count = _pipeline_records(info, split, num_pipelines, pipeline_id)
   if cache:
@@ -114,7 +122,10 @@ def train_dataset(info: manifest_lib.DataInfo,
   buffer = shuffle_buffer or SHUFFLE_BUFFER[preprocessing.kind]
   buffer = max(1, min(buffer, count))
   stream_seed = _stream_seed(seed, pipeline_id)
-  position = start_step * per_replica_batch * replicas_per_pipeline
+  if start_examples is None:
+    position = start_step * per_replica_batch * replicas_per_pipeline
+  else:
+    position = start_examples // num_pipelines
   start_epoch, offset = divmod(position, count)
   label_base = info.label_base
 

@@ -35,7 +35,7 @@ import os
 import re
 import signal
 import threading
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +45,7 @@ from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
+from pyramidnet_tf.training import config as config_lib
 
 # Test hook, not a user feature: see InjectedFaults.
 FAULTS_ENV = "PYRAMIDNET_TF_TEST_FAULTS"
@@ -72,6 +73,9 @@ class CheckpointWriteError(CheckpointError):
   """A save failed on the filesystem (e.g. a full disk)."""
 
 
+TRAINER_SOURCE = config_lib.TRAINER_SOURCE
+
+
 class ConfigMismatchError(ValueError):
   """Resuming into a model_dir whose model differs from the flags."""
 
@@ -81,22 +85,29 @@ def check_config(model_dir: str, model) -> None:
 
   Compares the canonical form of ``model_config.json``'s "model" section
   with ``model``'s constructor arguments; a directory without the file
-  passes.
+  passes. A directory of ``import_torch`` is refused whatever the flags: it
+  has no training state to resume, and ``--init_from`` is what trains from
+  it.
 
   Args:
     model_dir: the training directory.
     model: the ``PyramidNet`` the flags built.
 
   Raises:
-    ConfigMismatchError: naming each differing constructor argument.
+    ConfigMismatchError: naming each differing constructor argument, or
+      saying that the directory holds imported weights.
   """
   path = os.path.join(model_dir, model_io.CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return
+  config = model_io.read_config(model_dir)
+  source = config.get("metadata", {}).get("source", TRAINER_SOURCE)
+  if source != TRAINER_SOURCE:
+    # Imported weights have no optimiser state, step or schedule to resume.
+    raise ConfigMismatchError(config_lib.imported_dir_text(model_dir, source))
   # Canonical form: configs written before a constructor arg existed (e.g.
   # ShakeDrop's) match a model built with that arg's default.
-  saved = model_lib.canonical_config(
-      model_io.read_config(model_dir).get("model", {}))
+  saved = model_lib.canonical_config(config.get("model", {}))
   current = model_lib.canonical_config(model_lib.config_of(model))
   diffs = [f"{key}: {saved.get(key)!r} in {path}, {current.get(key)!r} from "
            "the flags" for key in sorted(set(saved) | set(current))
@@ -104,7 +115,8 @@ def check_config(model_dir: str, model) -> None:
   if diffs:
     raise ConfigMismatchError(
         f"--model_dir={model_dir} holds a different model; resume with the "
-        "same model flags or use a new --model_dir. Differences: " +
+        "same model flags, use a new --model_dir, or fine-tune from it with "
+        f"--init_from={model_dir} and a new --model_dir. Differences: " +
         "; ".join(diffs))
 
 
@@ -254,7 +266,8 @@ class Checkpointer:
         of ``checkpoint``.
       optional: names of ``checkpoint``'s objects that older checkpoints
         may lack (e.g. ``ema`` when resuming with a new --ema_decay); they
-        keep their values and ``restored_all`` turns False.
+        keep their values, ``restored_all`` turns False and
+        ``missing_optional`` names them.
 
     Raises:
       ValueError: if ``keep < 1``.
@@ -264,6 +277,7 @@ class Checkpointer:
     self.model_dir = model_dir
     self.optional = tuple(optional)
     self.restored_all = True
+    self.missing_optional: Tuple[str, ...] = ()
     self.strategy = strategy
     self.checkpoint = checkpoint
     self.global_step = global_step
@@ -413,6 +427,7 @@ class Checkpointer:
     missing = {name: getattr(self.checkpoint, name) for name in self.optional
                if name not in names and hasattr(self.checkpoint, name)}
     self.restored_all = not missing
+    self.missing_optional = tuple(sorted(missing))
     for name in missing:
       delattr(self.checkpoint, name)   # untracked while restoring
     try:

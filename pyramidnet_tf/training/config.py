@@ -4,7 +4,8 @@ Why one value: every part of the trainer (model, input, schedule, step,
 outer loop, checkpoints) reads from the same ``TrainConfig`` handed down from
 the CLI, instead of each reaching for command-line flags. The CLI layer
 (``pyramidnet_tf.cli.train_config``) builds and validates it once; the
-trainer writes it next to its checkpoints (``train_config.json``) and
+trainer writes it next to its checkpoints (``train_config.json``, with the
+record of every launch of the run) and
 derives the flags record of ``model_config.json`` from it, so no setting can
 be left out of either.
 
@@ -15,10 +16,26 @@ Field names are the trainer's flag names (``--lr`` is
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 # Written into the model directory by the chief of every run.
 CONFIG_FILE = "train_config.json"
+# The "source" the trainer records in model_config.json's metadata; other
+# sources (pytorch, torch7, caffe, imgclsmob) are import_torch's.
+TRAINER_SOURCE = "pyramidnet_tf.train"
+
+
+def imported_dir_text(model_dir: str, source: str) -> str:
+  """Why a directory of ``import_torch`` cannot be a run's --model_dir.
+
+  Args:
+    model_dir: the directory.
+    source: its model_config.json's metadata "source".
+  """
+  return (f"--model_dir={model_dir} holds weights imported by "
+          f"pyramidnet_tf.import_torch ({source}), not a training run to "
+          f"resume: to train from them pass --init_from={model_dir} and a "
+          "new --model_dir")
 
 
 class ConfigError(ValueError):
@@ -111,7 +128,8 @@ class RuntimeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-  """The model directory and the outer loop's cadence."""
+  """The model directory, how a rerun resumes it (``training.resume``) and
+  the outer loop's cadence."""
   model_dir: Optional[str] = None
   checkpoint_every_steps: int = 0
   keep_checkpoints: int = 5
@@ -120,6 +138,7 @@ class OutputConfig:
   log_every_steps: int = 100
   histogram_every_steps: int = 0
   profile_steps: Tuple[int, int] = (0, 0)   # [start, stop); (0, 0): off
+  rebase_resume: bool = False   # accept step-changing settings on resume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,24 +263,55 @@ class TrainConfig:
     return self.runtime.jit_compile and self.runtime.jit_scope == "unit"
 
 
-def write(model_dir: str, config: TrainConfig) -> str:
-  """Writes ``config`` as ``<model_dir>/train_config.json``; returns the path.
+def write(model_dir: str, config: TrainConfig,
+          launches: Sequence[Dict[str, Any]] = ()) -> str:
+  """Writes ``<model_dir>/train_config.json``; returns the path.
+
+  The file holds the settings of the latest launch, section by section
+  (what ``read`` returns), and under "launches" the record of every launch
+  of the run (``training.resume``): it is rewritten whole, atomically, so
+  a crash leaves the previous version.
 
   Args:
     model_dir: the run's model directory (must exist).
-    config: the run's configuration.
+    config: the configuration of this launch.
+    launches: every launch's record, oldest first, this one last
+      (``resume.Launch.to_json()``); empty: none recorded.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gs:// too)
   path = os.path.join(model_dir, CONFIG_FILE)
   temp = path + ".tmp"
+  payload: Dict[str, Any] = dict(config.to_json())
+  if launches:
+    payload["launches"] = list(launches)
   with tf.io.gfile.GFile(temp, "w") as f:
-    f.write(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+    f.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
   tf.io.gfile.rename(temp, path, overwrite=True)
   return path
 
 
+def read_json(model_dir: str) -> Optional[Dict[str, Any]]:
+  """The parsed ``train_config.json`` of ``model_dir`` (launches included),
+  or None when there is none.
+
+  Raises:
+    ConfigError: the file is not valid JSON, naming it.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gs:// too)
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise ConfigError(f"{path} is not valid JSON ({e}); restore it from a "
+                        "backup, or pass a new --model_dir") from None
+
+
 def read(model_dir: str) -> TrainConfig:
-  """The config a run wrote into ``model_dir`` (see ``write``).
+  """The config of the latest launch a run wrote into ``model_dir`` (see
+  ``write``; its "launches" are read by ``read_json``).
 
   Raises:
     FileNotFoundError: the directory has no ``train_config.json``.

@@ -75,7 +75,7 @@ class EpochLog:
 
   def __init__(self, *, model_dir: str, enabled: bool, steps_per_epoch: int,
                total_steps: int, start_step: int, global_batch: int,
-               schedule, progress=None,
+               schedule, progress=None, step_offset: int = 0,
                clock: Callable[[], float] = time.monotonic,
                utc_now: Callable[[], datetime.datetime] = (
                    lambda: datetime.datetime.now(datetime.timezone.utc))):
@@ -90,6 +90,8 @@ class EpochLog:
       global_batch: images per step, all replicas.
       schedule: the learning-rate schedule (``value(step)``).
       progress: ``progress.TrainProgress`` for the console line, or None.
+      step_offset: schedule step minus step counter (a run re-based on the
+        examples seen counts epochs from its schedule step).
       clock: monotonic seconds (tests inject one).
       utc_now: the wall time of a row (tests inject one).
     """
@@ -100,6 +102,7 @@ class EpochLog:
     self.global_batch = global_batch
     self.schedule = schedule
     self.progress = progress
+    self.step_offset = step_offset
     self._clock = clock
     self._utc_now = utc_now
     self._epoch_start = clock()
@@ -154,7 +157,8 @@ class EpochLog:
 
   def due(self, step: int) -> bool:
     """Whether ``step`` ends an epoch (or the run)."""
-    return step % self.steps_per_epoch == 0 or step >= self.total_steps
+    return ((step + self.step_offset) % self.steps_per_epoch == 0 or
+            step >= self.total_steps)
 
   def write(self, step: int, eval_metrics: Optional[dict]) -> dict:
     """Writes the record of the epoch ending at ``step``; returns its row.
@@ -170,7 +174,7 @@ class EpochLog:
     evaluated = eval_metrics if (eval_metrics and
                                  eval_metrics.get("step") == step) else None
     row = {
-        "epoch": step / self.steps_per_epoch,
+        "epoch": (step + self.step_offset) / self.steps_per_epoch,
         "step": step,
         "train_loss": train["loss"] if train["examples"] else None,
         "train_top1_error": train["top1_error"] if train["examples"] else None,

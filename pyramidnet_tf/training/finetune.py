@@ -14,7 +14,11 @@ The rules:
   EMA, its averaged weights are taken (what ``evaluate`` and ``export`` of
   the source use by default); the new run's EMA, if any, starts from them.
   Architecture flags left off the command line are taken from the source's
-  ``model_config.json``; those given must agree with it. The classifier is
+  ``model_config.json``; those given must agree with it. The network's
+  regularisers (``--drop_rate`` and the ShakeDrop settings, which change
+  what the weights compute at evaluation too: ShakeDrop scales each branch
+  by its keep probability) are the source's unless given; given ones are
+  the fine-tune's own choice and win. The classifier is
   new (initialised as usual) when the data's class count, or its class
   names where both sides record them, differ from the source's; otherwise it
   is kept. The source's input normalisation (channel order, mean and std)
@@ -37,6 +41,13 @@ FREEZE_CHOICES = ("none", "stem", "stages:N", "backbone")
 # Architecture settings (what decides the variables and their shapes).
 ARCHITECTURE_FIELDS = ("dataset", "depth", "alpha", "bottleneck", "mode",
                        "rounding")
+# The network's regularisers: no variables, so any value fits the weights,
+# but they are part of the model (evaluation applies ShakeDrop's p_l).
+REGULARISER_FIELDS = ("drop_rate", "shakedrop", "shakedrop_pl",
+                      "shakedrop_level")
+# Their values in model configs written before they existed.
+REGULARISER_DEFAULTS = {"drop_rate": 0.0, "shakedrop": False,
+                        "shakedrop_pl": 0.5, "shakedrop_level": "batch"}
 CIFAR_FAMILY = ("cifar10", "cifar100")
 
 
@@ -123,6 +134,59 @@ def resolve_architecture(source_dir: str, source_model: Dict,
         f"model_config.json ({'; '.join(diffs)}); drop these flags to take "
         "the source's architecture")
   return resolved
+
+
+def resolve_regularisers(source_model: Dict, given: Dict) -> Dict:
+  """The dropout and ShakeDrop settings of a run started from a source.
+
+  Args:
+    source_model: the "model" section of the source's ``model_config.json``
+      (configs without a field get its default, ``REGULARISER_DEFAULTS``).
+    given: the regulariser flags set on the command line (name -> value):
+      the fine-tune's own choice, kept as given.
+
+  Returns:
+    name -> value for every name of ``REGULARISER_FIELDS``.
+  """
+  resolved = {name: source_model.get(name, REGULARISER_DEFAULTS[name])
+              for name in REGULARISER_FIELDS}
+  resolved.update({name: value for name, value in given.items()
+                   if name in REGULARISER_FIELDS})
+  return resolved
+
+
+def regularisers_text(values: Dict, source_model: Optional[Dict] = None
+                      ) -> str:
+  """``dropout 0.5, ShakeDrop p_L 0.5 (batch)`` for log lines; with
+  ``source_model``, each value that differs from the source's says so.
+
+  Args:
+    values: name -> value for the names of ``REGULARISER_FIELDS``.
+    source_model: the source's "model" section, or None.
+  """
+  def differs(*names):
+    return source_model is not None and any(
+        values[n] != source_model.get(n, REGULARISER_DEFAULTS[n])
+        for n in names)
+  def source(name):
+    return source_model.get(name, REGULARISER_DEFAULTS[name])
+  def source_model_shakedrop(model):
+    return values["shakedrop"] if model is None else source("shakedrop")
+  dropout = f"dropout {values['drop_rate']:g}"
+  if differs("drop_rate"):
+    dropout += f" (the source: {source('drop_rate'):g})"
+  if values["shakedrop"]:
+    shakedrop = (f"ShakeDrop p_L {values['shakedrop_pl']:g} "
+                 f"({values['shakedrop_level']})")
+  else:
+    shakedrop = "no ShakeDrop"
+  if values["shakedrop"] != source_model_shakedrop(source_model) or (
+      values["shakedrop"] and differs("shakedrop_pl", "shakedrop_level")):
+    shakedrop += " (the source: " + (
+        f"ShakeDrop p_L {source('shakedrop_pl'):g} "
+        f"({source('shakedrop_level')})" if source("shakedrop")
+        else "no ShakeDrop") + ")"
+  return f"{dropout}, {shakedrop}"
 
 
 def frozen_modules(model, freeze: str) -> List:

@@ -50,7 +50,8 @@ class TrainProgress:
                steps_per_epoch: int, global_batch: int,
                stream: Optional[TextIO] = None,
                clock: Callable[[], float] = time.monotonic,
-               enabled: bool = True, jit_compile: bool = False):
+               enabled: bool = True, jit_compile: bool = False,
+               step_offset: int = 0):
     """Starts the clock.
 
     Args:
@@ -63,6 +64,9 @@ class TrainProgress:
       clock: seconds, for tests.
       enabled: False on non-chief workers: no bar and no lines.
       jit_compile: the step is XLA-compiled (said while compiling).
+      step_offset: schedule step minus step counter (a run re-based on
+        examples seen, ``training.resume``): epochs are counted from the
+        schedule step.
     """
     self.start_step = start_step
     self.total_steps = total_steps
@@ -70,6 +74,7 @@ class TrainProgress:
     self.global_batch = global_batch
     self.enabled = enabled
     self.jit_compile = jit_compile
+    self.step_offset = step_offset
     self._stream = stream if stream is not None else sys.stderr
     self.tty = bool(enabled and hasattr(self._stream, "isatty") and
                     self._stream.isatty())
@@ -109,8 +114,9 @@ class TrainProgress:
   def status(self, step: int) -> str:
     """``step N/TOTAL (P%, epoch E/EPOCHS)``."""
     percent = 100.0 * step / max(self.total_steps, 1)
-    epoch = step / max(self.steps_per_epoch, 1)
-    epochs = self.total_steps / max(self.steps_per_epoch, 1)
+    epoch = (step + self.step_offset) / max(self.steps_per_epoch, 1)
+    epochs = (self.total_steps + self.step_offset) / max(
+        self.steps_per_epoch, 1)
     return (f"step {step}/{self.total_steps} ({percent:.0f}%, epoch "
             f"{epochs_text(epoch)}/{epochs_text(epochs)})")
 

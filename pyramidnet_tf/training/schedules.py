@@ -11,6 +11,10 @@ at 150 and 225, so epochs 0-149 use lr, 150-224 lr/10, 225+ lr/100).
 ``cosine`` decays per step from lr to 0 over the run (no restart). Both can
 start with a linear warmup over ``warmup_epochs`` (per step, from lr/warmup
 steps to lr), after which the schedule continues as without warmup.
+
+``step_offset`` shifts the schedule against the step counter: a run re-based
+on the examples it has seen (``training.resume``, a resume with another batch
+size) keeps counting its steps but is at schedule step counter + offset.
 """
 
 import dataclasses
@@ -36,12 +40,14 @@ class Schedule:
     base_lr: the peak LR (--lr), > 0.
     steps_per_epoch: global steps per epoch, >= 1 (converts epochs to
       steps).
-    total_steps: steps of the whole run; the cosine schedule reaches 0
-      there.
+    total_steps: schedule steps of the whole run; the cosine schedule
+      reaches 0 there.
     decay_epochs: "step" schedule: the 0-based epochs, in increasing order,
       from which the LR is multiplied by another ``decay_factor``.
     decay_factor: "step" schedule: the factor applied at each of them.
     warmup_epochs: epochs of linear warmup (fractions allowed), >= 0.
+    step_offset: added to the global step before the schedule reads it
+      (0 unless the run was re-based on examples seen).
 
   Raises:
     ValueError: on construction, naming the flag of an invalid field.
@@ -54,6 +60,7 @@ class Schedule:
   decay_epochs: Sequence[int] = ()
   decay_factor: float = 0.1
   warmup_epochs: float = 0.0
+  step_offset: int = 0
 
   def __post_init__(self):
     if self.name not in SCHEDULES:
@@ -81,9 +88,9 @@ class Schedule:
 
     Args:
       step: the global step before the update (int or integer tensor,
-        0-based); works inside a ``tf.function``.
+        0-based; ``step_offset`` is added); works inside a ``tf.function``.
     """
-    step = tf.cast(step, tf.int64)
+    step = tf.cast(step, tf.int64) + self.step_offset
     base = tf.constant(self.base_lr, tf.float32)
     if self.name == "step":
       epoch = step // self.steps_per_epoch

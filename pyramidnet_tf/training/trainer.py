@@ -16,7 +16,7 @@ config's field names.
 import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
 
@@ -31,10 +31,15 @@ from pyramidnet_tf.training import epoch_log as epoch_log_lib
 from pyramidnet_tf.training import finetune
 from pyramidnet_tf.training import preemption
 from pyramidnet_tf.training import progress as progress_lib
+from pyramidnet_tf.training import resume as resume_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
 SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
                             "imagenet": 1281167}
+
+
+# The float16 loss scale's key in the checkpoint (absent in other dtypes).
+LOSS_SCALE_KEY = "loss_scale"
 
 
 class TrainError(ValueError):
@@ -168,8 +173,9 @@ def model_metadata(config: config_lib.TrainConfig, plan: DataPlan,
                    class_names) -> Dict[str, Any]:
   """The metadata of ``model_config.json`` (what evaluate/export/predict
   need besides the weights), derived from the config."""
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
   return {
-      "source": "pyramidnet_tf.train",
+      "source": checkpointing.TRAINER_SOURCE,
       "data_dir": config.data.data_dir,
       "data": plan.kind,
       "preprocessing": plan.preprocessing.to_json(),
@@ -242,7 +248,7 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
   objects = {"model": model, "optimizer": optimizer,
              "global_step": global_step}
   if scaler is not None:
-    objects["loss_scale"] = scaler
+    objects[LOSS_SCALE_KEY] = scaler
   if averages is not None:
     objects[ema_lib.CHECKPOINT_KEY] = averages
   return TrainState(model=model, global_step=global_step,
@@ -268,7 +274,8 @@ def service_job_name(config: config_lib.TrainConfig, start_step: int) -> str:
   return f"{name}-from-step-{start_step}"
 
 
-def initialise_from(directory: str, model, averages, class_names) -> None:
+def initialise_from(directory: str, model, averages, class_names,
+                    regularisers: Optional[Dict[str, Any]] = None) -> None:
   """Copies the source's weights and BN statistics into a fresh run.
 
   Args:
@@ -277,6 +284,8 @@ def initialise_from(directory: str, model, averages, class_names) -> None:
     averages: the run's ``ema.Ema`` or None; restarted from the copied
       weights.
     class_names: the data's class names (its manifest), or None.
+    regularisers: the run's dropout and ShakeDrop settings (names of
+      ``finetune.REGULARISER_FIELDS``), logged against the source's.
 
   Raises:
     TrainError: the source cannot be read or does not fit the model.
@@ -297,22 +306,31 @@ def initialise_from(directory: str, model, averages, class_names) -> None:
       path, " (its EMA weights)" if used_ema else "", copied,
       source.num_classes, model.num_classes,
       "new classifier" if new_head else "classifier kept")
+  if regularisers is not None:
+    from pyramidnet_tf.model import network as network_lib  # pylint: disable=g-import-not-at-top
+    logging.info("regularisers: %s", finetune.regularisers_text(
+        regularisers, network_lib.config_of(source)))
 
 
 def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
-                   num_classes: int, start_step: int, job_suffix: str = ""):
+                   num_classes: int, start_step: int,
+                   start_examples: Optional[int] = None, job_suffix: str = ""):
   """The dataset function of ``distribute_datasets_from_function``.
 
   Args:
     config: the run's configuration.
     plan: the data plan (``plan_data``).
     num_classes: classes of the model (synthetic labels).
-    start_step: the global step the run resumes at (input position).
+    start_step: the global step the run resumes at.
+    start_examples: training examples seen before it, all replicas (the
+      input position; default: ``start_step`` x the batch size).
     job_suffix: appended to the tf.data service job's name (a probe reads
       its own job, so it takes nothing from the run's).
   """
   from pyramidnet_tf.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   batch, seed = config.schedule.batch_size, config.runtime.seed
+  if start_examples is None:
+    start_examples = start_step * batch
 
   def train_input(context):
     pipelines = context.num_input_pipelines
@@ -328,11 +346,11 @@ def train_input_fn(config: config_lib.TrainConfig, plan: DataPlan,
           service=config.data.data_service,
           mode=config.data.data_service_mode,
           job_name=service_job_name(config, start_step) + job_suffix,
-          start_epoch=start_step * batch // plan.train_examples,
+          start_epoch=start_examples // plan.train_examples,
           shuffle_buffer=config.data.shuffle_buffer or None)
     return input_pipeline.train_dataset(
         plan.info, plan.preprocessing, per_replica, seed,
-        start_step=start_step, num_pipelines=pipelines,
+        start_examples=start_examples, num_pipelines=pipelines,
         pipeline_id=context.input_pipeline_id,
         replicas_per_pipeline=context.num_replicas_in_sync // pipelines,
         cache=(plan.info.is_cifar if config.data.cache_data is None
@@ -422,6 +440,70 @@ def published_error(model, plan: DataPlan) -> Optional[str]:
   return row.published
 
 
+def data_identity(config: config_lib.TrainConfig,
+                  plan: DataPlan) -> Dict[str, Any]:
+  """``resume.data_identity`` of the run's training data."""
+  import os  # pylint: disable=g-import-not-at-top
+  if plan.info is None:
+    return resume_lib.data_identity(f"synthetic-{config.model_dataset}",
+                                    plan.train_examples, plan.num_classes, ())
+  return resume_lib.data_identity(
+      plan.kind, plan.train_examples, plan.num_classes,
+      [(os.path.basename(shard.path), shard.num_examples)
+       for shard in plan.info.shards("train")])
+
+
+def plan_resume(config: config_lib.TrainConfig, plan: DataPlan,
+                start_step: int, restored: Optional[str]
+                ) -> Tuple[resume_lib.ResumePlan, list]:
+  """Checks this launch against the launches that trained the checkpoint
+  (``training.resume``) and says what it changes.
+
+  Args:
+    config: the run's configuration.
+    plan: the data plan.
+    start_step: the step counter restored (0: fresh).
+    restored: the checkpoint resumed from, or None.
+
+  Returns:
+    (the launch's ``resume.ResumePlan``, the launches recorded before it).
+
+  Raises:
+    TrainError: the launch changes what a step means without
+      --rebase_resume, or train_config.json cannot be read.
+  """
+  model_dir = config.output.model_dir
+  launches = []
+  if restored:
+    try:
+      launches = resume_lib.launches_of(config_lib.read_json(model_dir))
+    except config_lib.ConfigError as e:
+      raise TrainError(str(e)) from None
+    if not launches:
+      logging.warning(
+          "%s has no %s: the settings that trained %s are unknown, so "
+          "this launch cannot be checked against them; it resumes at "
+          "example %d (step %d x --batch_size=%d)", model_dir,
+          config_lib.CONFIG_FILE, restored, start_step *
+          config.schedule.batch_size, start_step, config.schedule.batch_size)
+  try:
+    result = resume_lib.plan(
+        launches, start_step, config.flat(), data_identity(config, plan),
+        model_dir=model_dir, rebase=config.output.rebase_resume)
+  except resume_lib.ResumeRefused as e:
+    raise TrainError(str(e)) from None
+  if result.changed:
+    logging.info("resuming with changed settings: %s",
+                 ", ".join(result.changed))
+  if result.rebase_text:
+    logging.info("%s", result.rebase_text)
+  elif config.output.rebase_resume and restored:
+    logging.info("%s: nothing to re-base (the settings that change what a "
+                 "step means are those the run was trained with)",
+                 resume_lib.REBASE_FLAG)
+  return result, [launch.to_json() for launch in launches]
+
+
 def _devices_text(strategy) -> str:
   """``2 x GPU`` style summary of the local worker's replica devices."""
   counts: Dict[str, int] = {}
@@ -433,7 +515,7 @@ def _devices_text(strategy) -> str:
 
 def plan_line(config: config_lib.TrainConfig, model, strategy, *,
               num_workers: int, steps_per_epoch: int, start_step: int,
-              total_steps: int) -> str:
+              total_steps: int, step_offset: int = 0) -> str:
   """The run's start line: network, length, batch, devices, precision.
 
   Args:
@@ -444,6 +526,7 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
     steps_per_epoch: steps per epoch of the train split.
     start_step: the step training starts or resumes at.
     total_steps: the step it ends at.
+    step_offset: schedule step minus step counter (a re-based run).
   """
   arch = model.arch
   units = "bottleneck" if arch.bottleneck else "basic"
@@ -453,7 +536,11 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
   batch = config.schedule.batch_size
   runtime = config.runtime
   resumed = f", resuming at step {start_step}" if start_step else ""
+  if step_offset:
+    resumed += (f" (schedule step {start_step + step_offset}: steps "
+                "re-based on examples seen)")
   xla = f"on ({runtime.jit_scope})" if runtime.jit_compile else "off"
+  epochs = (total_steps + step_offset) / steps_per_epoch
   return (
       f"training {config.model_dataset} PyramidNet-{arch.depth} "
       f"({arch.mode} alpha={arch.alpha:g}, {units} units, "
@@ -461,8 +548,7 @@ def plan_line(config: config_lib.TrainConfig, model, strategy, *,
       f"{_count(complexity.total_params(parts))} parameters, "
       f"{_count(complexity.total_macs(parts))} MACs at {size} px): "
       f"{total_steps} steps = "
-      f"{progress_lib.epochs_text(total_steps / steps_per_epoch)} epochs of "
-      f"{steps_per_epoch} "
+      f"{progress_lib.epochs_text(epochs)} epochs of {steps_per_epoch} "
       f"steps{resumed}; global batch {batch} = {replicas} "
       f"replica{'s' if replicas > 1 else ''} x {batch // replicas} on "
       f"{num_workers} worker{'s' if num_workers > 1 else ''} "
@@ -577,12 +663,17 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
   # Guards every float variable of the checkpoint against NaN/Inf.
   checkpointer = checkpointing.Checkpointer(
       output.model_dir, strategy, state.checkpoint, global_step,
-      output.keep_checkpoints, optional=(ema_lib.CHECKPOINT_KEY,))
+      output.keep_checkpoints,
+      optional=(ema_lib.CHECKPOINT_KEY, LOSS_SCALE_KEY))
   restored = checkpointer.restore()
-  if averages is not None and restored and not checkpointer.restored_all:
+  if averages is not None and (ema_lib.CHECKPOINT_KEY in
+                               checkpointer.missing_optional):
     logging.info("%s has no EMA: starting it from the restored weights",
                  restored)
     averages.reset()
+  if LOSS_SCALE_KEY in checkpointer.missing_optional:
+    logging.info("%s has no float16 loss scale (trained in another dtype): "
+                 "starting it at its initial value", restored)
   start_step = int(global_step.numpy())
   class_names = manifest_lib.class_names_list(info, model.num_classes)
   if restored:
@@ -592,12 +683,20 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
                  if config.finetune.init_from else "")
   elif config.finetune.init_from:
     initialise_from(config.finetune.init_from, model, averages,
-                    info.class_names if info is not None else None)
+                    info.class_names if info is not None else None,
+                    {name: getattr(config.model, name)
+                     for name in finetune.REGULARISER_FIELDS})
+  resume_plan, launches = plan_resume(config, plan, start_step, restored)
+  step_offset = resume_plan.step_offset
+  # The counter runs to where the schedule (in steps of this batch) ends.
+  schedule = dataclasses.replace(schedule, step_offset=step_offset)
+  total_steps -= step_offset
 
   def write_configs():
     model_io.write_config(output.model_dir, model,
                           model_metadata(config, plan, class_names))
-    config_lib.write(output.model_dir, config)
+    config_lib.write(output.model_dir, config,
+                     launches + [resume_plan.launch.to_json()])
   # A fresh run writes its configs after its first checkpoint, so a model
   # dir with a config always had one (see checkpointing: such a dir without
   # an intact checkpoint is refused instead of restarted).
@@ -617,10 +716,12 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
     # resumed runs build the same datasets): a service without workers
     # ends the run here instead of hanging inside the first compiled call.
     probe = strategy.distribute_datasets_from_function(train_input_fn(
-        config, plan, model.num_classes, start_step, job_suffix="-probe"))
+        config, plan, model.num_classes, start_step,
+        resume_plan.start_examples, job_suffix="-probe"))
     with input_watchdog.armed():
       first = strategy.experimental_local_results(next(iter(probe)))
-  train_input = train_input_fn(config, plan, model.num_classes, start_step)
+  train_input = train_input_fn(config, plan, model.num_classes, start_step,
+                               resume_plan.start_examples)
   dataset = strategy.distribute_datasets_from_function(train_input)
   iterator = iter(dataset)
   summaries = summaries_lib.Summaries(summaries_lib.logdir(output.model_dir),
@@ -661,12 +762,12 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
   progress = progress_lib.TrainProgress(
       start_step=start_step, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch, global_batch=batch,
-      jit_compile=runtime.jit_compile)
+      jit_compile=runtime.jit_compile, step_offset=step_offset)
   epochs = epoch_log_lib.EpochLog(
       model_dir=output.model_dir, enabled=chief,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       start_step=start_step, global_batch=batch, schedule=schedule,
-      progress=progress)
+      progress=progress, step_offset=step_offset)
   controller = loop.Controller(
       strategy=strategy, train_step=train_step, iterator=iterator,
       cadence=cadence, global_batch=batch, num_workers=num_workers,
@@ -679,7 +780,8 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
       progress=progress, input_watchdog=input_watchdog, epoch_log=epochs)
   logging.info("%s", plan_line(config, model, strategy, num_workers=num_workers,
                                steps_per_epoch=steps_per_epoch,
-                               start_step=start_step, total_steps=total_steps))
+                               start_step=start_step, total_steps=total_steps,
+                               step_offset=step_offset))
   if num_workers > 1:
     logging.info("%s", distribute.cluster_text(strategy))
   if compile_cache.resolve_cache_dir(runtime.compile_cache_dir,

@@ -174,7 +174,7 @@ def test_autoaugment_applies_the_chosen_subpolicy():
 def test_same_seed_same_image_different_seed_different():
   image = tf.constant(RNG_IMAGE)
   for fn in (lambda s: aa.autoaugment(image, s),
-             lambda s: aa.randaugment(image, s, 2, 14)):
+             lambda s: aa.randaugment(image, s, 2, 9)):
     a = fn(_seed(3)).numpy()
     np.testing.assert_array_equal(a, fn(_seed(3)).numpy())
     outputs = [fn(_seed(i)).numpy() for i in range(4, 12)]
@@ -218,13 +218,21 @@ def test_policies_run_in_a_parallel_dataset_map():
 
 def test_flag_parsing_and_errors():
   assert aa.parse_randaugment([]) is None
-  assert aa.parse_randaugment(["2", "14"]) == (2, 14)
-  for bad in (["0", "5"], ["2", "31"], ["2"], ["a", "b"], ["1", "2", "3"]):
-    with pytest.raises(ValueError, match="--randaugment must be N,M"):
+  assert aa.parse_randaugment(["2", "10"]) == (2, 10)
+  assert aa.parse_randaugment([" 3", "0 "]) == (3, 0)
+  for bad in (["0", "5"], ["2", "11"], ["2", "14"], ["2", "-1"], ["2"],
+              ["a", "b"], ["1", "2", "3"]):
+    with pytest.raises(ValueError, match=r"--randaugment must be N,M .*"
+                       r"0 <= M <= 10 \(magnitude on AutoAugment's 0..10 "
+                       r"scale, 10 = its strongest = torchvision's "
+                       r"RandAugment magnitude 30"):
       aa.parse_randaugment(bad)
   assert aa.make_policy() is None
   assert aa.make_policy("cifar10") is not None
   assert aa.make_policy("none", (2, 5)) is not None
+  # The library refuses what the flag refuses (configs built in code).
+  with pytest.raises(ValueError, match="0 <= M <= 10"):
+    aa.make_policy("none", (2, 14))
   with pytest.raises(ValueError, match="--autoaugment and --randaugment"):
     aa.make_policy("cifar10", (2, 5))
   with pytest.raises(ValueError, match="--autoaugment must be one of"):
@@ -233,7 +241,8 @@ def test_flag_parsing_and_errors():
 
 @pytest.mark.parametrize("flags,message", [
     (["--randaugment=2,40"], "--randaugment must be N,M with integers N >= 1"),
-    (["--autoaugment=cifar10", "--randaugment=2,14"],
+    (["--randaugment=2,14"], "0 <= M <= 10 (magnitude on AutoAugment's"),
+    (["--autoaugment=cifar10", "--randaugment=2,9"],
      "--autoaugment and --randaugment are alternatives"),
 ])
 def test_trainer_rejects_bad_policy_flags(tmp_path, flags, message):

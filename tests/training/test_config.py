@@ -90,7 +90,7 @@ def test_a_bad_value_is_one_error_naming_the_flag():
 def test_write_and_read_round_trip(tmp_path):
   config = config_lib.TrainConfig.from_values(
       {"depth": 164, "lr_decay_epochs": (1, 2), "model_dir": str(tmp_path),
-       "randaugment": (2, 14), "profile_steps": (3, 5)})
+       "randaugment": (2, 9), "profile_steps": (3, 5)})
   path = config_lib.write(str(tmp_path), config)
   assert path.endswith(config_lib.CONFIG_FILE)
   assert config_lib.read(str(tmp_path)) == config
