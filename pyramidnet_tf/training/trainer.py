@@ -16,6 +16,7 @@ config's field names.
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any, Dict, Optional
 
 from absl import logging
@@ -34,6 +35,27 @@ SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
 
 class TrainError(ValueError):
   """A problem the user can fix; printed without a traceback."""
+
+
+class EvaluationError(TrainError):
+  """The evaluation split could not be read; the training state is intact
+  (at a step boundary), so the run saves it before stopping."""
+
+
+def _state_after_failed_eval(checkpointer, num_workers: int) -> str:
+  """Saves the run's state after an evaluation that could not read its
+  split (one worker: the others of a cluster may be inside the evaluation,
+  where a save would wait for them); says where the state is."""
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  step = int(checkpointer.global_step.numpy())
+  latest = checkpointer.latest()
+  if latest is not None and model_io.step_of(latest) == step:
+    return f"the run's state at step {step} is in {latest}"
+  if num_workers == 1:
+    return (f"saved the run's state at step {step} in {checkpointer.save()} "
+            "first, so that is where it resumes")
+  return checkpointing.last_good_text(checkpointer.model_dir)
 
 
 def weights_fingerprint(model) -> str:
@@ -495,6 +517,29 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   elif chief:
     checkpointer.after_first_save(write_configs)
 
+  def check_model_dir():
+    """Before each save and at the end: the run still owns --model_dir."""
+    problem = model_dir_lib.ownership_problem(output.model_dir,
+                                              model_dir_lock)
+    if problem is not None:
+      raise model_dir_lib.ModelDirError(
+          f"{problem}: stopped at step {int(global_step.numpy())} without "
+          "writing there again (its checkpoints went with it, and another "
+          "trainer may use the path now); put it back to resume from its "
+          "last checkpoint, or run the command again to start over")
+
+  def restore_configs():
+    """After each save and at the end: the configs the checkpoints need."""
+    gone = [name for name in (model_io.CONFIG_FILE, config_lib.CONFIG_FILE)
+            if not tf.io.gfile.exists(os.path.join(output.model_dir, name))]
+    if gone:
+      logging.warning("%s deleted from %s during the run: writing %s again",
+                      " and ".join(gone), output.model_dir,
+                      "them" if len(gone) > 1 else "it")
+      write_configs()
+  if chief:
+    checkpointer.around_saves(check_model_dir, restore_configs)
+
   if config.data.data_service:
     logging.info("training input from the tf.data service at %s (%s, job %s)",
                  config.data.data_service, config.data.data_service_mode,
@@ -519,7 +564,7 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
         strategy=strategy, model=model, info=info,
         preprocessing=plan.preprocessing, split=plan.eval_split,
         global_batch=config.eval_batch, dtype=runtime.dtype,
-        averages=averages, error_class=TrainError)
+        averages=averages, error_class=EvaluationError)
 
   train_step = build_train_step(config, state, strategy, schedule)
   checkpoint_every = output.checkpoint_every_steps or steps_per_epoch
@@ -556,6 +601,9 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
   try:
     with records_lib.named_read_errors(info, ["train"], TrainError):
       train_metrics = controller.run()
+  except EvaluationError as e:
+    raise TrainError(f"{e}; {_state_after_failed_eval(checkpointer, num_workers)}"
+                     ) from None
   finally:
     sigterm.uninstall()
   final_step = int(global_step.numpy())
@@ -568,10 +616,19 @@ def train(config: config_lib.TrainConfig) -> Dict[str, Any]:
     eval_metrics = controller.last_eval
     if (controller.evaluate is not None and output.eval_at_end and
         (eval_metrics is None or eval_metrics["step"] != final_step)):
-      eval_metrics = controller.evaluate()
+      try:
+        eval_metrics = controller.evaluate()
+      except EvaluationError as e:
+        raise TrainError(
+            f"{e}; {_state_after_failed_eval(checkpointer, num_workers)}"
+        ) from None
     result = {"step": final_step, "train": train_metrics,
               "eval": eval_metrics}
   summaries.flush()
+  if chief:
+    # Never "done" for a directory that lost its configs or went away.
+    check_model_dir()
+    restore_configs()
   if model_dir_lock is not None:
     model_dir_lock.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
