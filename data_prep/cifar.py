@@ -71,7 +71,8 @@ def to_items(data: cifar_archive.CifarData) -> Dict[str, List[planning.Item]]:
 
 def convert(data: cifar_archive.CifarData, output_dir: str,
             train_shards: int = DEFAULT_TRAIN_SHARDS, test_shards: int = DEFAULT_TEST_SHARDS,
-            workers: int = 1, seed: int = 0) -> summary_lib.Summary:
+            workers: int = 1, seed: int = 0,
+            overwrite: bool = False) -> summary_lib.Summary:
   """Writes the shards and manifest.json of a CIFAR dataset.
 
   Args:
@@ -81,12 +82,14 @@ def convert(data: cifar_archive.CifarData, output_dir: str,
     test_shards: Shards of the test split.
     workers: Processes that write shards in parallel (1: this process).
     seed: The seed of the record order.
+    overwrite: Replace another dataset in the output folder (--overwrite).
 
   Returns:
     What the conversion did (it also prints a summary).
 
   Raises:
-    DataPrepError: A shard count is out of range, or the output folder holds foreign files.
+    DataPrepError: A shard count is out of range, or the output folder holds foreign files
+      or (without `overwrite`) another dataset.
   """
   info = manifest_lib.DatasetInfo(
       converter="data_prep.cifar", dataset=data.dataset, class_names=data.class_names,
@@ -97,7 +100,7 @@ def convert(data: cifar_archive.CifarData, output_dir: str,
   return shards.convert(info, to_items(data),
                         {"train": (train_shards, "--train_shards"),
                          "test": (test_shards, "--test_shards")},
-                        output_dir, workers=workers, seed=seed)
+                        output_dir, workers=workers, seed=seed, overwrite=overwrite)
 
 
 def define_flags() -> None:
@@ -150,7 +153,7 @@ def _main() -> int:
     raise DataPrepError(f"pass --source=PATH ({archives}, the folder it unpacks to, or "
                         "'tfds') or --download")
   summary = convert(data, os.path.expanduser(FLAGS.output_dir), FLAGS.train_shards,
-                    FLAGS.test_shards, FLAGS.workers, FLAGS.seed)
+                    FLAGS.test_shards, FLAGS.workers, FLAGS.seed, FLAGS.overwrite)
   return summary.exit_code
 
 

@@ -25,7 +25,8 @@ def default_workers() -> int:
 
 def define_output_flags(with_max_rejected: bool = True, workers: int = 0,
                         workers_help: str = "") -> None:
-  """--output_dir, --workers (default `workers`, 0: the usable CPUs), --seed, --max_rejected."""
+  """--output_dir, --workers (default `workers`, 0: the usable CPUs), --seed, --overwrite,
+  --max_rejected."""
   flags.DEFINE_string("output_dir", None,
                       "Folder for <split>-<iiiii>-of-<nnnnn>.tfrecord and manifest.json; "
                       "created if missing. Verified shards already there are kept.")
@@ -35,6 +36,10 @@ def define_output_flags(with_max_rejected: bool = True, workers: int = 0,
                        "the CPUs this process may use). 1 writes in this process.",
                        lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Seed of the record order (SHA-256 of '<seed>:<key>').")
+  flags.DEFINE_bool("overwrite", False,
+                    "Replace another dataset in --output_dir (another converter or dataset "
+                    "name, or splits this run does not write); without it such a folder is "
+                    "refused. A rerun of the same conversion needs no --overwrite.")
   if with_max_rejected:
     flags.DEFINE_integer("max_rejected", 0,
                          "How many inputs may be rejected (undecodable, truncated, not an "

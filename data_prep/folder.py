@@ -114,7 +114,7 @@ def auto_shards(items: List[planning.Item]) -> int:
 
 def convert(source: str, output_dir: str, val_fraction: float = 0.1, train_shards: int = 0,
             val_shards: int = 0, workers: int = 1, max_rejected: int = 0, seed: int = 0,
-            dataset_name: str = "") -> summary_lib.Summary:
+            dataset_name: str = "", overwrite: bool = False) -> summary_lib.Summary:
   info, splits = plan(source, val_fraction, seed, dataset_name)
   counts = {"train": (train_shards or auto_shards(splits["train"]), "--train_shards")}
   if "validation" in splits:
@@ -122,7 +122,7 @@ def convert(source: str, output_dir: str, val_fraction: float = 0.1, train_shard
   for split, items in splits.items():
     logging.info("%s: %d images", split, len(items))
   return shards.convert(info, splits, counts, output_dir, workers=workers,
-                        max_rejected=max_rejected, seed=seed)
+                        max_rejected=max_rejected, seed=seed, overwrite=overwrite)
 
 
 def define_flags() -> None:
@@ -145,7 +145,7 @@ def define_flags() -> None:
 def _main() -> int:
   summary = convert(os.path.expanduser(FLAGS.source), os.path.expanduser(FLAGS.output_dir),
                     FLAGS.val_fraction, FLAGS.train_shards, FLAGS.val_shards, FLAGS.workers,
-                    FLAGS.max_rejected, FLAGS.seed, FLAGS.dataset_name)
+                    FLAGS.max_rejected, FLAGS.seed, FLAGS.dataset_name, FLAGS.overwrite)
   return summary.exit_code
 
 

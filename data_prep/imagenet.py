@@ -298,12 +298,14 @@ def plan(train: str = "", val: str = "", val_labels: str = "", meta_mat: str = "
 def convert(output_dir: str, train: str = "", val: str = "", val_labels: str = "",
             meta_mat: str = "", label_offset: int = 0,
             train_shards: int = DEFAULT_TRAIN_SHARDS, val_shards: int = DEFAULT_VAL_SHARDS,
-            workers: int = 1, max_rejected: int = 0, seed: int = 0) -> summary_lib.Summary:
+            workers: int = 1, max_rejected: int = 0, seed: int = 0,
+            overwrite: bool = False) -> summary_lib.Summary:
   info, splits = plan(train, val, val_labels, meta_mat, label_offset)
   return shards.convert(info, splits,
                         {"train": (train_shards, "--train_shards"),
                          "validation": (val_shards, "--val_shards")},
-                        output_dir, workers=workers, max_rejected=max_rejected, seed=seed)
+                        output_dir, workers=workers, max_rejected=max_rejected, seed=seed,
+                        overwrite=overwrite)
 
 
 def define_flags() -> None:
@@ -329,7 +331,7 @@ def _main() -> int:
   summary = convert(expand(FLAGS.output_dir), expand(FLAGS.train), expand(FLAGS.val),
                     expand(FLAGS.val_labels), expand(FLAGS.meta_mat), FLAGS.label_offset,
                     FLAGS.train_shards, FLAGS.val_shards, FLAGS.workers, FLAGS.max_rejected,
-                    FLAGS.seed)
+                    FLAGS.seed, FLAGS.overwrite)
   return summary.exit_code
 
 

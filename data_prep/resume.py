@@ -4,12 +4,14 @@ A run deletes only what a data_prep run wrote into its --output_dir (the shards 
 manifest.json or recorded in its state folder, and its hidden temporary files); anything else
 that this tool would delete or overwrite stops the run before it changes anything. A shard is
 kept when its plan is unchanged and its file still has the recorded SHA-256; the rest are
-removed and written again. See docs/data-format.md.
+removed and written again. A folder holding another dataset (another converter or dataset
+name in its manifest), or splits this run does not write, is replaced only with --overwrite,
+since every shard of it would go. See docs/data-format.md.
 """
 
 import json
 import os
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 
@@ -90,8 +92,70 @@ def check_ownership(output_dir: str) -> None:
         "move them elsewhere or choose another --output_dir")
 
 
-def prepare(output_dir: str,
-            plans: Sequence[planning.ShardPlan]) -> Dict[str, planning.ShardResult]:
+def _splits_text(results: Sequence[planning.ShardResult]) -> str:
+  """'train: 12 images in 1 shard; validation: ...' for the shards of earlier runs."""
+  by_split: Dict[str, List[planning.ShardResult]] = {}
+  for result in results:
+    by_split.setdefault(result.split, []).append(result)
+  return "; ".join(
+      f"{split}: {summary_lib.plural(sum(r.num_examples for r in found), 'image')} in "
+      f"{summary_lib.plural(len(found), 'shard')}" for split, found in by_split.items())
+
+
+def check_replacement(output_dir: str, info: manifest_lib.DatasetInfo,
+                      plans: Sequence[planning.ShardPlan], overwrite: bool) -> None:
+  """Refuses, without `overwrite`, to replace another dataset or a split this run does not write.
+
+  A rerun of the same conversion (the same converter and dataset, with the same or more
+  splits) goes on: its verified shards are kept and the rest rewritten. Nothing is changed
+  here.
+
+  Args:
+    output_dir: The output folder (it exists, and check_ownership passed).
+    info: This run's dataset.
+    plans: Every shard of this run.
+    overwrite: --overwrite: replace it, saying what is replaced.
+
+  Raises:
+    DataPrepError: The folder holds another dataset or other splits, and not `overwrite`.
+  """
+  previous = previous_results(output_dir)
+  if not previous:
+    return
+  manifest_path = os.path.join(output_dir, manifest_lib.MANIFEST)
+  earlier = None
+  if os.path.exists(manifest_path):
+    try:
+      manifest = manifest_lib.load(manifest_path)
+      earlier = (str(manifest.get("converter")), str(manifest.get("dataset")))
+    except (OSError, ValueError, AttributeError):
+      earlier = None
+  planned = sorted({plan.split for plan in plans})
+  other_splits = sorted({r.split for r in previous.values()} - set(planned))
+  other_dataset = earlier is not None and earlier != (info.converter, info.dataset)
+  if not other_dataset and not other_splits:
+    return
+  held = (f"{earlier[0]}'s dataset {earlier[1]!r}" if earlier is not None
+          else "an unfinished conversion")
+  what = f"{held} ({_splits_text(list(previous.values()))})"
+  if overwrite:
+    logging.warning("--overwrite: replacing %s in %s", what, output_dir)
+    return
+  reasons = []
+  if other_dataset:
+    reasons.append(f"this run writes {info.converter}'s dataset {info.dataset!r}")
+  if other_splits:
+    names = " and ".join(repr(s) for s in other_splits)
+    reasons.append(f"it would delete split{'s' if len(other_splits) > 1 else ''} {names}, "
+                   f"which this run (writing {', '.join(map(repr, planned))}) does not write")
+  raise DataPrepError(
+      f"--output_dir={output_dir} holds {what}; {'; '.join(reasons)}. Pass --overwrite to "
+      "replace it, or choose another --output_dir")
+
+
+def prepare(output_dir: str, plans: Sequence[planning.ShardPlan],
+            info: Optional[manifest_lib.DatasetInfo] = None,
+            overwrite: bool = False) -> Dict[str, planning.ShardResult]:
   """Finds the verified shards to keep, then removes stale files.
 
   Removes only what earlier runs wrote (see check_ownership), in an order that keeps every
@@ -101,17 +165,23 @@ def prepare(output_dir: str,
   Args:
     output_dir: The output folder; created if missing.
     plans: Every shard of this conversion.
+    info: This conversion's dataset; with it, another dataset in the folder (or splits this
+      run does not write) is refused unless `overwrite` (check_replacement).
+    overwrite: --overwrite.
 
   Returns:
     {shard file: its result} for the shards kept from earlier runs.
 
   Raises:
-    DataPrepError: `output_dir` is not a folder, or holds files that are not data_prep's.
+    DataPrepError: `output_dir` is not a folder, holds files that are not data_prep's, or
+      holds another dataset without `overwrite`.
   """
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise DataPrepError(f"--output_dir={output_dir} exists and is not a folder")
   os.makedirs(output_dir, exist_ok=True)
   check_ownership(output_dir)
+  if info is not None:
+    check_replacement(output_dir, info, plans, overwrite)
   previous = previous_results(output_dir)
   planned = {plan.file: plan for plan in plans}
   kept: Dict[str, planning.ShardResult] = {}

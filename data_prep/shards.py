@@ -23,7 +23,8 @@ from data_prep import writer
 
 def convert(info: manifest_lib.DatasetInfo, splits: Dict[str, Sequence[planning.Item]],
             num_shards: Dict[str, Tuple[int, str]], output_dir: str, workers: int = 1,
-            max_rejected: int = 0, seed: int = 0) -> summary_lib.Summary:
+            max_rejected: int = 0, seed: int = 0,
+            overwrite: bool = False) -> summary_lib.Summary:
   """Plans, writes (or keeps) every shard, then writes manifest.json and prints a summary.
 
   All planning errors are raised before anything is written to `output_dir`.
@@ -36,12 +37,15 @@ def convert(info: manifest_lib.DatasetInfo, splits: Dict[str, Sequence[planning.
     workers: How many processes may write shards at once (1: this process).
     max_rejected: How many inputs may be rejected with the manifest still written.
     seed: The seed of the record order.
+    overwrite: Replace another dataset in `output_dir` (or splits this run does not write);
+      without it such a folder is refused (resume.check_replacement).
 
   Returns:
     What the conversion did; exit_code is 1 when too many inputs were rejected.
 
   Raises:
-    DataPrepError: Bad settings, bad input or an output folder holding foreign files.
+    DataPrepError: Bad settings, bad input, an output folder holding foreign files, or
+      another dataset without `overwrite`.
     DiskFullError: The output ran out of space; rerunning resumes.
   """
   if workers < 1:
@@ -53,7 +57,8 @@ def convert(info: manifest_lib.DatasetInfo, splits: Dict[str, Sequence[planning.
     count, flag = num_shards[split]
     plans_by_split[split] = planning.plan_split(split, items, count, seed, info.image, flag)
   try:
-    return _convert_planned(info, plans_by_split, output_dir, workers, max_rejected, seed)
+    return _convert_planned(info, plans_by_split, output_dir, workers, max_rejected, seed,
+                            overwrite)
   except Exception as e:  # pylint: disable=broad-except
     reason = writer.no_space_reason(e)
     if reason is None:
@@ -63,9 +68,10 @@ def convert(info: manifest_lib.DatasetInfo, splits: Dict[str, Sequence[planning.
 
 def _convert_planned(info: manifest_lib.DatasetInfo,
                      plans_by_split: Dict[str, List[planning.ShardPlan]], output_dir: str,
-                     workers: int, max_rejected: int, seed: int) -> summary_lib.Summary:
+                     workers: int, max_rejected: int, seed: int,
+                     overwrite: bool) -> summary_lib.Summary:
   all_plans = [plan for plans in plans_by_split.values() for plan in plans]
-  kept = resume.prepare(output_dir, all_plans)
+  kept = resume.prepare(output_dir, all_plans, info, overwrite)
   todo = [plan for plan in all_plans if plan.file not in kept]
   if kept:
     logging.info("resuming: kept %d verified shards, writing %d", len(kept), len(todo))

@@ -61,6 +61,9 @@ def evaluate() -> dict:
       paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
   if problems:
     raise cli.FlagError(cli.problems_text(problems))
+  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
+  if FLAGS.cluster_resolver != "k8s_indexed":
+    cluster_env.tf_config()  # a bad TF_CONFIG: one line, before TensorFlow
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,

@@ -95,6 +95,13 @@ def _check_numbers(f, problems: List[str]) -> None:
 def _check_cluster(f, problems: List[str]) -> None:
   """The cluster resolver's environment, before the strategy is created."""
   from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
+  if f.cluster_resolver != "k8s_indexed":
+    # Read by the strategy whatever the resolver (k8s_indexed checks that
+    # it is unset or its own below).
+    try:
+      cluster_env.tf_config()
+    except ValueError as e:
+      problems.append(str(e))
   if f.cluster_resolver not in ("slurm", "k8s_indexed"):
     return
   if f.distribution not in ("auto", "multi_worker"):

@@ -22,26 +22,10 @@ from pyramidnet_tf import options
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
+from pyramidnet_tf.data import records as records_lib
 
 
 SHUFFLE_BUFFER = {"cifar": 50000, "imagenet": 10000}
-
-
-_FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image/height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    "image/width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
-}
-
-
-def _parse(record):
-  features = tf.io.parse_single_example(record, _FEATURES)
-  return (features["image/encoded"], features["image/format"],
-          tf.cast(features["image/height"], tf.int32),
-          tf.cast(features["image/width"], tf.int32),
-          features["image/class/label"])
 
 
 def _pipeline_records(info: manifest_lib.DataInfo, split: str,
@@ -50,26 +34,32 @@ def _pipeline_records(info: manifest_lib.DataInfo, split: str,
                       ) -> Tuple[tf.data.Dataset, int]:
   """This pipeline's records (fixed order) and how many there are.
 
-  The count is the manifest's: callers that must be exact pass an info from
-  ``recount``. ``allow_empty``: evaluation, where a pipeline without records
-  just pads.
+  Each element is (shard, record index, record), the shard numbered by its
+  place in ``info.shards(split)``, so that a record that fails its checks
+  is named (``records.parse_checked``). The count is the manifest's:
+  callers that must be exact pass an info from ``recount``.
+  ``allow_empty``: evaluation, where a pipeline without records just pads.
   """
   shards = info.shards(split)
   total = sum(s.num_examples for s in shards)
   if total == 0:
     raise manifest_lib.DataError(f"{info.data_dir}: split {split!r} is empty")
+  def numbered(shard, path):
+    return tf.data.TFRecordDataset(path).enumerate().map(
+        lambda index, record: (shard, index, record))
   if len(shards) >= num_pipelines:
-    mine = shards[pipeline_id::num_pipelines]
-    files = [s.path for s in mine]
-    count = sum(s.num_examples for s in mine)
-    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    numbers = list(range(pipeline_id, len(shards), num_pipelines))
+    count = sum(shards[i].num_examples for i in numbers)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(numbers, tf.int64), [shards[i].path for i in numbers])
+    ).interleave(numbered, cycle_length=min(len(numbers), 8),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
-    files = [s.path for s in shards]
     count = total // num_pipelines + (1 if pipeline_id < total %
                                       num_pipelines else 0)
-    ds = tf.data.TFRecordDataset(files).shard(num_pipelines, pipeline_id)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(shards), dtype=tf.int64), [s.path for s in shards])
+    ).flat_map(numbered).shard(num_pipelines, pipeline_id)
   if count == 0 and not allow_empty:
     raise manifest_lib.DataError(
         f"{info.data_dir}: split {split!r} gives pipeline {pipeline_id} of "
@@ -127,7 +117,7 @@ def train_dataset(info: manifest_lib.DataInfo,
   else:
     position = start_examples // num_pipelines
   start_epoch, offset = divmod(position, count)
-  label_base = info.label_base
+  label_base, num_classes = info.label_base, info.num_classes
 
   def one_epoch(epoch, skip):
     _avoid_global_seed_zero()
@@ -142,13 +132,15 @@ def train_dataset(info: manifest_lib.DataInfo,
 
   batched = preprocessing.batched
 
-  def prepare(epoch, index, record):
-    encoded, image_format, height, width, label = _parse(record)
+  def prepare(epoch, index, numbered):
+    shard, record_index, record = numbered
+    encoded, image_format, height, width, label = records_lib.parse_checked(
+        record, split, shard, record_index, label_base, num_classes)
     element_seed = tf.stack([stream_seed + epoch, index])
     prepare_image = (preprocessing.train_view if batched else
                      preprocessing.train_image)
     image = prepare_image(encoded, image_format, height, width, element_seed)
-    return image, tf.cast(label - label_base, tf.int32)
+    return image, label
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=deterministic)
   ds = ds.batch(per_replica_batch, drop_remainder=True)
@@ -203,13 +195,13 @@ def eval_dataset(info: manifest_lib.DataInfo,
   """
   records, _ = _pipeline_records(info, split, num_pipelines, pipeline_id,
                                  allow_empty=True)
-  label_base = info.label_base
+  label_base, num_classes = info.label_base, info.num_classes
 
-  def prepare(record):
-    encoded, image_format, height, width, label = _parse(record)
+  def prepare(shard, record_index, record):
+    encoded, image_format, height, width, label = records_lib.parse_checked(
+        record, split, shard, record_index, label_base, num_classes)
     image = augment.decode(encoded, image_format, height, width)
-    return (preprocessing.eval_view(image),
-            tf.cast(label - label_base, tf.int32))
+    return preprocessing.eval_view(image), label
   ds = records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.data.Dataset.from_tensors(
       (preprocessing.eval_padding(), tf.constant(-1, tf.int32))).repeat()
@@ -374,16 +366,17 @@ def service_train_dataset(info: manifest_lib.DataInfo,
   files = [s.path for s in info.shards(split)]
   if not files:
     raise manifest_lib.DataError(f"{info.data_dir}: split {split!r} is empty")
-  label_base = info.label_base
+  label_base, num_classes = info.label_base, info.num_classes
   stream_seed = _stream_seed(seed, 0)
 
   def prepare(epoch, file_index, index, record):
-    encoded, image_format, height, width, label = _parse(record)
+    encoded, image_format, height, width, label = records_lib.parse_checked(
+        record, split, file_index, index, label_base, num_classes)
     element_seed = tf.stack([stream_seed + epoch,
                              file_index * 2 ** 32 + index])
     image = preprocessing.train_image(encoded, image_format, height, width,
                                       element_seed)
-    return image, tf.cast(label - label_base, tf.int32)
+    return image, label
   buffer = shuffle_buffer or SHUFFLE_BUFFER[preprocessing.kind]
   buffer = max(1, min(buffer, info.num_examples(split)))
   return service_stream(files, prepare, seed, service, mode, job_name,

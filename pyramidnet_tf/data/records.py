@@ -12,6 +12,15 @@ one line naming the file and the record. Training stops there rather than
 skip it: a skipped record would be lost from every epoch and shift the
 stream that resumes replay, while re-running the conversion restores the
 shard byte for byte and the run resumes as if nothing had happened.
+
+A record can also be intact but wrong: not a tf.train.Example, an image that
+does not decode, RAW bytes that are not height x width x 3, a label outside
+the manifest's classes (or a manifest whose num_classes or label_base does
+not match its shards). ``parse_checked`` checks each record as the input
+pipelines read it, and ``named_read_errors`` turns what it finds into one
+line naming the shard and the record; an image that fails to decode is found
+by re-reading the shards (``locate_bad_record``), since TensorFlow's decoders
+do not say which record they were given.
 """
 
 import concurrent.futures
@@ -22,8 +31,10 @@ import re
 import struct
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
+from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import manifest as manifest_lib
 
 
@@ -37,6 +48,33 @@ _LENGTH = struct.Struct("<Q")
 
 
 _READ_ERROR = re.compile(r"(corrupted|truncated) record at (\d+)")
+
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/format": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image/height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "image/width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+# First datum of the assertion ``parse_checked`` adds; the rest: split,
+# shard (its place in the split's shard list), record, label, image bytes,
+# height, width, 1 for RAW.
+_BAD_RECORD = "pyramidnet_tf bad record"
+
+
+_BAD_RECORD_ERROR = re.compile(
+    r"assertion failed: \[" + _BAD_RECORD + r"\] \[([^\]]*)\] \[(\d+)\] "
+    r"\[(\d+)\] \[(-?\d+)\] \[(\d+)\] \[(-?\d+)\] \[(-?\d+)\] \[([01])\]")
+
+
+# Where a TensorFlow error comes from the input pipeline rather than a step
+# (a record that is not an Example cuts the message at its first NUL byte,
+# before the node names).
+_INPUT_ERROR = re.compile(r"IteratorGetNext|user-defined function passed to|"
+                          r"Could not parse example input")
 
 
 def _frames(path: str) -> Iterator[Tuple[int, int]]:
@@ -177,16 +215,197 @@ def locate_read_error(info: manifest_lib.DataInfo, splits: Sequence[str],
           f"{manifest_lib.repair_advice(info.data_dir)}")
 
 
+def parse_checked(record, split: str, shard, index, label_base: int,
+                  num_classes: int):
+  """A record's features, usable only once the record passes its checks.
+
+  The label must be one of the manifest's classes, and RAW image bytes must
+  be height x width x 3; otherwise reading fails with an assertion that
+  names the split, shard and record (``bad_record_line`` reads it). The
+  image bytes are returned behind the check, so nothing decodes them first.
+
+  Args:
+    record: a serialized tf.train.Example (scalar string tensor).
+    split: the split the record belongs to.
+    shard: the shard's place in ``info.shards(split)`` (int64 scalar).
+    index: the record's place in its shard (int64 scalar).
+    label_base: the manifest's label_base (label of class 0).
+    num_classes: the manifest's num_classes.
+
+  Returns:
+    (encoded, image_format, height, width, class index as int32).
+  """
+  features = tf.io.parse_single_example(record, _FEATURES)
+  encoded = features["image/encoded"]
+  image_format = features["image/format"]
+  height, width = features["image/height"], features["image/width"]
+  label = features["image/class/label"]
+  num_bytes = tf.cast(tf.strings.length(encoded), tf.int64)
+  raw = tf.equal(tf.strings.lower(image_format), "raw")
+  raw_ok = (height > 0) & (width > 0) & tf.equal(num_bytes, height * width * 3)
+  ok = (label >= label_base) & (label < label_base + num_classes) & (
+      tf.logical_not(raw) | raw_ok)
+  check = tf.debugging.Assert(ok, [
+      _BAD_RECORD, split, tf.cast(shard, tf.int64), tf.cast(index, tf.int64),
+      label, num_bytes, height, width, tf.cast(raw, tf.int64)])
+  with tf.control_dependencies([check]):
+    return (tf.identity(encoded), image_format, tf.cast(height, tf.int32),
+            tf.cast(width, tf.int32), tf.cast(label - label_base, tf.int32))
+
+
+def _shard_path(info: manifest_lib.DataInfo, split: str, shard: int
+                ) -> Optional[str]:
+  if split not in info.splits or not 0 <= shard < len(info.shards(split)):
+    return None
+  return info.shards(split)[shard].path
+
+
+def bad_record_line(info: manifest_lib.DataInfo, message: str
+                    ) -> Optional[str]:
+  """One line for a ``parse_checked`` assertion in ``message``, else None."""
+  match = _BAD_RECORD_ERROR.search(message or "")
+  if match is None:
+    return None
+  split = match.group(1)
+  shard, index, label, num_bytes, height, width = map(int, match.groups()[1:7])
+  path = _shard_path(info, split, shard)
+  if path is None:
+    return None
+  base, classes = info.label_base, info.num_classes
+  if not base <= label < base + classes:
+    return (f"{path}: record {index} has label {label}, outside the "
+            f"{classes} classes {info.manifest_path} lists (labels {base}.."
+            f"{base + classes - 1}: num_classes {classes}, label_base "
+            f"{base}), so the shard or the manifest is wrong; "
+            f"{manifest_lib.repair_advice(info.data_dir)}")
+  return (f"{path}: record {index} is a RAW image of {num_bytes:,} bytes, not "
+          f"height x width x 3 = {height} x {width} x 3 = "
+          f"{height * width * 3:,}; {manifest_lib.repair_advice(info.data_dir)}")
+
+
+def _numbered_records(info: manifest_lib.DataInfo, split: str
+                      ) -> tf.data.Dataset:
+  """(shard, record index, record) of every record of ``split``."""
+  shards = info.shards(split)
+  return tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(shards), dtype=tf.int64), [s.path for s in shards])
+  ).interleave(
+      lambda shard, path: tf.data.TFRecordDataset(path).enumerate().map(
+          lambda index, record: (shard, index, record)),
+      cycle_length=max(1, min(len(shards), 8)),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
+def _prepared(info: manifest_lib.DataInfo, split: str):
+  """(shard, index, record) -> (shard, index) once the record is checked and
+  its image decoded, as the input pipelines would."""
+  def prepare(shard, index, record):
+    encoded, image_format, height, width, _ = parse_checked(
+        record, split, shard, index, info.label_base, info.num_classes)
+    image = augment.decode(encoded, image_format, height, width)
+    with tf.control_dependencies([tf.shape(image)]):
+      return tf.identity(shard), index
+  return prepare
+
+
+def _reason(error: tf.errors.OpError) -> str:
+  """The first line of TensorFlow's message, without its node prefixes."""
+  line = (error.message or type(error).__name__).strip().splitlines()[0]
+  line = re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", line)
+  _, found, after = line.partition(" transformation with iterator: ")
+  if found:
+    line = re.sub(r"^Iterator::[\w:]+: ", "", after)
+  if line.startswith("Could not parse example input"):
+    return "not a serialized tf.train.Example"
+  return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
+
+
+def locate_bad_record(info: manifest_lib.DataInfo, splits: Sequence[str]
+                      ) -> Optional[str]:
+  """One line naming the first record of ``splits`` that cannot be prepared.
+
+  Reads every record of the splits' shards (in parallel) through the
+  pipelines' checks and image decoding: what a decoder error gives no
+  record for. None when every record reads back now.
+
+  Args:
+    info: the data directory.
+    splits: the splits the failed pipeline read.
+  """
+  for split in splits:
+    counts = [s.num_examples for s in info.shards(split)]
+    seen = [np.zeros(n, bool) for n in counts]
+    good = _numbered_records(info, split).map(
+        _prepared(info, split), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False).ignore_errors().batch(4096)
+    for shards, indices in good.as_numpy_iterator():
+      for shard, index in zip(shards, indices):
+        if index < len(seen[shard]):
+          seen[shard][index] = True
+    for shard, marks in enumerate(seen):
+      if marks.all():
+        continue
+      index = int(np.argmin(marks))
+      path = info.shards(split)[shard].path
+      one = tf.data.TFRecordDataset(path).skip(index).take(1).map(
+          lambda record, s=shard, i=index: _prepared(info, split)(
+              tf.constant(s, tf.int64), tf.constant(i, tf.int64), record))
+      try:
+        for _ in one:
+          pass
+      except tf.errors.OpError as e:
+        line = bad_record_line(info, e.message)
+        if line is not None:
+          return line
+        return (f"{path}: record {index} cannot be read as an image record "
+                f"({_reason(e)}); {manifest_lib.repair_advice(info.data_dir)}")
+  return None
+
+
+def missing_shard_line(info: manifest_lib.DataInfo, splits: Sequence[str],
+                       message: str = "") -> Optional[str]:
+  """One line naming a shard of ``splits`` that is gone since it was counted
+  (the one ``message`` names first); None when every shard is there."""
+  gone = [(split, s.path) for split in splits for s in info.shards(split)
+          if not tf.io.gfile.exists(s.path)]
+  if not gone:
+    return None
+  gone.sort(key=lambda item: item[1] not in (message or ""))
+  split, path = gone[0]
+  more = f" (and {len(gone) - 1} more of its shards)" if len(gone) > 1 else ""
+  return (f"{path}: this shard of split {split!r} is gone{more}: deleted or "
+          "moved after the run counted it; put it back, or re-run the "
+          f"conversion into {info.data_dir}, then run the same command again")
+
+
 @contextlib.contextmanager
 def named_read_errors(info: Optional[manifest_lib.DataInfo],
                       splits: Sequence[str],
                       error_class=manifest_lib.DataError):
-  """Turns a TFRecord read error from reading ``splits`` of ``info`` into
-  ``error_class`` with ``locate_read_error``'s line (other errors pass)."""
+  """Turns a failure to read ``splits`` of ``info`` into ``error_class`` with
+  one line naming the shard (and record): a TFRecord read error
+  (``locate_read_error``), a record that fails ``parse_checked`` or does not
+  decode (``locate_bad_record``), or a shard that is gone. Other errors
+  pass."""
   try:
     yield
   except tf.errors.DataLossError as e:
     line = locate_read_error(info, splits, e) if info is not None else None
+    if line is None:
+      raise
+    raise error_class(line) from None
+  except tf.errors.InvalidArgumentError as e:
+    line = None
+    if info is not None:
+      line = bad_record_line(info, e.message)
+      if line is None and _INPUT_ERROR.search(e.message or ""):
+        line = locate_bad_record(info, splits)
+    if line is None:
+      raise
+    raise error_class(line) from None
+  except tf.errors.NotFoundError as e:
+    line = (missing_shard_line(info, splits, e.message) if info is not None
+            else None)
     if line is None:
       raise
     raise error_class(line) from None

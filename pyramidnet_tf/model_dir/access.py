@@ -219,6 +219,21 @@ class ModelDirLock:
     """Whether this object holds the lock (False after ``release``)."""
     return self._fd is not None
 
+  def lost(self) -> Optional[str]:
+    """Why ``path`` is no longer this lock's file (the directory was
+    deleted, moved or replaced: another trainer could lock the path now);
+    None while it is, or when nothing is held."""
+    if self._fd is None:
+      return None
+    try:
+      on_disk = os.stat(self.path)
+    except OSError:
+      return f"{self.path} is gone"
+    held = os.fstat(self._fd)
+    if (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+      return f"{self.path} is another file than the one this trainer locked"
+    return None
+
   def release(self) -> None:
     """Drops the lock; harmless if not held."""
     if self._fd is not None:
@@ -251,6 +266,28 @@ def lock(model_dir: str, tool: str = "pyramidnet_tf.train",
                     "on it", flag, model_dir)
     return None
   return ModelDirLock(model_dir, tool, flag)
+
+
+def ownership_problem(model_dir: str, held: Optional[ModelDirLock]
+                      ) -> Optional[str]:
+  """Why the trainer holding ``held`` no longer owns ``model_dir``: the
+  directory was deleted, moved or replaced during the run. None while it
+  owns it (and for remote directories, which have no lock).
+
+  Args:
+    model_dir: the --model_dir.
+    held: the chief's ``lock(model_dir)``.
+  """
+  if held is not None and held.held:
+    reason = held.lost()
+  elif is_local(model_dir) and not os.path.isdir(model_dir):
+    reason = f"{model_dir} is gone"
+  else:
+    reason = None
+  if reason is None:
+    return None
+  return (f"--model_dir={model_dir} was deleted, moved or replaced during "
+          f"the run ({reason})")
 
 
 def preprocessing_of(metadata: dict, model_config: dict, image_size: int = 0,

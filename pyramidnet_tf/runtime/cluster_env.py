@@ -35,19 +35,133 @@ K8S_DEFAULT_PORT = options.K8S_DEFAULT_PORT
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
+# The jobs of a MultiWorkerMirroredStrategy cluster: at most one chief and
+# any number of workers (no parameter servers or side-car evaluators).
+TF_CONFIG_JOBS = ("chief", "worker")
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):([0-9]{1,5})")
+
+
+def _kind(value) -> str:
+  """What a JSON value is, for messages ("a list", "the number 5", ...)."""
+  if isinstance(value, bool) or value is None:
+    return json.dumps(value)
+  if isinstance(value, (int, float)):
+    return f"the number {value!r}"
+  if isinstance(value, str):
+    return f"the string {value!r}"
+  return "a list" if isinstance(value, list) else "an object"
+
+
+def _job_tasks(job: str, tasks) -> dict:
+  """{task index: address} of one job of a TF_CONFIG cluster."""
+  where = f"TF_CONFIG's cluster[{job!r}]"
+  if isinstance(tasks, list):
+    indexed = dict(enumerate(tasks))
+  elif isinstance(tasks, dict):
+    indexed = {}
+    for key, address in tasks.items():
+      if not re.fullmatch(r"[0-9]+", key):
+        raise ValueError(f"{where} maps task indices to addresses; its key "
+                         f"{key!r} is not an index (0, 1, ...)")
+      indexed[int(key)] = address
+  else:
+    raise ValueError(f"{where} must be a list of \"host:port\" addresses; "
+                     f"got {_kind(tasks)}")
+  for index, address in indexed.items():
+    match = isinstance(address, str) and _ADDRESS.fullmatch(address)
+    port = match and int(match.group(2))
+    if not match or not 1 <= port <= 65535:
+      raise ValueError(f"{where}[{index}] must be a \"host:port\" address "
+                       f"(port 1..65535), e.g. \"host1:2222\"; got "
+                       f"{_kind(address)}")
+  return indexed
+
+
+def check_tf_config(config) -> None:
+  """Raises unless ``config`` is a TF_CONFIG the trainer can run with.
+
+  TensorFlow reads TF_CONFIG only when it builds the multi-worker strategy,
+  and a wrong one surfaces there as a traceback from deep inside it; checked
+  here, a wrong one is one line naming the field, with the flags.
+
+  Args:
+    config: the parsed TF_CONFIG.
+
+  Raises:
+    ValueError: naming TF_CONFIG's field and what it must be: not a JSON
+      object; a "cluster" that is not an object of "chief" (one task at
+      most) and "worker" jobs listing "host:port" addresses; a cluster
+      without a "task", or a task whose type is not one of its jobs or
+      whose index is not one of that job's tasks.
+  """
+  if not isinstance(config, dict):
+    raise ValueError(f"TF_CONFIG must be a JSON object with \"cluster\" and "
+                     f"\"task\", e.g. {_TF_CONFIG_EXAMPLE}; got {_kind(config)}")
+  cluster = config.get("cluster") or {}
+  if not isinstance(cluster, dict):
+    raise ValueError("TF_CONFIG's \"cluster\" must be an object of jobs "
+                     f"(\"chief\", \"worker\") listing \"host:port\" addresses, "
+                     f"e.g. {_TF_CONFIG_EXAMPLE}; got {_kind(cluster)}")
+  jobs = {}
+  for job, tasks in cluster.items():
+    if job not in TF_CONFIG_JOBS:
+      raise ValueError(f"TF_CONFIG's cluster has the job {job!r}; "
+                       "MultiWorkerMirroredStrategy takes \"chief\" (one task "
+                       "at most) and \"worker\" jobs only")
+    jobs[job] = _job_tasks(job, tasks)
+  if len(jobs.get("chief", {})) > 1:
+    raise ValueError(f"TF_CONFIG's cluster lists {len(jobs['chief'])} "
+                     "\"chief\" tasks; there can be one at most (or none: "
+                     "worker 0 is then the chief)")
+  if not any(jobs.values()):
+    return  # no cluster: "task" is not read
+  task = config.get("task")
+  if not isinstance(task, dict):
+    raise ValueError(
+        "TF_CONFIG lists a cluster but not this process's place in it: add "
+        "\"task\": {\"type\": \"worker\", \"index\": I} (I = 0 .. workers-1, "
+        f"different on every host); got \"task\": {_kind(task)}"
+        if task is not None else
+        "TF_CONFIG lists a cluster but no \"task\": add \"task\": "
+        "{\"type\": \"worker\", \"index\": I} with this process's place in "
+        "it (I = 0 .. workers-1, different on every host)")
+  task_type, index = task.get("type"), task.get("index")
+  listed = [job for job, tasks in jobs.items() if tasks]
+  if task_type not in listed:
+    raise ValueError(f"TF_CONFIG's task type must be one of the cluster's jobs"
+                     f" ({', '.join(map(repr, listed))}); got {_kind(task_type)}")
+  indices = sorted(jobs[task_type])
+  if isinstance(index, bool) or not isinstance(index, int) or (
+      index not in jobs[task_type]):
+    valid = (f"0..{len(indices) - 1}" if indices == list(range(len(indices)))
+             else ", ".join(map(str, indices)))
+    raise ValueError(
+        f"TF_CONFIG's task index must be one of the {len(indices)} "
+        f"{task_type!r} task(s) its cluster lists ({valid}); got {_kind(index)}")
+
+
 def tf_config() -> dict:
   """The parsed TF_CONFIG environment variable ({} when unset or empty).
 
   Raises:
-    ValueError: if TF_CONFIG is not valid JSON.
+    ValueError: naming TF_CONFIG, if it is not valid JSON or not a cluster
+      the trainer can run with (``check_tf_config``).
   """
   raw = os.environ.get("TF_CONFIG", "")
   if not raw:
     return {}
   try:
-    return json.loads(raw)
+    config = json.loads(raw)
   except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from None
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg} at character "
+                     f"{e.pos}): {shown!r}; expected an object like "
+                     f"{_TF_CONFIG_EXAMPLE}") from None
+  check_tf_config(config)
+  return config
 
 
 def cluster_size(config: Optional[dict] = None) -> int:
@@ -57,11 +171,12 @@ def cluster_size(config: Optional[dict] = None) -> int:
     config: a parsed TF_CONFIG; None reads the environment (``tf_config``).
 
   Raises:
-    ValueError: if ``config`` is None and TF_CONFIG is not valid JSON.
+    ValueError: if ``config`` is None and TF_CONFIG is not valid JSON or not
+      a usable cluster.
   """
   config = tf_config() if config is None else config
-  cluster = config.get("cluster", {})
-  return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+  cluster = config.get("cluster") or {}
+  return sum(len(cluster.get(job) or ()) for job in TF_CONFIG_JOBS)
 
 
 def missing_slurm_variables() -> list:
@@ -206,9 +321,10 @@ def k8s_indexed_tf_config(num_workers: int, port: int = K8S_DEFAULT_PORT,
         "Indexed); it is not set. Run in such a pod (see "
         "k8s/indexed-job-pyramidnet.yaml), or use --cluster_resolver="
         "tf_config with TF_CONFIG.")
-  if not raw.isdigit():
-    raise ValueError(f"{K8S_INDEX_VARIABLE} must be a completion index (an "
-                     f"integer >= 0); got {raw!r}")
+  if not re.fullmatch(r"[0-9]+", raw):
+    raise ValueError(f"{K8S_INDEX_VARIABLE} must be a completion index "
+                     "(ASCII digits 0-9: 0 .. the Job's completions - 1); "
+                     f"got {raw!r}")
   index = int(raw)
   if num_workers < 1:
     raise ValueError(

@@ -286,6 +286,8 @@ class Checkpointer:
     self.faults = InjectedFaults.from_env()
     self._manager = None
     self._after_first_save = None
+    self._before_each_save = None
+    self._after_each_save = None
     self._guarded = checkpoint_variables(checkpoint)
     known = {id(v) for v in self._guarded}
     self._guarded += [v for v in guarded_variables if id(v) not in known]
@@ -472,6 +474,18 @@ class Checkpointer:
     """
     self._after_first_save = callback
 
+  def around_saves(self, before=None, after=None) -> None:
+    """Calls ``before()`` before and ``after()`` after every save (chief).
+
+    Args:
+      before: called before anything is written; an exception it raises
+        stops the save (and the run) with nothing written.
+      after: called once a save succeeded, after ``after_first_save``'s
+        callback.
+    """
+    self._before_each_save = before
+    self._after_each_save = after
+
   # NaN/Inf guard.
 
   def injection_step(self, step: int) -> Optional[int]:
@@ -559,10 +573,15 @@ class Checkpointer:
       timer.daemon = True
       timer.start()
     if self.chief:
+      if self._before_each_save is not None:
+        self._before_each_save()
       manager = self._open_manager()
       try:
         path = manager.save(checkpoint_number=step)
       except (tf.errors.OpError, OSError) as e:
+        if self._before_each_save is not None:
+          # The directory may have gone away during the save: say that.
+          self._before_each_save()
         reason = _write_failure(e)
         if reason is None:
           raise
@@ -575,6 +594,8 @@ class Checkpointer:
       if self._after_first_save is not None:
         callback, self._after_first_save = self._after_first_save, None
         callback()
+      if self._after_each_save is not None:
+        self._after_each_save()
       return path
     temp = distribute.write_dir(self.model_dir, self.strategy)
     manager = tf.train.CheckpointManager(self.checkpoint, temp, max_to_keep=1)

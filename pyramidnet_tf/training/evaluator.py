@@ -112,10 +112,16 @@ class Evaluator:
         after each chunk of batches.
 
     Raises:
-      error_class: a shard could not be read, or the examples evaluated are
-        not the records the split's shards hold.
+      error_class: a shard is gone or could not be read, or the examples
+        evaluated are not the records the split's shards hold.
       EvaluationStopped: a stop request ended it early.
     """
+    # Every worker checks every shard, so that all of them stop here
+    # together (a shard missing in the middle of the run would otherwise
+    # stop only the worker that reads it).
+    missing = records_lib.missing_shard_line(self.info, [self.split])
+    if missing is not None:
+      raise self.error_class(missing)
     if self.averages is not None:
       with self.averages.swapped():
         totals = self._totals(progress)

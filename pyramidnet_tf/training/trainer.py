@@ -16,6 +16,7 @@ config's field names.
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
@@ -44,6 +45,27 @@ LOSS_SCALE_KEY = "loss_scale"
 
 class TrainError(ValueError):
   """A problem the user can fix; printed without a traceback."""
+
+
+class EvaluationError(TrainError):
+  """The evaluation split could not be read; the training state is intact
+  (at a step boundary), so the run saves it before stopping."""
+
+
+def _state_after_failed_eval(checkpointer, num_workers: int) -> str:
+  """Saves the run's state after an evaluation that could not read its
+  split (one worker: the others of a cluster may be inside the evaluation,
+  where a save would wait for them); says where the state is."""
+  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  step = int(checkpointer.global_step.numpy())
+  latest = checkpointer.latest()
+  if latest is not None and model_io.step_of(latest) == step:
+    return f"the run's state at step {step} is in {latest}"
+  if num_workers == 1:
+    return (f"saved the run's state at step {step} in {checkpointer.save()} "
+            "first, so that is where it resumes")
+  return checkpointing.last_good_text(checkpointer.model_dir)
 
 
 def weights_fingerprint(model) -> str:
@@ -707,6 +729,29 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
 
   input_watchdog = None
   first = None
+  def check_model_dir():
+    """Before each save and at the end: the run still owns --model_dir."""
+    problem = model_dir_lib.ownership_problem(output.model_dir,
+                                              claim.lock if claim else None)
+    if problem is not None:
+      raise model_dir_lib.ModelDirError(
+          f"{problem}: stopped at step {int(global_step.numpy())} without "
+          "writing there again (its checkpoints went with it, and another "
+          "trainer may use the path now); put it back to resume from its "
+          "last checkpoint, or run the command again to start over")
+
+  def restore_configs():
+    """After each save and at the end: the configs the checkpoints need."""
+    gone = [name for name in (model_io.CONFIG_FILE, config_lib.CONFIG_FILE)
+            if not tf.io.gfile.exists(os.path.join(output.model_dir, name))]
+    if gone:
+      logging.warning("%s deleted from %s during the run: writing %s again",
+                      " and ".join(gone), output.model_dir,
+                      "them" if len(gone) > 1 else "it")
+      write_configs()
+  if chief:
+    checkpointer.around_saves(check_model_dir, restore_configs)
+
   if config.data.data_service:
     logging.info("training input from the tf.data service at %s (%s, job %s)",
                  config.data.data_service, config.data.data_service_mode,
@@ -742,7 +787,8 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
         strategy=strategy, model=model, info=info,
         preprocessing=plan.preprocessing, split=plan.eval_split,
         global_batch=config.eval_batch, dtype=runtime.dtype,
-        averages=averages, error_class=TrainError, stop_flag=stop_flag)
+        averages=averages, error_class=EvaluationError,
+        stop_flag=stop_flag)
 
   train_step = build_train_step(config, state, strategy, schedule,
                                 stop_flag)
@@ -790,6 +836,9 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
   try:
     with records_lib.named_read_errors(info, ["train"], TrainError):
       train_metrics = controller.run()
+  except EvaluationError as e:
+    raise TrainError(f"{e}; {_state_after_failed_eval(checkpointer, num_workers)}"
+                     ) from None
   finally:
     if input_watchdog is not None:
       input_watchdog.close()
@@ -821,6 +870,10 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
         logging.info("final evaluation abandoned: stop requested (the "
                      "checkpoint of step %d is saved)", final_step)
         preempted = True
+      except EvaluationError as e:
+        raise TrainError(
+            f"{e}; {_state_after_failed_eval(checkpointer, num_workers)}"
+        ) from None
   if not preempted and (final_step > start_step or (
       finished_before and eval_metrics is not None and
       epoch_log_lib.final_eval(output.model_dir, final_step) is None)):
@@ -833,6 +886,10 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
     result = {"step": final_step, "train": train_metrics,
               "eval": eval_metrics}
   summaries.flush()
+  if chief:
+    # Never "done" for a directory that lost its configs or went away.
+    check_model_dir()
+    restore_configs()
   if claim is not None:
     claim.release()
   result["weights_fingerprint"] = weights_fingerprint(model)
