@@ -1,7 +1,9 @@
 """The model's absl flags, defined once for every CLI (train, describe, ...).
 
-Importing this module defines the flags; ``model_kwargs()`` turns their values
-into ``PyramidNet`` arguments and ``architecture()`` validates them, turning a
+Importing this module defines the flags, one per field of
+``training.config.ModelConfig`` (their defaults are its defaults);
+``model_config()`` turns their values into that section (``model_kwargs()``:
+the ``PyramidNet`` arguments) and ``architecture()`` validates them, turning a
 bad combination into an ``app.UsageError`` that names the flag.
 """
 
