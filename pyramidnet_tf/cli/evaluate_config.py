@@ -83,13 +83,16 @@ def from_flags(f=FLAGS) -> EvaluateConfig:
   problems = [p for p in (
       paths_lib.model_dir_problem(f.model_dir, checkpoint=f.checkpoint),
       paths_lib.data_dir_problem(f.data_dir)) if p]
+  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
+  if f.cluster_resolver != "k8s_indexed":
+    try:
+      cluster_env.tf_config()  # a bad TF_CONFIG, reported with the rest
+    except ValueError as e:
+      problems.append(str(e))
   if problems:
     raise cli.FlagError(cli.problems_text(problems))
   config = EvaluateConfig(
       model_dir=f.model_dir, checkpoint=f.checkpoint, split=f.split,
       use_ema=f.use_ema, data=config_flags.section(config_lib.DataConfig, f),
       runtime=config_flags.section(config_lib.RuntimeConfig, f))
-  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
-  if config.runtime.cluster_resolver != "k8s_indexed":
-    cluster_env.tf_config()  # a bad TF_CONFIG: one line, before TensorFlow
   return config
