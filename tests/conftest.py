@@ -67,6 +67,18 @@ def two_replica_strategy():
       cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+@pytest.fixture(scope="session")
+def no_tensorflow(tmp_path_factory):
+  """A PYTHONPATH entry whose ``tensorflow`` fails to import: put first, a
+  tool that reaches any TensorFlow import ends with that error instead,
+  which shows what a tool does before TensorFlow starts."""
+  root = tmp_path_factory.mktemp("no_tf")
+  (root / "tensorflow").mkdir()
+  (root / "tensorflow" / "__init__.py").write_text(
+      "raise ImportError('TensorFlow was imported')\n")
+  return str(root)
+
+
 def pytest_terminal_summary(terminalreporter):
   """The fault-injection suite's totals (tests/faults/ledger.py)."""
   from tests.faults import ledger  # pylint: disable=g-import-not-at-top

@@ -22,16 +22,6 @@ TOOLS = ("train", "evaluate", "export", "predict", "describe", "import_torch",
          "export_torch", "data_service")
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-  """A PYTHONPATH entry whose ``tensorflow`` fails to import."""
-  root = tmp_path_factory.mktemp("no_tf")
-  (root / "tensorflow").mkdir()
-  (root / "tensorflow" / "__init__.py").write_text(
-      "raise ImportError('TensorFlow was imported')\n")
-  return str(root)
-
-
 def _run(args, *, cwd=REPO_ROOT, pythonpath=(), env=None, timeout=300):
   full_env = dict(os.environ, **(env or {}))
   full_env["PYTHONPATH"] = os.pathsep.join([*pythonpath, REPO_ROOT])

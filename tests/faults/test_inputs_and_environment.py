@@ -56,17 +56,6 @@ def _one_line_error(proc, prog, *needles, code=1):
 # The cluster environment.
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-  """A PYTHONPATH entry whose ``tensorflow`` fails to import: a tool that
-  reaches any TensorFlow import ends with that error instead."""
-  root = tmp_path_factory.mktemp("no_tf")
-  (root / "tensorflow").mkdir()
-  (root / "tensorflow" / "__init__.py").write_text(
-      "raise ImportError('TensorFlow was imported')\n")
-  return str(root)
-
-
 def _run_without_tensorflow(no_tensorflow, module, args, **env):
   full = fx.cli_env(**env)
   full["PYTHONPATH"] = os.pathsep.join([no_tensorflow, fx.REPO])
