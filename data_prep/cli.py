@@ -11,7 +11,7 @@ from typing import Callable
 
 from absl import flags
 
-from pyramidnet_tf.cli import console
+from pyramidnet_tf import console_base as console
 
 from data_prep import DataPrepError
 

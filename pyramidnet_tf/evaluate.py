@@ -65,7 +65,7 @@ def evaluate() -> dict:
   if FLAGS.cluster_resolver != "k8s_indexed":
     cluster_env.tf_config()  # a bad TF_CONFIG: one line, before TensorFlow
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,

@@ -180,7 +180,7 @@ def _check_data_service(f, problems: List[str]) -> None:
       if f[name].present:
         problems.append(f"--{name} needs --data_service=grpc://HOST:PORT")
     return
-  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import service_address  # pylint: disable=g-import-not-at-top
   try:
     service_address.parse_address("data_service", f.data_service)
   except cli.UserError as e:
