@@ -23,11 +23,11 @@ def parse_address(name: str, value: str) -> str:
     value: its value.
 
   Raises:
-    errors.UserError: not of that form, or a port outside 1..65535.
+    errors.FlagError: not of that form, or a port outside 1..65535.
   """
   match = _ADDRESS.match(value or "")
   if not match or not 1 <= int(match.group(2)) <= 65535:
-    raise errors.UserError(
+    raise errors.FlagError(
         f"--{name} must be HOST:PORT or grpc://HOST:PORT with a port in "
         f"1..65535, e.g. grpc://dispatcher-host:5050; got {value!r}")
   return f"{match.group(1)}:{int(match.group(2))}"

@@ -153,7 +153,8 @@ def plan_data(config: config_lib.TrainConfig) -> DataPlan:
 
 
 def _check_batches(config: config_lib.TrainConfig, replicas: int) -> None:
-  """Batch sizes against the replica count, XLA against sync BN."""
+  """The training batch against the replica count, XLA against sync BN
+  (the eval batch is rounded up to fit, ``evaluator.batch_for_replicas``)."""
   batch = config.schedule.batch_size
   if batch % replicas:
     raise TrainError(f"--batch_size={batch} must be a multiple of the "
@@ -164,9 +165,6 @@ def _check_batches(config: config_lib.TrainConfig, replicas: int) -> None:
         "--jit_compile cannot be combined with --sync_bn on more than one "
         f"replica ({replicas} here): the sync-BN all-reduce cannot run inside "
         "the XLA-compiled forward/backward. Drop one of the two flags.")
-  if config.eval_batch % replicas:
-    raise TrainError(f"--eval_batch_size={config.eval_batch} must be a "
-                     f"multiple of the {replicas} replicas")
 
 
 def build_model(config: config_lib.TrainConfig, num_classes, strategy):
@@ -622,11 +620,7 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
   runtime, schedule_config, output = (config.runtime, config.schedule,
                                       config.output)
-  strategy = distribute.create_strategy(
-      runtime.distribution, runtime.cpu_devices, runtime.collective_timeout,
-      runtime.cluster_resolver, runtime.slurm_port_base,
-      k8s_num_workers=runtime.k8s_num_workers, k8s_port=runtime.k8s_port,
-      k8s_service=runtime.k8s_service, k8s_job_name=runtime.k8s_job_name)
+  strategy = distribute.create_strategy(runtime)
   stop.reclaim()
   # Everything TensorFlow comes after the strategy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
