@@ -28,7 +28,7 @@ from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.model import complexity
 from pyramidnet_tf.model import memory
-from pyramidnet_tf.model import paper_rows
+from pyramidnet_tf import recipe_book as paper_rows
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.model import widths as widths_lib
 

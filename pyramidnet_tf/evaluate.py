@@ -39,7 +39,7 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
     config: the evaluation (``evaluate_config.from_flags``).
   """
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(config.runtime)
   from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top

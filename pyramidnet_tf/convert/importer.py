@@ -40,7 +40,7 @@ from pyramidnet_tf.convert import pytorch
 from pyramidnet_tf.convert import structure
 from pyramidnet_tf.convert import torch7
 from pyramidnet_tf.convert import torch7_reader
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf import errors
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access
@@ -267,7 +267,7 @@ def _remove_own_leftovers(output_dir: str) -> None:
 
 def _write_failure(output_dir: str, error: BaseException) -> Exception:
   """The one-line error for a failed write, or ``error`` for a bug."""
-  problem = cli.storage_problem(error)
+  problem = errors.storage_problem(error)
   if problem is None:
     return error
   _, reason, no_space = problem

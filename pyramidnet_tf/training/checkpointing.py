@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from tensorflow.core.protobuf import trackable_object_graph_pb2
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf import errors
 from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
@@ -620,7 +620,7 @@ class Checkpointer:
 
 def _write_failure(error: BaseException) -> Optional[str]:
   """A short reason when ``error`` is the filesystem refusing a write."""
-  problem = cli.storage_problem(error)
+  problem = errors.storage_problem(error)
   if problem is None:
     return None
   _, reason, no_space = problem

@@ -388,7 +388,7 @@ def load_source(directory: str):
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   try:
     # Called outside the strategy's scope: plain variables, only read from.
     # The newest intact checkpoint, as evaluate and export take it.

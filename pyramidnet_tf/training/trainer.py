@@ -23,7 +23,7 @@ from absl import logging
 
 from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.model import complexity
-from pyramidnet_tf.model import paper_rows
+from pyramidnet_tf import recipe_book as paper_rows
 from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
@@ -224,7 +224,7 @@ def build_state(config: config_lib.TrainConfig, plan: DataPlan,
     TrainError: an invalid model or optimizer setting.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import optim  # pylint: disable=g-import-not-at-top
   schedule = config.schedule
@@ -418,7 +418,7 @@ def service_watchdog(config: config_lib.TrainConfig, global_step,
   Raises:
     TrainError: the dispatcher never answered.
   """
-  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import service_address  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.runtime import watchdog as watchdog_lib  # pylint: disable=g-import-not-at-top
   data = config.data
   host, _, port = service_address.parse_address(
@@ -629,7 +629,7 @@ def _train(config: config_lib.TrainConfig, stop: preemption.StopSignals,
   from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import loop  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top
