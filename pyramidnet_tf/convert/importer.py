@@ -34,6 +34,7 @@ import tensorflow as tf
 from pyramidnet_tf.convert import caffe
 from pyramidnet_tf.convert import caffe_reader
 from pyramidnet_tf.convert import conventions
+from pyramidnet_tf.convert import formats
 from pyramidnet_tf.convert import imgclsmob
 from pyramidnet_tf.convert import infer
 from pyramidnet_tf.convert import pytorch
@@ -46,7 +47,7 @@ from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access
 from pyramidnet_tf.model_dir import store as model_io
 
-FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
+FORMATS = formats.FORMATS
 TOOL = "pyramidnet_tf.import_torch"
 # The hidden directory an import saves into before renaming into place.
 _TEMP_PREFIX = ".import_torch.tmp-"
