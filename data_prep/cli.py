@@ -48,7 +48,12 @@ def define_output_flags(with_max_rejected: bool = True, workers: int = 0,
 
 
 def main_with_errors(tool: str, body: Callable[[], int]) -> Callable:
-  """An absl main that runs `body`; DataPrepError and OSError become 'tool: error: ...', exit 1."""
+  """An absl main that runs `body`; DataPrepError and OSError become 'tool: error: ...', exit 1.
+
+  With PYRAMIDNET_TF_CHECK_FLAGS=1 (``pyramidnet_tf.cli.console``) `body` does not run: the
+  flags were parsed (unknown flags, types, choices, bounds, required flags) and the tool says
+  so and exits 0, having read and written nothing.
+  """
 
   def main(argv):
     # Plain lines (no absl prefixes) unless --verbosity >= 1, as the trainer's tools.
@@ -57,6 +62,9 @@ def main_with_errors(tool: str, body: Callable[[], int]) -> Callable:
       print(f"{tool}: error: unexpected arguments: {' '.join(argv[1:])} (every input is a "
             "--flag; see --helpshort)", file=sys.stderr)
       return 1
+    if console.checking_flags_only():
+      console.flags_ok(tool)
+      return 0
     try:
       return body()
     except DataPrepError as e:

@@ -15,6 +15,16 @@ tools of ``pyramidnet_tf``:
    setting is in place when it loads).
 4. ``main`` runs under ``errors.guard``: every out-of-range flag is reported
    at once, and expected failures end with one line.
+
+With ``PYRAMIDNET_TF_CHECK_FLAGS=1`` in the environment a tool only checks
+its command line and exits: the flags are parsed (unknown flags, bad types
+and choices, recipes and flagfiles that do not resolve), the registered
+ranges and the tool's own checks of flag values (``flags_check``) run, and
+``<prog>: flags OK`` is printed, exit status 0; a problem is the usual
+one-line error, exit status 2. Nothing else runs: no file is read or
+written, the environment (Slurm, Kubernetes) is not consulted and
+TensorFlow is never imported, so checking a command costs a Python start.
+The documentation tests check every command of the README this way.
 """
 
 import logging
@@ -32,6 +42,7 @@ from pyramidnet_tf.cli import recipes
 from pyramidnet_tf.cli import usage
 
 FLAGS = flags.FLAGS
+CHECK_FLAGS_ENV = "PYRAMIDNET_TF_CHECK_FLAGS"
 _HELP = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
 _HELPFULL = ("--helpfull", "-helpfull")
 
@@ -93,6 +104,18 @@ def configure_logging(is_verbose: bool) -> None:
     warnings.filterwarnings("ignore", module=module)
 
 
+def checking_flags_only() -> bool:
+  """Whether this process only checks its command line (module
+  docstring: ``PYRAMIDNET_TF_CHECK_FLAGS=1``)."""
+  return os.environ.get(CHECK_FLAGS_ENV, "") == "1"
+
+
+def flags_ok(prog: str) -> None:
+  """Says the command line passed the check (``checking_flags_only``)."""
+  sys.stdout.write(f"{prog}: flags OK\n")
+  sys.stdout.flush()
+
+
 def _print_help(prog: str, doc: str, groups: usage.Groups, knobs,
                 full: bool) -> None:
   sys.stdout.write(usage.help_text(prog, doc, groups, knobs, full=full))
@@ -123,7 +146,9 @@ def parse_flags(prog: str, argv, after_parse: Optional[Callable] = None):
 
 def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
         knobs=(), check_flags: bool = True,
-        after_parse: Optional[Callable] = None) -> None:
+        after_parse: Optional[Callable] = None,
+        flags_check: Optional[Callable[[], None]] = None,
+        takes_arguments: bool = False) -> None:
   """Runs a tool's ``main`` as described in the module docstring.
 
   Args:
@@ -135,7 +160,14 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     check_flags: report ``errors.flag_problems`` before ``main`` (False when
       ``main`` reports them together with its own checks).
     after_parse: called right after the flags are parsed, before absl's
-      initialisation callbacks (``parse_flags``).
+      initialisation callbacks (``parse_flags``); not called when only
+      checking the flags (it may configure the process).
+    flags_check: the tool's checks of its parsed flag values beyond the
+      registered ranges, for ``PYRAMIDNET_TF_CHECK_FLAGS=1``: raises
+      ``errors.UserError`` naming the flag; must not import TensorFlow,
+      touch files or read the cluster's environment.
+    takes_arguments: the tool takes positional arguments (predict's
+      files); else the check refuses them as ``main`` would.
   """
   argv = list(sys.argv)
   options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
@@ -158,6 +190,21 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     configure_logging(verbose())
     return main(remaining)
 
+  def check_only(remaining):
+    if len(remaining) > 1 and not takes_arguments:
+      raise errors.FlagError(
+          f"unexpected arguments: {' '.join(remaining[1:])}")
+    problems = errors.flag_problems()
+    if problems:
+      raise errors.FlagError(errors.problems_text(problems))
+    if flags_check is not None:
+      flags_check()
+    flags_ok(prog)
+
+  if checking_flags_only():
+    app.run(errors.guard(prog, check_only, check_flags=False), argv=argv,
+            flags_parser=lambda args: parse_flags(prog, args))
+    return
   app.run(errors.guard(prog, quiet_main, check_flags=check_flags),
           argv=argv, flags_parser=lambda args: parse_flags(
               prog, args, after_parse))

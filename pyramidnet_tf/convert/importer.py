@@ -40,13 +40,14 @@ from pyramidnet_tf.convert import pytorch
 from pyramidnet_tf.convert import structure
 from pyramidnet_tf.convert import torch7
 from pyramidnet_tf.convert import torch7_reader
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access
 from pyramidnet_tf.model_dir import store as model_io
 
-FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
+FORMATS = options.IMPORT_FORMATS
 TOOL = "pyramidnet_tf.import_torch"
 # The hidden directory an import saves into before renaming into place.
 _TEMP_PREFIX = ".import_torch.tmp-"
