@@ -65,7 +65,6 @@ def evaluate() -> dict:
   if FLAGS.cluster_resolver != "k8s_indexed":
     cluster_env.tf_config()  # a bad TF_CONFIG: one line, before TensorFlow
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
                                         FLAGS.collective_timeout,
                                         FLAGS.cluster_resolver,
@@ -91,15 +90,12 @@ def evaluate() -> dict:
                     info.num_examples(split))
   with strategy.scope():
     opened = model_io.open_model(FLAGS.model_dir, FLAGS.checkpoint,
-                                 warn=logging.warning)
+                                 warn=logging.warning, use_ema=FLAGS.use_ema)
     model, metadata = opened.model, opened.metadata
-    checkpoint = opened.checkpoint
+    checkpoint, use_ema = opened.checkpoint, opened.ema
     model.set_channel_multiple(channel_alignment.resolve(
         FLAGS.channel_multiple, FLAGS.dtype,
         channel_alignment.local_device_type()))
-    use_ema = ema_lib.should_use(FLAGS.use_ema, metadata)
-    if use_ema:
-      ema_lib.load_averages(model, checkpoint)
   if model.num_classes != info.num_classes:
     raise ValueError(f"the model in {FLAGS.model_dir} has {model.num_classes}"
                      f" classes but {FLAGS.data_dir}/manifest.json lists "
