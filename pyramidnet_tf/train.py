@@ -85,12 +85,12 @@ def check_flags() -> None:
   the --init_from source, Slurm's or the pod's variables).
 
   Raises:
-    cli.UserError: naming every problem.
+    cli.FlagError: naming every problem (exit status 2, as ``main``).
   """
   try:
     train_config.from_flags(check_model_dir=False, check_environment=False)
   except train_config.ConfigError as e:
-    raise cli.UserError(str(e)) from None
+    raise cli.FlagError(str(e)) from None
 
 
 def run():
