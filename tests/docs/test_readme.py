@@ -257,3 +257,56 @@ def test_layout_names_every_tool_and_subpackage():
              if not re.search(rf"(?<![\w/]){re.escape(n)}", layout)]
   assert not missing, f"README.md's Layout does not name {missing}"
   assert tools and subpackages
+
+
+# --- transcripts run on the trained model -----------------------------------
+
+
+def _transcripts(module: str):
+  return [(c, args) for c, m, args in _tool_commands()
+          if m == module and c.output is not None]
+
+
+def _run_in(workspace, module: str, args):
+  return subprocess.run([sys.executable, "-m", module] + args,
+                        cwd=workspace, env=fx.cli_env(), capture_output=True,
+                        text=True, timeout=600, check=False)
+
+
+def test_import_torch_transcript_prints_what_import_torch_prints(
+    doc_workspace):
+  (command, args), = _transcripts("pyramidnet_tf.import_torch")
+  result = _run_in(doc_workspace, "pyramidnet_tf.import_torch", args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.rstrip() == command.output.rstrip(), command.where
+
+
+def test_evaluate_export_predict_transcripts_run_on_a_trained_model(
+    doc_workspace):
+  """The section's names: ``run`` (a model dir), ``data`` (its data),
+  ``photo.jpg``; the scores differ, the shape of the output must not."""
+  import json  # pylint: disable=g-import-not-at-top
+  for name, target in (("run", "runs/quickstart/model"), ("data", "data"),
+                       ("photo.jpg",
+                        "runs/quickstart/digits/holdout/0_1768.jpg")):
+    if not os.path.lexists(doc_workspace / name):
+      os.symlink(doc_workspace / target, doc_workspace / name)
+  (evaluate, args), = _transcripts("pyramidnet_tf.evaluate")
+  result = _run_in(doc_workspace, "pyramidnet_tf.evaluate", args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  shown, got = json.loads(evaluate.output), json.loads(result.stdout)
+  assert list(got) == list(shown), evaluate.where
+  assert {k: got[k] for k in ("model_dir", "data_dir")} == {
+      k: shown[k] for k in ("model_dir", "data_dir")}
+  (export, args), = _transcripts("pyramidnet_tf.export")
+  result = _run_in(doc_workspace, "pyramidnet_tf.export", args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.rstrip() == export.output.rstrip(), export.where
+  (predict, args), = _transcripts("pyramidnet_tf.predict")
+  result = _run_in(doc_workspace, "pyramidnet_tf.predict", args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = re.compile(r"^  \d\. \S+ \(class \d+\) [01]\.\d{4}$")
+  got = result.stdout.rstrip().splitlines()
+  shown = predict.output.rstrip().splitlines()
+  assert got[0] == shown[0] and len(got) == len(shown), predict.where
+  assert all(line.match(l) for l in got[1:] + shown[1:]), (got, shown)
