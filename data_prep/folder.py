@@ -11,7 +11,7 @@ an error.
 
 Clean JPEGs are written untouched; everything else is re-encoded as RGB JPEG (counted as
 repaired, with the reason) so that every record decodes with
-`tf.io.decode_jpeg(features["image/encoded"], channels=3)`; see `data_prep.images`. Note that
+`tf.io.decode_jpeg(features["image/encoded"], channels=3)`; see `pyramidnet_tf.images`. Note that
 PNG/BMP/... inputs therefore become (quality 95) JPEGs.
 
 --val_fraction (default 0.1) moves round(n * fraction) images of each class, chosen by a

@@ -20,7 +20,7 @@ mismatch, an image without a label, a synset that is not a class) is reported be
 is written.
 
 Splits `train` (--train_shards, default 1024) and `validation` (--val_shards, default 128).
-Images are sniffed and repaired as `data_prep.images` describes; all records are JPEG:
+Images are sniffed and repaired as `pyramidnet_tf.images` describes; all records are JPEG:
 `tf.io.decode_jpeg(features["image/encoded"], channels=3)`. Records also carry
 image/class/synset. --output_dir must not be a model directory (one holding checkpoints or
 model_config.json).

@@ -15,7 +15,7 @@ import re
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from data_prep import CONVERTER_VERSION, DataPrepError
-from data_prep import images
+from pyramidnet_tf import images
 
 MAX_SHARDS = 99999
 SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")

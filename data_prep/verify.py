@@ -27,7 +27,7 @@ from pyramidnet_tf import errors
 
 from data_prep import DataPrepError
 from data_prep import cli
-from data_prep import images
+from pyramidnet_tf import images
 from data_prep import manifest as manifest_lib
 from data_prep import planning
 from data_prep import progress as progress_lib

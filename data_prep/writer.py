@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Dict, Iterator, Optional, Sequence
 
 from data_prep import DataPrepError
-from data_prep import images
+from pyramidnet_tf import images
 from data_prep import manifest as manifest_lib
 from data_prep import planning
 from data_prep import progress as progress_lib

@@ -251,10 +251,27 @@ def options_of(argv: Sequence[str]) -> List[str]:
   return argv[1:argv.index("--")] if "--" in argv else argv[1:]
 
 
+CHECK_FLAGS_ENV = "PYRAMIDNET_TF_CHECK_FLAGS"
+
+
+def checking_flags_only() -> bool:
+  """Whether this process only checks its command line
+  (``PYRAMIDNET_TF_CHECK_FLAGS=1``, see ``run``)."""
+  return os.environ.get(CHECK_FLAGS_ENV, "") == "1"
+
+
+def flags_ok(prog: str) -> None:
+  """Says the command line passed the check (``checking_flags_only``)."""
+  sys.stdout.write(f"{prog}: flags OK\n")
+  sys.stdout.flush()
+
+
 def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
         knobs=(), check_flags: bool = True,
         after_parse: Optional[Callable] = None,
-        expand_argv: Optional[Callable] = None) -> None:
+        expand_argv: Optional[Callable] = None,
+        flags_check: Optional[Callable[[], None]] = None,
+        takes_arguments: bool = False) -> None:
   """Runs a tool's ``main`` as described in the module docstring.
 
   Args:
@@ -270,6 +287,21 @@ def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
     expand_argv: rewrites the command line before absl parses it (the
       shipped flagfiles); an ``errors.FlagError`` it raises is one line and
       exit status 2.
+    flags_check: the tool's checks of its parsed flag values beyond the
+      registered ranges, for ``PYRAMIDNET_TF_CHECK_FLAGS=1``: raises
+      ``errors.UserError`` naming the flag; must not import TensorFlow,
+      touch files or read the cluster's environment.
+    takes_arguments: the tool takes positional arguments (predict's
+      files); else the check refuses them as ``main`` would.
+
+  With ``PYRAMIDNET_TF_CHECK_FLAGS=1`` in the environment a tool only checks
+  its command line: the flags are parsed (unknown flags, bad types and
+  choices, recipes and flagfiles that do not resolve), the registered ranges
+  and ``flags_check`` run, and ``<prog>: flags OK`` is printed, exit status
+  0; a problem is the usual one-line error, exit status 2. No file is read
+  or written, the cluster's environment is not consulted and TensorFlow is
+  never imported: the documentation tests check every command of the README
+  this way.
   """
   argv = list(sys.argv)
   options = options_of(argv)
@@ -289,6 +321,21 @@ def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
     configure_logging(verbose())
     return main(remaining)
 
+  def check_only(remaining):
+    if len(remaining) > 1 and not takes_arguments:
+      raise errors.FlagError(
+          f"unexpected arguments: {' '.join(remaining[1:])}")
+    problems = errors.flag_problems()
+    if problems:
+      raise errors.FlagError(errors.problems_text(problems))
+    if flags_check is not None:
+      flags_check()
+    flags_ok(prog)
+
+  if checking_flags_only():
+    app.run(errors.guard(prog, check_only, check_flags=False), argv=argv,
+            flags_parser=lambda args: parse_flags(prog, args))
+    return
   app.run(errors.guard(prog, quiet_main, check_flags=check_flags),
           argv=argv, flags_parser=lambda args: parse_flags(
               prog, args, after_parse))

@@ -71,8 +71,14 @@ cli.register_number_validator("worker_timeout", 0,
 cli.register_number_validator("heartbeat_interval", 0,
                               note="seconds; 0 = TensorFlow's default")
 
-def _check_flags(f) -> None:
-  """Every flag against the role, before TensorFlow starts."""
+def _check_flags(f, create_work_dir: bool = True) -> None:
+  """Every flag against the role, before TensorFlow starts.
+
+  Args:
+    f: the parsed flags.
+    create_work_dir: also create --work_dir and check it is writable (off
+      when only the command line is checked, ``PYRAMIDNET_TF_CHECK_FLAGS``).
+  """
   if f.role is None:
     raise cli.FlagError(f"--role is required: one of {', '.join(ROLES)}")
   other = {"dispatcher": ("dispatcher", "worker_address",
@@ -91,6 +97,8 @@ def _check_flags(f) -> None:
       raise cli.FlagError(
           "--work_dir is required for --role=dispatcher: its journal lets "
           "a restarted dispatcher resume the running jobs")
+    if not create_work_dir:
+      return
     try:
       os.makedirs(f.work_dir, exist_ok=True)
     except OSError as e:
@@ -174,7 +182,9 @@ def main(argv):
 
 def run():
   console.run(PROG, main, doc=__doc__, groups=usage.DATA_SERVICE_GROUPS,
-              knobs=usage.DATA_SERVICE_KNOBS)
+              knobs=usage.DATA_SERVICE_KNOBS,
+              flags_check=lambda: _check_flags(flags.FLAGS,
+                                               create_work_dir=False))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ saved in --model_dir when that directory holds one (a resume), else the
 --init_from source's architecture and regularisers (a fine-tune), with the
 class count of --data_dir's manifest when --data_dir is given; model flags
 given besides must agree, as the trainer requires. The memory estimate
-follows --batch_size, --dtype and --recompute; the trainer's other flags are
+follows --batch_size, --dtype and --recompute, the training compute
+--batch_size, --epochs and --train_steps (on the dataset's training split:
+50,000 CIFAR or 1,281,167 ImageNet images); the trainer's other flags are
 defined and ignored here. Works from shapes only (no variables are
 created), so it is instant for any size (reading --model_dir, --init_from
 or --data_dir loads TensorFlow's file system layer first).
@@ -193,6 +195,55 @@ def _format_memory(report: dict) -> str:
           for r, t in report["total_by_recompute"].items()),
   ]
   return "\n".join(lines)
+
+
+def format_flops(flops: float) -> str:
+  """``flops`` in PFLOP, TFLOP or GFLOP, three significant digits (whole
+  numbers from 100 up), e.g. "425 PFLOP", "12,741 PFLOP", "36.3 PFLOP"."""
+  for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+    if flops >= scale or unit == "GFLOP":
+      value = flops / scale
+      return (f"{round(value):,} {unit}" if value >= 100 else
+              f"{value:.3g} {unit}")
+  raise AssertionError("unreachable")
+
+
+def training_report(dataset: str, macs: int, batch_size: int,
+                    epochs: float, train_steps: int) -> Optional[dict]:
+  """The schedule's steps, images and FLOPs on ``dataset``'s training set
+  (``complexity.training_compute``), from --epochs and --train_steps; None
+  for a dataset of unknown size.
+
+  Args:
+    dataset: the paper dataset whose training split is counted
+      (``complexity.TRAIN_IMAGES``).
+    macs: forward multiply-accumulates per image.
+    batch_size: the run's global batch (--batch_size, or a resumed run's).
+    epochs: --epochs.
+    train_steps: --train_steps (0: the length comes from ``epochs``).
+  """
+  images = complexity.TRAIN_IMAGES.get(dataset)
+  if images is None or batch_size > images:
+    return None
+  compute = complexity.training_compute(macs, images, batch_size,
+                                        epochs, train_steps)
+  return {"dataset": dataset, "train_images": compute.train_images,
+          "batch_size": batch_size,
+          "epochs": None if train_steps else epochs,
+          "steps": compute.steps, "images_seen": compute.images_seen,
+          "flops": compute.flops}
+
+
+def _format_training(report: dict) -> str:
+  if report["epochs"] is None:
+    length = "--train_steps"
+  else:
+    length = (f"{report['epochs']:g} epochs of the "
+              f"{report['train_images']:,} {report['dataset']} training "
+              "images")
+  return (f"training compute:          {format_flops(report['flops'])} "
+          f"({report['steps']:,} steps x batch {report['batch_size']}: "
+          f"{length}; 3 x FLOPs per image, forward + backward)")
 
 
 def _published(arch, shakedrop_on: bool) -> Optional[dict]:
@@ -393,12 +444,18 @@ def main(argv):
   mem = memory_report(arch, num_classes, image_size, _memory_settings(
       config, settings.get("batch_size", config.batch_size)))
   published = _published(arch, shakedrop_on)
+  training = training_report(
+      arch.dataset,
+      complexity.total_macs(complexity.report(arch, num_classes, image_size)),
+      settings.get("batch_size", config.batch_size), config.epochs,
+      config.train_steps)
   if config.json:
     payload = as_json(arch, num_classes, image_size)
     payload["drop_rate"] = kwargs["drop_rate"]
     if shakedrop_on:
       payload["shakedrop"] = shakedrop
     payload["memory"] = mem
+    payload["training"] = training
     payload["published"] = published
     payload["from"] = notes
     print(json.dumps(payload, indent=2))
@@ -413,6 +470,8 @@ def main(argv):
                f"probability {shakedrop['p_first']:.4f} (unit 1) -> "
                f"{shakedrop['p_L']:g} (unit {num_units}); no parameters")
     text += "\n\n" + _format_memory(mem)
+    if training is not None:
+      text += "\n" + _format_training(training)
     if published is not None:
       text += (f"\npublished error: {published['error']} (the paper row of "
                f"{published['flagfile']})")

@@ -39,7 +39,6 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
     config: the evaluation (``evaluate_config.from_flags``).
   """
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy(config.runtime)
   from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
@@ -59,15 +58,13 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
                     info.num_examples(split))
   with strategy.scope():
     opened = model_io.open_model(model_dir, config.checkpoint,
-                                 warn=logging.warning)
+                                 warn=logging.warning,
+                                 use_ema=config.use_ema)
     model, metadata = opened.model, opened.metadata
-    checkpoint = opened.checkpoint
+    checkpoint, use_ema = opened.checkpoint, opened.ema
     model.set_channel_multiple(channel_alignment.resolve(
         config.runtime.channel_multiple, config.runtime.dtype,
         channel_alignment.local_device_type()))
-    use_ema = ema_lib.should_use(config.use_ema, metadata)
-    if use_ema:
-      ema_lib.load_averages(model, checkpoint)
   if model.num_classes != info.num_classes:
     raise ValueError(f"the model in {model_dir} has {model.num_classes}"
                      f" classes but {data_dir}/manifest.json lists "

@@ -31,7 +31,7 @@ from absl import flags
 
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.cli import paths as paths_lib
+from pyramidnet_tf import paths as paths_lib
 from pyramidnet_tf.cli import usage
 
 PROG = "pyramidnet_tf.export_torch"

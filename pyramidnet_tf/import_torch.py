@@ -14,8 +14,9 @@ depth/alpha fails with what differs instead of loading shifted weights.
     python -m pyramidnet_tf.import_torch --checkpoint=model_best.pth.tar \
         --output_dir=/tmp/pn101
 
-writes a model directory that ``model_io.load_model`` (and the training,
-evaluation and export tools) read. ``model_config.json`` records the input
+writes a model directory that ``pyramidnet_tf.load_model`` (Python; it
+returns the network with its preprocessing and class names), the training
+(``--init_from``), evaluation and export tools read. ``model_config.json`` records the input
 convention the file's authors used (``metadata.input_convention``: pixels p
 in 0..255, in ``color`` channel order, become
 ``(p * scale - mean[c]) / std[c]``), which evaluation and export apply. A
@@ -39,17 +40,17 @@ import zipfile
 from absl import app
 from absl import flags
 
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import model_flags
-from pyramidnet_tf.convert import formats
 
 flags.DEFINE_string("checkpoint", None,
                     "PyTorch checkpoint (.pth/.pth.tar as the authors save it, "
                     "or a bare state_dict), an .npz of name -> array, a "
                     "Torch7 .t7 model (fb.resnet.torch) or a Caffe "
                     ".caffemodel.")
-flags.DEFINE_enum("format", "auto", list(formats.FORMATS),
+flags.DEFINE_enum("format", "auto", list(options.IMPORT_FORMATS),
                   "File format of --checkpoint; auto detects it from the "
                   "file's first bytes (zip/pickle: pytorch, Torch7 header: "
                   "torch7, protobuf NetParameter: caffe).")
@@ -65,6 +66,26 @@ flags.DEFINE_bool("trust_checkpoint", False,
                   "files you trust; default reads tensors and plain types).")
 
 
+def check_flags() -> dict:
+  """The required flags and the model flags given, before TensorFlow starts.
+
+  Returns:
+    The model flags given on the command line (the others are read from
+    the file).
+
+  Raises:
+    app.UsageError: naming a missing flag or a bad model flag.
+  """
+  for name in ("checkpoint", "output_dir"):
+    if not getattr(flags.FLAGS, name):
+      raise app.UsageError(f"--{name} is required")
+  given = {name: value for name, value in model_flags.model_kwargs().items()
+           if flags.FLAGS[name].present}
+  if all(name in given for name in ("dataset", "depth", "alpha")):
+    model_flags.architecture()  # flag errors before loading anything
+  return given
+
+
 def main(argv):
   """Imports --checkpoint into --output_dir and prints what was loaded.
 
@@ -77,15 +98,8 @@ def main(argv):
   """
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  for name in ("checkpoint", "output_dir"):
-    if not getattr(flags.FLAGS, name):
-      raise app.UsageError(f"--{name} is required")
-  # Only the model flags given count: the others are read from the file.
-  given = {name: value for name, value in model_flags.model_kwargs().items()
-           if flags.FLAGS[name].present}
-  if all(name in given for name in ("dataset", "depth", "alpha")):
-    model_flags.architecture()  # flag errors before loading anything
-  # TensorFlow starts here, once the flags are known to be usable.
+  given = check_flags()
+  # The format readers import TensorFlow: only once the flags are right.
   from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
@@ -129,7 +143,8 @@ def main(argv):
 def run():
   """The ``pyramidnet-import-torch`` console entry point."""
   console.run("pyramidnet_tf.import_torch", main, doc=__doc__,
-              groups=usage.IMPORT_GROUPS, knobs=usage.IMPORT_KNOBS)
+              groups=usage.IMPORT_GROUPS, knobs=usage.IMPORT_KNOBS,
+              flags_check=check_flags)
 
 
 if __name__ == "__main__":

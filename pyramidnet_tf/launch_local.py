@@ -9,7 +9,9 @@ prefixes every output line with ``[worker i]`` and waits. If a worker fails
 the others are terminated and the launcher exits 1 naming it. SIGINT
 (Ctrl-C), SIGTERM and SIGUSR1 are forwarded to every worker, so a SIGTERM
 rehearses preemption: the workers stop after the same step, save it and exit
-143, and so does the launcher (``pyramidnet_tf.exit_codes``).
+143, and so does the launcher (``pyramidnet_tf.exit_codes``). With
+``PYRAMIDNET_TF_CHECK_FLAGS=1`` it checks its own flags and has the trainer
+check the workers' flags, and starts no worker.
 
 Deliberately no TensorFlow import: the launcher only manages processes.
 """
@@ -28,6 +30,9 @@ from typing import List, Optional, Sequence
 from pyramidnet_tf import exit_codes
 
 MODULE = "pyramidnet_tf.train"
+# pyramidnet_tf.cli.console.CHECK_FLAGS_ENV (not imported: the launcher
+# stays free of absl): check the command line only.
+CHECK_FLAGS_ENV = "PYRAMIDNET_TF_CHECK_FLAGS"
 GRACE_S = 30.0  # how long terminated workers get before SIGKILL
 # A worker's exit codes that are not a failure of its own: finished,
 # stopped by a forwarded signal after saving, aborted by a second Ctrl-C.
@@ -215,6 +220,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
       Arguments after ``--`` go to every worker.
   """
   args, train_args = _parse(sys.argv[1:] if argv is None else argv)
+  if os.environ.get(CHECK_FLAGS_ENV, "") == "1":
+    # Only the command line: the workers' flags are the trainer's to check
+    # (it inherits the variable, so it checks them and starts nothing).
+    return subprocess.call([sys.executable, "-m", args.module] +
+                           list(train_args))
   return launch(args.workers, train_args, args.module)
 
 

@@ -26,6 +26,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
 # data.pipeline: how tf.data service workers split the training input.
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+# convert.importer: the weight files import_torch reads ("auto": by content).
+IMPORT_FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
 # runtime.distribute: the port of every worker of a Kubernetes Indexed Job.
 K8S_DEFAULT_PORT = 2222
 # data.autoaugment: RandAugment's magnitude scale, AutoAugment's 0..10 (TF's

@@ -26,6 +26,7 @@ from absl import app
 from pyramidnet_tf import exit_codes
 from pyramidnet_tf.cli import compile_cache_flags
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import train_config
 from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.cli import usage
@@ -77,13 +78,29 @@ def main(argv):
   sys.exit(code)
 
 
+def check_flags() -> None:
+  """The flag values alone (``PYRAMIDNET_TF_CHECK_FLAGS=1``): every problem
+  ``main`` would report before TensorFlow starts, except those of the
+  files and environment the flags point at (--model_dir's writability,
+  the --init_from source, Slurm's or the pod's variables).
+
+  Raises:
+    cli.FlagError: naming every problem (exit status 2, as ``main``).
+  """
+  try:
+    train_config.from_flags(check_model_dir=False, check_environment=False)
+  except train_config.ConfigError as e:
+    raise cli.FlagError(str(e)) from None
+
+
 def run():
   # The compile cache is set up while flags are parsed: TensorFlow reads
   # TF_XLA_FLAGS once, when it first lists its devices.
   console.run(PROG, main, doc=__doc__ + "\n" + exit_codes.help_text(),
               groups=usage.TRAIN_GROUPS,
               knobs=usage.TRAIN_KNOBS, check_flags=False,
-              after_parse=compile_cache_flags.configure_after_parse)
+              after_parse=compile_cache_flags.configure_after_parse,
+              flags_check=check_flags)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ and import arrows that point up the layers of docs/architecture.md. The
 layers, lowest first:
 
   0  foundation: options, exit_codes, tf_import, errors (user-error types),
-     console_base (how a tool starts), recipe_book (the shipped flagfiles)
+     console_base (how a tool starts), recipe_book (the shipped flagfiles),
+     paths (what is wrong on disk), images (image files by their bytes)
   1  model/
   2  data/, runtime/, model_dir/, convert/
   3  training/, serving/
@@ -34,7 +35,7 @@ from typing import Dict, List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("pyramidnet_tf", "data_prep")
 FOUNDATION = ("options", "exit_codes", "tf_import", "errors", "console_base",
-              "recipe_book")
+              "recipe_book", "paths", "images")
 LAYERS = {"model": 1, "data": 2, "runtime": 2, "model_dir": 2, "convert": 2,
           "training": 3, "serving": 3, "cli": 4}
 

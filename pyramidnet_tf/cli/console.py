@@ -6,7 +6,8 @@ grouped ``--help`` exiting 0 without TensorFlow, parse errors as one line
 with exit status 2, quiet logging, ``errors.guard``; data_prep's tools start
 the same way) plus the shipped flagfiles: ``--recipe=NAME`` and
 ``--flagfile=flags/...`` are resolved to them (``recipes``), and
-``--recipes`` lists them.
+``--recipes`` lists them. ``PYRAMIDNET_TF_CHECK_FLAGS=1`` only checks the
+command line (``console_base.run``).
 """
 
 import sys
@@ -18,6 +19,11 @@ from pyramidnet_tf.cli import recipes
 from pyramidnet_tf.cli import usage
 
 
+checking_flags_only = console_base.checking_flags_only
+flags_ok = console_base.flags_ok
+CHECK_FLAGS_ENV = console_base.CHECK_FLAGS_ENV
+
+
 def _expand_recipes(argv):
   try:
     return recipes.expand_argv(argv)
@@ -27,7 +33,9 @@ def _expand_recipes(argv):
 
 def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
         knobs=(), check_flags: bool = True,
-        after_parse: Optional[Callable] = None) -> None:
+        after_parse: Optional[Callable] = None,
+        flags_check: Optional[Callable[[], None]] = None,
+        takes_arguments: bool = False) -> None:
   """Runs a tool's ``main`` as described in the module docstring.
 
   Args:
@@ -39,7 +47,11 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     check_flags: report ``errors.flag_problems`` before ``main`` (False when
       ``main`` reports them together with its own checks).
     after_parse: called right after the flags are parsed, before absl's
-      initialisation callbacks (``console_base.parse_flags``).
+      initialisation callbacks (``console_base.parse_flags``); not called
+      when only checking the flags (it may configure the process).
+    flags_check: the tool's checks of its parsed flag values for
+      ``PYRAMIDNET_TF_CHECK_FLAGS=1`` (``console_base.run``).
+    takes_arguments: the tool takes positional arguments (predict's files).
   """
   options = console_base.options_of(sys.argv)
   if "--recipes" in options or "-recipes" in options:
@@ -47,4 +59,5 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     sys.exit(0)
   console_base.run(prog, main, doc=doc, groups=groups, knobs=knobs,
                    check_flags=check_flags, after_parse=after_parse,
-                   expand_argv=_expand_recipes)
+                   expand_argv=_expand_recipes, flags_check=flags_check,
+                   takes_arguments=takes_arguments)

@@ -42,6 +42,8 @@ class DescribeConfig:
     data: --data_dir (its class count), --synthetic_like, --image_size.
     runtime: --dtype, --channel_multiple, --recompute (the memory estimate).
     batch_size: the trainer's global --batch_size.
+    epochs: the trainer's --epochs (the training-compute line).
+    train_steps: the trainer's --train_steps (0: from --epochs).
     model_dir: a run to describe (its saved network wins), or None.
     init_from: a fine-tune's source (its architecture), or None.
     replicas: how many replicas --batch_size is split over.
@@ -54,6 +56,8 @@ class DescribeConfig:
   data: config_lib.DataConfig
   runtime: config_lib.RuntimeConfig
   batch_size: int
+  epochs: float
+  train_steps: int
   model_dir: Optional[str]
   init_from: Optional[str]
   replicas: int
@@ -79,7 +83,8 @@ def from_flags(f=FLAGS) -> DescribeConfig:
       model=config_flags.section(config_lib.ModelConfig, f),
       data=config_flags.section(config_lib.DataConfig, f),
       runtime=config_flags.section(config_lib.RuntimeConfig, f),
-      batch_size=f.batch_size, model_dir=f.model_dir, init_from=f.init_from,
+      batch_size=f.batch_size, epochs=f.epochs, train_steps=f.train_steps,
+      model_dir=f.model_dir, init_from=f.init_from,
       replicas=f.replicas, device=f.device, json=f.json,
       show_widths=f.show_widths,
       given=config_flags.given(config_lib.field_names(), f))

@@ -16,7 +16,7 @@ from absl import flags
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.cli import paths as paths_lib
+from pyramidnet_tf import paths as paths_lib
 from pyramidnet_tf.training import config as config_lib
 
 flags.DEFINE_string("split", None, "Split to evaluate; default: validation "

@@ -15,7 +15,7 @@ from absl import flags
 
 from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf.cli import paths
+from pyramidnet_tf import paths
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
 from pyramidnet_tf.training import config as config_lib
@@ -92,8 +92,10 @@ def _check_numbers(f, problems: List[str]) -> None:
                     f"{f.ema_decay}")
 
 
-def _check_cluster(f, problems: List[str]) -> None:
-  """The cluster resolver's environment, before the strategy is created."""
+def _check_cluster(f, problems: List[str], environment: bool = True
+                   ) -> None:
+  """The cluster resolver's flags and (``environment``) the environment it
+  reads, before the strategy is created."""
   from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
   if f.cluster_resolver != "k8s_indexed":
     # Read by the strategy whatever the resolver (k8s_indexed checks that
@@ -108,6 +110,8 @@ def _check_cluster(f, problems: List[str]) -> None:
     problems.append(f"--cluster_resolver={f.cluster_resolver} needs "
                       "--distribution=auto or multi_worker; got "
                       f"--distribution={f.distribution}")
+  if not environment:
+    return
   try:
     if f.cluster_resolver == "slurm":
       cluster_env.check_slurm_environment()
@@ -162,6 +166,20 @@ def _check_architecture(f, problems: List[str],
       problems.append(str(e))
 
 
+def _check_given_architecture(f, problems: List[str]) -> None:
+  """With --init_from, when its source is not read: the model flags are
+  checked when --dataset is given (the others then complete a network
+  whose source might be any); else only --image_size's minimum."""
+  if f["dataset"].present:
+    _check_architecture(f, problems)
+    return
+  try:
+    cli.check_image_size("image_size", f.image_size, "cifar10",
+                         "the --init_from source's size")
+  except cli.UserError as e:
+    problems.append(str(e))
+
+
 def _checkpoint_problems(f, problems: List[str]) -> None:
   if f.keep_checkpoints < 1:
     problems.append(f"--keep_checkpoints must be >= 1 (the newest N are "
@@ -207,14 +225,14 @@ def _check_data_service(f, problems: List[str]) -> None:
                     f". _ -; got {f.data_service_job_name!r}")
 
 
-def _finetune_architecture(f) -> Optional[dict]:
+def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
   """Checks --init_from, --freeze and --backbone_lr_scale; returns the
   architecture and regulariser settings the source gives, with the
-  regularisers given on the command line (None without --init_from)."""
+  regularisers given on the command line (None without --init_from, or
+  when not ``read_source``: the flag values alone are checked)."""
   if (not f.init_from and f.freeze == "none" and
       f.backbone_lr_scale == 1.0):
     return None  # no fine-tuning: nothing to read, no TensorFlow import
-  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
   try:
     finetune.parse_freeze(f.freeze)
@@ -236,6 +254,9 @@ def _finetune_architecture(f) -> Optional[dict]:
     raise ConfigError(f"--init_from={f.init_from} is --model_dir itself; "
                       "rerunning in a model dir resumes it anyway: drop "
                       "--init_from, or pass a new --model_dir")
+  if not read_source:
+    return None
+  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   settings = finetune.settings_source(f.init_from, f.model_dir)
   try:
     source = store.read_config(settings)
@@ -303,8 +324,8 @@ def _check_model_dir(f) -> None:
     raise ConfigError(str(e)) from None
 
 
-def from_flags(f=FLAGS, check_model_dir: bool = True
-               ) -> config_lib.TrainConfig:
+def from_flags(f=FLAGS, check_model_dir: bool = True,
+               check_environment: bool = True) -> config_lib.TrainConfig:
   """The validated configuration of the parsed trainer flags.
 
   Every problem of the command line is found before any is reported, so a
@@ -316,6 +337,11 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
     check_model_dir: also check the checkpoint flags, that --model_dir is
       usable and that --data_dir holds a manifest (off for callers that
       only validate flag values).
+    check_environment: also read what the flags point at: the
+      --init_from model directory (its architecture fills the model flags)
+      and the cluster resolver's environment (Slurm's variables, the
+      Kubernetes pod's). Off, the flag values alone are checked
+      (``PYRAMIDNET_TF_CHECK_FLAGS``) and nothing imports TensorFlow.
 
   Returns:
     The run's ``TrainConfig``; list flags arrive parsed (integers).
@@ -330,12 +356,17 @@ def from_flags(f=FLAGS, check_model_dir: bool = True
   decay_epochs = _decay_epochs(f, problems)
   source_architecture = None
   try:
-    source_architecture = _finetune_architecture(f)
+    source_architecture = _finetune_architecture(f, check_environment)
   except ConfigError as e:
     problems.append(str(e))
-  _check_architecture(f, problems, (source_architecture or {}).get("dataset"))
+  if not check_environment and f.init_from:
+    # The source supplies what is not given; check only the given flags.
+    _check_given_architecture(f, problems)
+  else:
+    _check_architecture(f, problems,
+                        (source_architecture or {}).get("dataset"))
   _check_data_service(f, problems)
-  _check_cluster(f, problems)
+  _check_cluster(f, problems, check_environment)
   if check_model_dir:
     _checkpoint_problems(f, problems)
     if f.dataset != "synthetic":

@@ -132,7 +132,7 @@ def export_torch(model_dir: str, output: str, checkpoint=None,
     checkpoint: a checkpoint of ``model_dir``; None: the newest intact one
       (``store.open_model``).
     use_ema: "auto", "yes" or "no": write the EMA of the weights
-      (``ema.should_use``).
+      (``store.open_model``).
     overwrite: replace an existing ``output``.
     warn: called with one line when damaged newer checkpoints are skipped.
 
@@ -155,13 +155,9 @@ def export_torch(model_dir: str, output: str, checkpoint=None,
   from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
 
-  opened = store.open_model(model_dir, checkpoint, warn)
-  model, metadata = opened.model, opened.metadata
-  averaged = ema_lib.should_use(use_ema, metadata)
-  if averaged:
-    ema_lib.load_averages(model, opened.checkpoint)
+  opened = store.open_model(model_dir, checkpoint, warn, use_ema=use_ema)
+  model, metadata, averaged = opened.model, opened.metadata, opened.ema
   state = {f"module.{key}": torch.from_numpy(value)
            for key, value in pytorch.to_state_dict(model).items()}
   step = store.step_of(opened.checkpoint)

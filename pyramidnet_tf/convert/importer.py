@@ -34,7 +34,6 @@ import tensorflow as tf
 from pyramidnet_tf.convert import caffe
 from pyramidnet_tf.convert import caffe_reader
 from pyramidnet_tf.convert import conventions
-from pyramidnet_tf.convert import formats
 from pyramidnet_tf.convert import imgclsmob
 from pyramidnet_tf.convert import infer
 from pyramidnet_tf.convert import pytorch
@@ -42,12 +41,13 @@ from pyramidnet_tf.convert import structure
 from pyramidnet_tf.convert import torch7
 from pyramidnet_tf.convert import torch7_reader
 from pyramidnet_tf import errors
+from pyramidnet_tf import options
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access
 from pyramidnet_tf.model_dir import store as model_io
 
-FORMATS = formats.FORMATS
+FORMATS = options.IMPORT_FORMATS
 TOOL = "pyramidnet_tf.import_torch"
 # The hidden directory an import saves into before renaming into place.
 _TEMP_PREFIX = ".import_torch.tmp-"

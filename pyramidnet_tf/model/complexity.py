@@ -139,3 +139,42 @@ def total_macs(parts: List[Part]) -> int:
     parts: rows of ``report``.
   """
   return sum(p.macs for p in parts)
+
+
+# Images in the training split of each paper dataset (ILSVRC2012: 1,281,167).
+TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagenet": 1281167}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCompute:
+  """What a training run computes, from the schedule alone.
+
+  Attributes:
+    train_images: images in the training split.
+    steps: optimizer steps, counted as the trainer counts them
+      (``--train_steps``, else round(epochs x (images // batch))).
+    images_seen: steps x the global batch.
+    flops: 3 x forward FLOPs x images seen (the backward pass costs about
+      twice the forward one): a hardware-independent size of the run.
+  """
+  train_images: int
+  steps: int
+  images_seen: int
+  flops: int
+
+
+def training_compute(macs: int, train_images: int, batch_size: int,
+                     epochs: float, train_steps=None) -> TrainingCompute:
+  """The steps, images and FLOPs of a training schedule.
+
+  Args:
+    macs: forward multiply-accumulates per image (``total_macs``).
+    train_images: images in the training split.
+    batch_size: the global batch.
+    epochs: --epochs (ignored when ``train_steps`` is given).
+    train_steps: --train_steps, or None.
+  """
+  steps = train_steps or max(
+      1, int(round(epochs * (train_images // batch_size))))
+  seen = steps * batch_size
+  return TrainingCompute(train_images, steps, seen, 3 * 2 * macs * seen)

@@ -10,12 +10,14 @@ rebuild the network without being told its depth and alpha again.
 ``model_config.json`` is written after the directory's first checkpoint (here
 and by the trainer), so a directory that has one once held a checkpoint.
 
-``open_model`` is how every reader of a model directory (evaluate, export,
-export_torch, fine-tuning's ``--init_from``) gets its network: the newest
+``open_model`` (also ``pyramidnet_tf.model_dir.open_model``) is how every
+reader of a model directory (evaluate, export, export_torch, fine-tuning's
+``--init_from``, ``pyramidnet_tf.load_model``) gets its network: the newest
 intact checkpoint (``checkpoint_problem``: index readable, every tensor
 passing its checksum, every float finite), with a warning naming each newer
-one it skipped, as the trainer resumes; a checkpoint asked for by name must
-be intact.
+one it skipped, as the trainer resumes; a checkpoint asked for by name
+("best" included) must be intact; and the raw or the averaged (EMA) weights
+of that checkpoint, as ``use_ema`` says.
 """
 
 import dataclasses
@@ -265,37 +267,69 @@ class OpenedModel:
     config: the whole parsed ``model_config.json``.
     checkpoint: the prefix of the checkpoint restored.
     skipped: (prefix, reason) of every newer checkpoint passed over.
+    ema: whether ``model`` holds the checkpoint's exponential moving
+      average of the weights instead of the raw ones.
   """
   model: model_lib.PyramidNet
   metadata: Dict[str, Any]
   config: Dict[str, Any]
   checkpoint: str
   skipped: Tuple[Tuple[str, str], ...] = ()
+  ema: bool = False
 
 
-def open_model(directory: str, requested: Optional[str] = None,
-               warn: Callable[[str], None] = logging.warning
+def open_model(directory: str, checkpoint: Optional[str] = None,
+               warn: Callable[[str], None] = logging.warning, *,
+               use_ema: str = "no", ema_required: bool = True
                ) -> OpenedModel:
-  """Rebuilds the model of ``directory`` from its newest intact checkpoint.
+  """Rebuilds the model of ``directory`` with one checkpoint's weights.
 
   Args:
     directory: a model directory written by the trainer or import_torch.
-    requested: --checkpoint (a prefix, ``.index`` allowed, absolute or
-      relative to ``directory``); None / "" for the newest intact one.
+    checkpoint: --checkpoint: a prefix (``.index`` allowed, absolute or
+      relative to ``directory``) or "best" (the best evaluation's, kept in
+      ``<directory>/best``); None / "" for the newest intact one.
     warn: called with one line when newer checkpoints were skipped.
+    use_ema: "auto" (the averaged weights when the run recorded an
+      ``--ema_decay``), "yes" or "no" (``model_dir.ema.should_use``).
+    ema_required: with the averaged weights chosen, a checkpoint without
+      them is an error; False takes the raw weights instead (fine-tuning's
+      source).
 
   Returns:
-    The ``OpenedModel``. Optimizer slots, counters and EMA averages of
-    training checkpoints are left in the checkpoint (``ema.load_averages``
-    reads the latter).
+    The ``OpenedModel``. Optimizer slots and counters of training
+    checkpoints are left in the checkpoint.
 
   Raises:
-    FileNotFoundError: if the config is missing, ``requested`` does not
+    FileNotFoundError: if the config is missing, ``checkpoint`` does not
       exist, or the directory has no checkpoint at all.
-    ValueError: if ``requested`` is damaged, no checkpoint is intact, or
-      the checkpoint does not fit ``model_config.json``; one line naming
-      the checkpoint and what is wrong.
+    ValueError: if ``checkpoint`` is damaged, no checkpoint is intact, the
+      checkpoint does not fit ``model_config.json``, ``use_ema`` is not a
+      choice, or the averaged weights are required and absent; one line
+      naming the checkpoint and what is wrong.
   """
+  opened = _open_raw(directory, checkpoint, warn)
+  if use_ema == "no":
+    return opened
+  # The EMA's checkpoint layout is the trainer's (model_dir.ema).
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  averaged = ema_lib.should_use(use_ema, opened.metadata)
+  if averaged and not ema_required:
+    averaged = ema_lib.checkpoint_has_averages(opened.checkpoint)
+  if averaged:
+    try:
+      ema_lib.load_averages(opened.model, opened.checkpoint)
+    except (AssertionError, tf.errors.OpError) as e:
+      raise ValueError(
+          f"{opened.checkpoint} does not fit "
+          f"{os.path.join(directory, CONFIG_FILE)} ({_first_line(e, 200)})"
+      ) from None
+  return dataclasses.replace(opened, ema=averaged)
+
+
+def _open_raw(directory: str, requested: Optional[str],
+              warn: Callable[[str], None]) -> OpenedModel:
+  """``open_model`` with the raw weights."""
   config = read_config(directory)
   skipped = []
   if requested:

@@ -1,6 +1,6 @@
 """Training checkpoints: resume, model-config checks, multi-worker saves.
 
-Why: the checkpoint holds ``model`` (the key ``model_io.load_model`` reads),
+Why: the checkpoint holds ``model`` (the key ``model_dir.open_model`` reads),
 ``optimizer`` (momentum slots), ``global_step`` (a scalar int64 variable: the
 schedule and input positions are functions of it) and, for float16, the loss
 scale. Saving reads ON_READ BN statistics, which all-reduces across workers,

@@ -386,23 +386,14 @@ def load_source(directory: str):
     FinetuneError: no intact checkpoint, or it does not fit its own
       model_config.json.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   try:
     # Called outside the strategy's scope: plain variables, only read from.
-    # The newest intact checkpoint, as evaluate and export take it.
-    opened = store.open_model(directory)
+    # The newest intact checkpoint, as evaluate and export take it, with
+    # its averaged weights when the run kept them.
+    opened = store.open_model(directory, use_ema="auto", ema_required=False)
   except (FileNotFoundError, ValueError) as e:
     raise FinetuneError(f"--init_from={directory}: {e}") from None
   source, metadata, path = opened.model, opened.metadata, opened.checkpoint
-  try:
-    use_ema = (ema_lib.should_use("auto", metadata) and
-               ema_lib.checkpoint_has_averages(path))
-    if use_ema:
-      ema_lib.load_averages(source, path)
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-    raise FinetuneError(f"--init_from={directory}: {path} does not fit its "
-                        f"model_config.json ({first[:200]})") from None
+  use_ema = opened.ema
   return source, metadata, path, use_ema

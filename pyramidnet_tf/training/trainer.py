@@ -35,8 +35,7 @@ from pyramidnet_tf.training import progress as progress_lib
 from pyramidnet_tf.training import resume as resume_lib
 
 # Examples per epoch of --dataset=synthetic (the real train split's size).
-SYNTHETIC_TRAIN_EXAMPLES = {"cifar10": 50000, "cifar100": 50000,
-                            "imagenet": 1281167}
+SYNTHETIC_TRAIN_EXAMPLES = complexity.TRAIN_IMAGES
 
 
 # The float16 loss scale's key in the checkpoint (absent in other dtypes).

@@ -21,7 +21,8 @@ TOOLS = ["train", "evaluate", "export", "export_torch", "import_torch",
          "predict", "describe", "data_service", "launch_local"]
 # TF-free modules below cli/ that it and the tools use.
 FOUNDATION = ["exit_codes", "options", "errors", "console_base",
-              "recipe_book", "runtime.cluster_env", "runtime.service_address"]
+              "recipe_book", "paths", "images", "runtime.cluster_env",
+              "runtime.service_address"]
 
 
 def _cli_modules():

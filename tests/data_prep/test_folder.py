@@ -9,7 +9,7 @@ import pytest
 
 from data_prep import DataPrepError
 from data_prep import folder
-from data_prep import images
+from pyramidnet_tf import images
 from tests import data_prep_fixtures as fx
 
 

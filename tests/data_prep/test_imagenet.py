@@ -8,7 +8,7 @@ import pytest
 from data_prep import DataPrepError
 from data_prep import imagenet
 from data_prep import imagenet_labels
-from data_prep import images
+from pyramidnet_tf import images
 from data_prep import planning
 from data_prep import writer
 from tests import data_prep_fixtures as fx

@@ -73,7 +73,7 @@ def _encoded(image: np.ndarray, fmt: str) -> bytes:
 @pytest.fixture(scope="module")
 def image_files(exported):
   """(good files, {bad file: what its error must say}) in argument order."""
-  from data_prep import images  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf import images  # pylint: disable=g-import-not-at-top
   root = exported[0] / "images"
   root.mkdir()
   rng = np.random.default_rng(5)

@@ -1,4 +1,4 @@
-"""data_prep.images: sniffing by content, header-only sizes, repair and rejection."""
+"""pyramidnet_tf.images: sniffing by content, header-only sizes, repair and rejection."""
 
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import images
+from pyramidnet_tf import images
 from tests import data_prep_fixtures as fx
 
 
