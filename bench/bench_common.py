@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -250,7 +251,8 @@ def _child_setup():
 
 
 def run_row_process(cmd, prefix: str, timeout_s=None, env=None, cwd=None,
-                    log_path=None) -> dict:
+                    log_path=None, clock=time.monotonic, box_from=None,
+                    poll_s: float = 0.2) -> dict:
   """Runs one measurement in a fresh interpreter and collects its lines.
 
   A fresh process per measurement keeps one framework's thread pools,
@@ -258,45 +260,69 @@ def run_row_process(cmd, prefix: str, timeout_s=None, env=None, cwd=None,
   step in the same process ran at half its own speed here) and makes the
   peak-memory figure that measurement's own. The child prints JSON objects
   on lines starting with ``prefix``: progress lines (with a "progress" key)
-  and, last, its row. A child still running after ``timeout_s`` is killed
-  with everything it started; what it printed until then is kept.
+  and, last, its row. A child still running when its time box is over is
+  killed with everything it started; what it printed until then is kept.
 
-  Returns {"row": the last row or None, "progress": merged progress dicts,
-  "returncode", "timed_out", "wall_s", "stdout", "stderr"}; the child's
-  output also goes to ``log_path`` + ".out" / ".err" when given.
+  Args:
+    cmd: the child's command line.
+    prefix: the start of the child's JSON lines.
+    timeout_s: the time box, in seconds of ``clock`` (None: no box).
+    env: the child's environment (None: this process's).
+    cwd: the child's working directory.
+    log_path: the child's stdout and stderr go to ``log_path`` + ".out" /
+      ".err" (None: temporary files).
+    clock: seconds for the time box and the wall; a test passes a fake one
+      (a stalled clock never ends a box, a jumping one ends it at once).
+    box_from: a progress kind (the "progress" value of a progress line):
+      the box counts from the child's first such line instead of from its
+      start (the GPU suite's rehearsed hangs count from the hang).
+    poll_s: how often a running child is looked at, in real seconds.
+
+  Returns:
+    {"row": the last row or None, "progress": merged progress dicts,
+    "returncode", "timed_out", "wall_s", "stdout", "stderr"}.
   """
-  if log_path:
-    out = open(log_path + ".out", "w+b")
-    err = open(log_path + ".err", "w+b")
-  else:
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-  with out, err:
-    start = time.time()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd,
-                            preexec_fn=_child_setup)
-    timed_out = False
-    try:
-      proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-      timed_out = True
-      try:
-        os.killpg(proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-      proc.wait()
-    wall = time.time() - start
-    out.seek(0)
-    err.seek(0)
-    stdout = out.read().decode("utf-8", "replace")
-    stderr = err.read().decode("utf-8", "replace")
+  scratch = None
+  if not log_path:
+    scratch = tempfile.mkdtemp(prefix="row_process.")
+    log_path = os.path.join(scratch, "row")
+  try:
+    with open(log_path + ".out", "w+b") as out, \
+        open(log_path + ".err", "w+b") as err:
+      start = clock()
+      proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd,
+                              preexec_fn=_child_setup)
+      watch = _ProgressWatch(log_path + ".out", prefix) if box_from else None
+      box_start = None if box_from else start
+      timed_out = False
+      while True:
+        try:
+          proc.wait(timeout=poll_s)
+          break
+        except subprocess.TimeoutExpired:
+          pass
+        if timeout_s is None:
+          continue
+        if box_start is None and box_from in watch.kinds():
+          box_start = clock()
+        if box_start is not None and clock() - box_start >= timeout_s:
+          timed_out = True
+          try:
+            os.killpg(proc.pid, signal.SIGKILL)
+          except ProcessLookupError:
+            pass
+          proc.wait()
+          break
+      wall = clock() - start
+      out.seek(0)
+      err.seek(0)
+      stdout = out.read().decode("utf-8", "replace")
+      stderr = err.read().decode("utf-8", "replace")
+  finally:
+    if scratch:
+      shutil.rmtree(scratch, ignore_errors=True)
   row, progress = None, {}
-  for line in stdout.splitlines():
-    if not line.startswith(prefix):
-      continue
-    try:
-      record = json.loads(line[len(prefix):])
-    except ValueError:
-      continue
+  for record in _prefixed_records(stdout, prefix):
     if "progress" in record:
       progress.update(record)
     else:
@@ -304,6 +330,40 @@ def run_row_process(cmd, prefix: str, timeout_s=None, env=None, cwd=None,
   return {"row": row, "progress": progress, "returncode": proc.returncode,
           "timed_out": timed_out, "wall_s": round(wall, 1),
           "stdout": stdout, "stderr": stderr}
+
+
+def _prefixed_records(text: str, prefix: str):
+  """The JSON objects of ``text``'s lines that start with ``prefix``."""
+  for line in text.splitlines():
+    if not line.startswith(prefix):
+      continue
+    try:
+      yield json.loads(line[len(prefix):])
+    except ValueError:
+      continue  # a line cut off by a kill
+
+
+class _ProgressWatch:
+  """The progress kinds a running child has printed so far, read from its
+  stdout file through a handle of our own (the child's shares no offset
+  with it)."""
+
+  def __init__(self, path: str, prefix: str):
+    self._path, self._prefix = path, prefix
+    self._seen, self._partial, self._offset = set(), b"", 0
+
+  def kinds(self) -> set:
+    with open(self._path, "rb") as f:
+      f.seek(self._offset)
+      data = f.read()
+    self._offset += len(data)
+    lines = (self._partial + data).split(b"\n")
+    self._partial = lines.pop()  # no newline yet: read again next time
+    text = b"\n".join(lines).decode("utf-8", "replace")
+    self._seen.update(r["progress"] for r in _prefixed_records(text,
+                                                               self._prefix)
+                      if isinstance(r, dict) and "progress" in r)
+    return self._seen
 
 
 def error_tail(result: dict) -> str:

@@ -1,7 +1,7 @@
 """The trainer's step on one GPU: a grid in order of importance, every row
 in a time-boxed process of its own, results written as each row ends.
 
-    bash bench/gpu_suite.sh /tmp/stg 450          # the GPU host (bench/GPU.md)
+    bash bench/gpu_suite.sh 450                   # the GPU host (bench/GPU.md)
     python bench/gpu_suite.py --dry_run            # rehearsal on a CPU
     python bench/gpu_suite.py --dry_run --test_hang=c8/float32/noxla/m8/b4
 
@@ -37,9 +37,16 @@ that failed), so a rerun after a cut-off run measures only what is missing.
 Processes: this parent imports neither TensorFlow nor PyTorch. TF rows get
 GPU_SUITE_TF_PYTHONPATH, the first working entry of
 GPU_SUITE_TF_LD_LIBRARY_PATHS (';'-separated, each put before the inherited
-LD_LIBRARY_PATH) and GPU_SUITE_XLA_FLAGS, which bench/gpu_suite.sh sets for
-the unpacked TF bundle; PyTorch rows get the environment as it is and never
+LD_LIBRARY_PATH) and GPU_SUITE_XLA_FLAGS, which bench/gpu_suite.sh takes
+from the TensorFlow bundle's env.sh; PyTorch rows get the environment as it
+is (the bundle's CUDA 12 libraries never come before the host's) and never
 import TF.
+
+Time boxes are kept by bench_common.run_row_process on an injectable clock;
+--default_timebox_s replaces DEFAULT_COST's boxes (a host far slower than
+its estimates, or a test that wants hang guards only), and a rehearsed hang
+(--test_hang) is killed its box after it hangs, never before its first
+step.
 """
 
 import dataclasses
@@ -85,6 +92,8 @@ DEFAULT_COST = {
 }
 
 _PREFIX = "GPU_SUITE "
+# The progress kind a rehearsed hang (--test_hang) prints as it hangs.
+_HANG = "hang"
 _OOM_MARKS = ("ResourceExhaustedError", "OOM when allocating",
               "out of memory", "OutOfMemoryError", "RESOURCE_EXHAUSTED")
 # TF's warning when its wheel has no kernel binaries for the GPU: the driver
@@ -124,6 +133,12 @@ flags.DEFINE_float("timebox_factor", 3.0, "Time box of a process: this "
                    "(before one is measured: DEFAULT_COST).")
 flags.DEFINE_float("min_timebox_s", -1, "Smallest time box derived from a "
                    "measured wall (-1: 60; --dry_run: 20).")
+flags.DEFINE_float("default_timebox_s", 0, "Time box of a process before "
+                   "one of its class has been measured for its config, and "
+                   "of the env check (0: DEFAULT_COST's box, 240 s for the "
+                   "env check). A host far slower than DEFAULT_COST's "
+                   "estimates needs more; a large value makes these boxes "
+                   "mere hang guards.")
 flags.DEFINE_float("xla_far_slower", 1.5, "Rule xla_side_far_slower: one "
                    "XLA side this many times slower than the other at some "
                    "multiple skips its remaining multiples.")
@@ -144,7 +159,9 @@ flags.DEFINE_bool("require_gpu", None, "Skip TF rows when TF sees no GPU "
                   "(default: on unless --dry_run).")
 flags.DEFINE_list("test_hang", [], "Rehearsal hook: the processes of these "
                   "row keys (the cold one of an XLA row) hang after their "
-                  "first step, so that their time box kills them.")
+                  "first step, so that their time box kills them; the box "
+                  "of such a process counts from its hang, so the kill "
+                  "comes after its first step on a machine of any speed.")
 FLAGS = flags.FLAGS
 
 
@@ -174,6 +191,7 @@ class Settings:
   fresh: bool = False
   retry: bool = False
   test_hang: Set[str] = dataclasses.field(default_factory=set)
+  default_timebox_s: float = 0.0
 
   @property
   def options(self) -> Dict:
@@ -226,13 +244,15 @@ def resolve_settings() -> Settings:
           os.getcwd(), "gpu_suite_out"),
       state_dir=FLAGS.state_dir or ("/tmp/gpu_suite_dry" if dry else
                                     "/tmp/gpu_suite"),
-      fresh=FLAGS.fresh, retry=FLAGS.retry, test_hang=set(FLAGS.test_hang))
+      fresh=FLAGS.fresh, retry=FLAGS.retry, test_hang=set(FLAGS.test_hang),
+      default_timebox_s=FLAGS.default_timebox_s)
   for name, value in (("batch_search", settings.batch_search),
                       ("steps", settings.steps - 1),
                       ("warmup", settings.warmup),
                       ("budget_s", settings.budget_s),
                       ("torch_reserve_s", settings.torch_reserve_s),
-                      ("min_timebox_s", settings.min_timebox_s)):
+                      ("min_timebox_s", settings.min_timebox_s),
+                      ("default_timebox_s", settings.default_timebox_s)):
     if value < 0:
       raise app.UsageError(f"--{name} is out of range")
   if settings.timebox_factor < 1:
@@ -345,7 +365,8 @@ class Suite:
       return expected, max(self.s.min_timebox_s,
                            self.s.timebox_factor * expected)
     defaults = DEFAULT_COST.get(row.config, DEFAULT_COST["i200"])
-    return defaults[row.cost_class(phase)]
+    expected, box = defaults[row.cost_class(phase)]
+    return expected, self.s.default_timebox_s or box
 
   def reserve(self, row) -> float:
     """Seconds a TF row leaves for the reserved PyTorch rows still to come
@@ -374,12 +395,14 @@ class Suite:
     return bench_common.cache_log_env(env) if cache_logging else env
 
   def _child(self, spec, env, timeout_s, log_name):
-    """One process (tests replace this method)."""
+    """One process (tests replace this method). A rehearsed hang's time
+    box counts from its hang."""
     cmd = [sys.executable, os.path.abspath(__file__),
            "--child=" + json.dumps(spec)]
     log = os.path.join(self.s.state_dir, "logs", log_name.replace("/", "_"))
-    return bench_common.run_row_process(cmd, _PREFIX, timeout_s=timeout_s,
-                                        env=env, cwd=_ROOT, log_path=log)
+    return bench_common.run_row_process(
+        cmd, _PREFIX, timeout_s=timeout_s, env=env, cwd=_ROOT, log_path=log,
+        box_from=_HANG if spec.get("hang") else None)
 
   def _reusable_env(self):
     for r in reversed(self.records):
@@ -404,9 +427,10 @@ class Suite:
     tries = []
     record = None
     for index, ld_path in enumerate(candidates):
+      box = min(self.s.default_timebox_s or 240.0,
+                max(30.0, self.remaining()))
       result = self._child({"kind": "env"}, self._tf_env(ld_path, False),
-                           min(240.0, max(30.0, self.remaining())),
-                           f"env.{index}")
+                           box, f"env.{index}")
       got = result["row"] or {}
       tries.append({"ld_library_path": ld_path, "wall_s": result["wall_s"],
                     "tf_ok": bool(got.get("tf_ok")),
@@ -415,6 +439,7 @@ class Suite:
                               bench_common.error_tail(result))})
       record = dict(got, kind="env", key="env", phase="check",
                     ld_library_path=ld_path,
+                    xla_flags=os.environ.get("GPU_SUITE_XLA_FLAGS") or None,
                     ptx_jit=_PTX_JIT_MARK in result["stderr"])
       if not result["row"]:
         record.update(tf_ok=False, status="error",
@@ -529,6 +554,8 @@ class Suite:
       record["reason"] = (f"killed by its {fields['timebox_s']} s time box "
                           + ("after" if reached else "before")
                           + " its first step")
+      if result["progress"].get("progress") == _HANG:
+        record["reason"] += " (a rehearsed hang: counted from the hang)"
     else:
       oom = any(mark in result["stderr"] for mark in _OOM_MARKS)
       record["status"] = "oom" if oom else "error"
@@ -754,6 +781,7 @@ def _progress(first_step_s, hang):
   _emit({"progress": "first_step", "first_step_s": first_step_s,
          "pid": os.getpid()})
   if hang:
+    _emit({"progress": _HANG, "pid": os.getpid()})
     while True:  # the rehearsal's hung row: only its time box ends it
       time.sleep(3600)
 

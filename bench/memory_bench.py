@@ -136,7 +136,7 @@ def measure(dataset: str, depth: int, alpha: float, bottleneck: bool,
 
 
 def run_isolated(row: dict, recompute: str, steps: int,
-                 timeout_s: float = 3600) -> dict:
+                 timeout_s: float = 3600, env: dict = None) -> dict:
   """``measure`` in a fresh Python process; its result, or {"error": ...}.
 
   Args:
@@ -144,9 +144,11 @@ def run_isolated(row: dict, recompute: str, steps: int,
     recompute: "none" or "unit".
     steps: timed steps.
     timeout_s: the child's time limit.
+    env: environment variables set for the child on top of this process's
+      (e.g. TF_NUM_INTRAOP_THREADS).
   """
   args = dict(row, recompute=recompute, steps=steps)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
   proc = subprocess.run(
       [sys.executable, os.path.abspath(__file__), "--child", json.dumps(args)],
       capture_output=True, text=True, timeout=timeout_s, check=False, env=env,

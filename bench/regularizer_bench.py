@@ -58,7 +58,7 @@ OPTIONS = {
 
 
 def measure(tf, name):
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model import network as model_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import optim
   from pyramidnet_tf.training import schedules  # pylint: disable=g-import-not-at-top

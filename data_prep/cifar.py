@@ -1,11 +1,13 @@
 """CIFAR-10 / CIFAR-100 -> sharded TFRecords.
 
-    python -m data_prep.cifar --dataset=cifar10 --source=cifar-10-python.tar.gz --output_dir=DIR
-    python -m data_prep.cifar --dataset=cifar100 --download --output_dir=DIR
-    python -m data_prep.cifar --dataset=cifar10 --source=tfds [--tfds_data_dir=DIR] --output_dir=DIR
+    python -m data_prep.cifar --source=cifar-10-python.tar.gz --output_dir=data/cifar10
+    python -m data_prep.cifar --dataset=cifar100 --download --output_dir=data/cifar100
+    python -m data_prep.cifar --source=tfds [--tfds_data_dir=DIR] --output_dir=data/cifar10
 
 --source is any of cifar-10-python.tar.gz, cifar-10-binary.tar.gz, cifar-100-python.tar.gz,
 cifar-100-binary.tar.gz or the folder one of them unpacks to (or a folder above it). Which
+CIFAR it holds is read from its files, so --dataset is needed only with --download (or to
+choose when a folder or TFDS data dir holds both); when given, it must agree with them. Which
 format each file holds is read from its content (a Python pickle or fixed-size binary records),
 not from its name, and the python and binary archives give byte-identical shards. --download
 fetches the official binary archive into --download_dir, checks its SHA-256 before use, and
@@ -22,17 +24,18 @@ uint8 RGB in HWC order per image. A reader decodes them with
 
     tf.reshape(tf.io.decode_raw(features["image/encoded"], tf.uint8), [32, 32, 3])
 
-docs/data-format.md describes the output and why CIFAR pixels are raw.
+docs/data-format.md describes the output and why CIFAR pixels are raw. --output_dir must not
+be a model directory (one holding checkpoints or model_config.json).
 """
 
 import os
 from typing import Dict, List
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from data_prep import DataPrepError
+from pyramidnet_tf import errors
+
 from data_prep import cifar_archive
 from data_prep import cifar_download
 from data_prep import cifar_tfds
@@ -104,8 +107,9 @@ def convert(data: cifar_archive.CifarData, output_dir: str,
 
 
 def define_flags() -> None:
-  flags.DEFINE_enum("dataset", None, ["cifar10", "cifar100"], "Which CIFAR.")
-  flags.mark_flag_as_required("dataset")
+  flags.DEFINE_enum("dataset", None, ["cifar10", "cifar100"],
+                    "Which CIFAR; default: read from --source (checked against it when "
+                    "given). Needed with --download.")
   flags.DEFINE_string("source", None,
                       "cifar-10-python.tar.gz, cifar-10-binary.tar.gz, "
                       "cifar-100-python.tar.gz, cifar-100-binary.tar.gz, the folder one of "
@@ -129,29 +133,50 @@ def define_flags() -> None:
                       "~/tensorflow_datasets).")
   flags.DEFINE_integer("train_shards", DEFAULT_TRAIN_SHARDS, "Shards of the train split.")
   flags.DEFINE_integer("test_shards", DEFAULT_TEST_SHARDS, "Shards of the test split.")
+  for name in ("train_shards", "test_shards"):
+    errors.register_number_validator(name, low=1, integer=True)
   cli.define_output_flags(
       with_max_rejected=False, workers=1,
       workers_help="Processes that write shards in parallel. Default 1: raw CIFAR records "
       "are cheap to write, and starting worker processes (each imports TensorFlow) costs "
       "more than it saves.")
-  flags.adopt_module_key_flags(cli)
+
+
+GROUPS = (
+    ("Input", ("source", "dataset", "tfds_data_dir")),
+    ("Download", ("download", "download_dir", "download_url", "download_sha256")),
+    ("Output", cli.output_flags(with_max_rejected=False) + ("train_shards", "test_shards")),
+)
+
+
+def _problems() -> List[str]:
+  problems = []
+  if FLAGS.download and FLAGS.source:
+    problems.append("pass either --source or --download, not both")
+  elif FLAGS.download:
+    if FLAGS.dataset is None:
+      problems.append("--download needs --dataset=cifar10 or --dataset=cifar100 (which "
+                      "archive to fetch)")
+  elif not FLAGS.source:
+    problems.append(f"--source is required: {cifar_archive.ANY_ARCHIVE}, the folder one of "
+                    "them unpacks to, or 'tfds'; or pass --download with --dataset")
+  elif FLAGS.source != "tfds":
+    archives = (cifar_archive.LAYOUTS[FLAGS.dataset].archives if FLAGS.dataset
+                else cifar_archive.ANY_ARCHIVE)
+    problems.append(cli.missing_path(
+        "source", f"{archives}, the folder one of them unpacks to, or 'tfds'"))
+  return problems + cli.output_problems()
 
 
 def _main() -> int:
-  if FLAGS.download and FLAGS.source:
-    raise DataPrepError("pass either --source or --download, not both")
   if FLAGS.download:
     path = cifar_download.download(FLAGS.dataset, os.path.expanduser(FLAGS.download_dir),
                                    FLAGS.download_url, FLAGS.download_sha256)
     data = cifar_archive.load(FLAGS.dataset, path)
   elif FLAGS.source == "tfds":
     data = cifar_tfds.load(FLAGS.dataset, os.path.expanduser(FLAGS.tfds_data_dir))
-  elif FLAGS.source:
-    data = cifar_archive.load(FLAGS.dataset, os.path.expanduser(FLAGS.source))
   else:
-    archives = cifar_archive.LAYOUTS[FLAGS.dataset].archives
-    raise DataPrepError(f"pass --source=PATH ({archives}, the folder it unpacks to, or "
-                        "'tfds') or --download")
+    data = cifar_archive.load(FLAGS.dataset, os.path.expanduser(FLAGS.source))
   summary = convert(data, os.path.expanduser(FLAGS.output_dir), FLAGS.train_shards,
                     FLAGS.test_shards, FLAGS.workers, FLAGS.seed, FLAGS.overwrite)
   return summary.exit_code
@@ -159,7 +184,11 @@ def _main() -> int:
 
 def run() -> None:
   define_flags()
-  app.run(cli.main_with_errors("data_prep.cifar", _main))
+  cli.run("data_prep.cifar", _main, groups=GROUPS, problems=_problems,
+          doc=__doc__ + "\n" + cli.exit_codes_text(
+              "finished: both splits written and verified, manifest.json written",
+              "an expected failure, named in one line (an unreadable or damaged archive, a "
+              "failed download, a full disk)"))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 `load` reads cifar-10-python.tar.gz, cifar-10-binary.tar.gz, cifar-100-python.tar.gz,
 cifar-100-binary.tar.gz or the folder one of them unpacks to (or a folder above it). Which
 format each file holds is read from its content (a Python pickle or fixed-size binary records),
-not from its name, so the python and binary archives give the same data. The pickles are
+not from its name, so the python and binary archives give the same data; which CIFAR it
+holds is read from its file names (data_batch_1..5 and test_batch, or train and test), so the
+dataset need not be named. The pickles are
 loaded by an unpickler that accepts only dicts, lists, strings and numpy arrays, so a crafted
 archive cannot run code.
 
@@ -24,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data_prep import DataPrepError
+from data_prep import DataPrepFlagError
 
 IMAGE_SHAPE = (32, 32, 3)
 PIXELS = 32 * 32 * 3  # bytes of one image
@@ -58,6 +61,8 @@ LAYOUTS = {
         meta_text={"coarse": "coarse_label_names.txt", "label": "fine_label_names.txt"},
         num_classes=100, num_coarse=20),
 }
+ANY_ARCHIVE = ("cifar-10-python.tar.gz, cifar-10-binary.tar.gz, cifar-100-python.tar.gz or "
+               "cifar-100-binary.tar.gz")
 
 
 @dataclasses.dataclass
@@ -130,26 +135,52 @@ def _collect(path: str) -> Tuple[Dict[str, Dict[str, bytes]], List[str]]:
   return found, seen
 
 
+def _complete(files: Dict[str, bytes], layout: Layout) -> bool:
+  """Whether one folder's files hold every data file and the class names of `layout`."""
+  data_ok = all(n in files or n + ".bin" in files
+                for names in layout.splits.values() for n in names)
+  meta_ok = layout.meta_pickle in files or all(n in files for n in layout.meta_text.values())
+  return data_ok and meta_ok
+
+
+def _held(found: Dict[str, Dict[str, bytes]]) -> List[str]:
+  """The datasets ("cifar10", "cifar100") some folder of `found` holds completely."""
+  return [name for name, layout in LAYOUTS.items()
+          if any(_complete(files, layout) for files in found.values())]
+
+
+def _pick_dataset(dataset: Optional[str], path: str,
+                  found: Dict[str, Dict[str, bytes]], seen: List[str]) -> str:
+  """`dataset` checked against what `path` holds, or (None) read from it."""
+  held = _held(found)
+  if dataset is not None:
+    if dataset not in held and held:
+      other = held[0]
+      raise DataPrepFlagError(
+          f"--dataset={dataset} contradicts --source={path}: it holds {LAYOUTS[other].name}, "
+          f"not {LAYOUTS[dataset].name}; pass --dataset={other} or leave --dataset out (it "
+          "is read from --source)")
+    return dataset
+  if len(held) == 1:
+    return held[0]
+  if len(held) > 1:
+    raise DataPrepFlagError(f"--source={path} holds both CIFAR-10 and CIFAR-100; pass "
+                            "--dataset=cifar10 or --dataset=cifar100 to choose")
+  sample = ", ".join(seen[:12]) + (f", ... ({len(seen)} files)" if len(seen) > 12 else "")
+  raise DataPrepError(
+      f"--source={path} holds neither CIFAR-10 nor CIFAR-100: expected {ANY_ARCHIVE} or the "
+      f"folder one of them unpacks to; found: {sample or 'no files'}")
+
+
 def _pick_folder(dataset: str, path: str,
                  found: Dict[str, Dict[str, bytes]], seen: List[str]) -> Tuple[str, Dict]:
   layout = LAYOUTS[dataset]
-
-  def complete(files: Dict[str, bytes], lay: Layout) -> bool:
-    data_ok = all(n in files or n + ".bin" in files
-                  for names in lay.splits.values() for n in names)
-    meta_ok = lay.meta_pickle in files or all(n in files for n in lay.meta_text.values())
-    return data_ok and meta_ok
-
-  matches = sorted(folder for folder, files in found.items() if complete(files, layout))
+  matches = sorted(folder for folder, files in found.items() if _complete(files, layout))
   if len(matches) == 1:
     return matches[0], found[matches[0]]
   if len(matches) > 1:
     raise DataPrepError(f"--source={path} holds {layout.name} more than once (in "
                         f"{', '.join(m or '.' for m in matches)}); pass the folder you mean")
-  for other, other_layout in LAYOUTS.items():
-    if other != dataset and any(complete(f, other_layout) for f in found.values()):
-      raise DataPrepError(f"--source={path} holds {other_layout.name}, not {layout.name}; "
-                          f"pass --dataset={other}")
   expected = []
   for split, names in layout.splits.items():
     expected += names
@@ -294,11 +325,12 @@ def check_labels(labels: np.ndarray, count: int, where: str, what: str) -> None:
                         f"{bad[0]} has {labels[bad[0]]}")
 
 
-def load(dataset: str, path: str) -> CifarData:
+def load(dataset: Optional[str], path: str) -> CifarData:
   """Reads a CIFAR archive or folder (python or binary format) into memory.
 
   Args:
-    dataset: "cifar10" or "cifar100".
+    dataset: "cifar10" or "cifar100", checked against the files; None reads it from them
+      (which of the two CIFARs a folder holds is clear from its file names).
     path: An archive as downloaded (any tar compression), the folder it unpacks to, or a
       folder above that.
 
@@ -306,14 +338,18 @@ def load(dataset: str, path: str) -> CifarData:
     The dataset, splits `train` and `test`.
 
   Raises:
-    DataPrepError: `path` is missing, damaged, holds the other CIFAR, or lacks files; the
-      message says what was expected and what was found.
+    DataPrepFlagError: `dataset` contradicts the files (they hold the other CIFAR), or it is
+      None and `path` holds both.
+    DataPrepError: `path` is missing, damaged, or lacks files; the message says what was
+      expected and what was found.
   """
   if not os.path.exists(path):
-    raise DataPrepError(f"--source={path}: no such file or folder; expected "
-                        f"{LAYOUTS[dataset].archives}, the folder it unpacks to, or 'tfds'")
-  layout = LAYOUTS[dataset]
+    expected = LAYOUTS[dataset].archives if dataset else ANY_ARCHIVE
+    raise DataPrepError(f"--source={path}: no such file or folder; expected {expected}, the "
+                        "folder it unpacks to, or 'tfds'")
   found, seen = _collect(path)
+  dataset = _pick_dataset(dataset, path, found, seen)
+  layout = LAYOUTS[dataset]
   folder, files = _pick_folder(dataset, path, found, seen)
   formats = set()
   pixels, labels, coarse, keys = {}, {}, {}, {}

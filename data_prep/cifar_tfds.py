@@ -11,12 +11,13 @@ import io
 import json
 import os
 import re
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 from PIL import Image
 
 from data_prep import DataPrepError
+from data_prep import DataPrepFlagError
 from data_prep import cifar_archive
 from data_prep import tf_import
 
@@ -30,20 +31,8 @@ def _class_names(folder: str, feature: str, expected: int, where: str) -> List[s
   return cifar_archive.check_class_names(names, expected, path)
 
 
-def load(dataset: str, data_dir: str) -> cifar_archive.CifarData:
-  """Reads a prepared TFDS cifar10/cifar100 (data_dir/<dataset>/<version>/).
-
-  Args:
-    dataset: "cifar10" or "cifar100".
-    data_dir: The TFDS data dir (--tfds_data_dir).
-
-  Returns:
-    The dataset, splits `train` and `test`, keys and labels as TFDS stores them.
-
-  Raises:
-    DataPrepError: No prepared version, a file missing or unreadable, or records that do not
-      match dataset_info.json; the message names the file.
-  """
+def _versions(data_dir: str, dataset: str) -> List[tuple]:
+  """The prepared versions of `dataset` under a TFDS data dir, as tuples of ints."""
   root = os.path.join(data_dir, dataset)
   versions = []
   if os.path.isdir(root):
@@ -51,6 +40,51 @@ def load(dataset: str, data_dir: str) -> cifar_archive.CifarData:
       if (re.fullmatch(r"\d+\.\d+\.\d+", name)
           and os.path.isfile(os.path.join(root, name, "dataset_info.json"))):
         versions.append(tuple(int(p) for p in name.split(".")))
+  return versions
+
+
+def prepared(data_dir: str) -> List[str]:
+  """The CIFARs ("cifar10", "cifar100") a TFDS data dir holds a prepared version of."""
+  return [name for name in cifar_archive.LAYOUTS if _versions(data_dir, name)]
+
+
+def load(dataset: Optional[str], data_dir: str) -> cifar_archive.CifarData:
+  """Reads a prepared TFDS cifar10/cifar100 (data_dir/<dataset>/<version>/).
+
+  Args:
+    dataset: "cifar10" or "cifar100"; None: the one the data dir holds.
+    data_dir: The TFDS data dir (--tfds_data_dir).
+
+  Returns:
+    The dataset, splits `train` and `test`, keys and labels as TFDS stores them.
+
+  Raises:
+    DataPrepFlagError: `dataset` is None and the data dir holds both CIFARs, or `dataset`
+      is not prepared there but the other CIFAR is.
+    DataPrepError: No prepared version, a file missing or unreadable, or records that do not
+      match dataset_info.json; the message names the file.
+  """
+  if dataset is None:
+    held = prepared(data_dir)
+    if len(held) > 1:
+      raise DataPrepFlagError(
+          f"--source=tfds: --tfds_data_dir={data_dir} holds both cifar10 and cifar100; pass "
+          "--dataset=cifar10 or --dataset=cifar100 to choose")
+    if not held:
+      raise DataPrepError(
+          f"--source=tfds: no prepared TFDS cifar10 or cifar100 under --tfds_data_dir="
+          f"{data_dir} (expected {os.path.join(data_dir, 'cifar10')}/<version>/"
+          f"dataset_info.json); prepare one with `tfds build cifar10 --data_dir={data_dir}` "
+          "or pass --source=<archive>")
+    dataset = held[0]
+  root = os.path.join(data_dir, dataset)
+  versions = _versions(data_dir, dataset)
+  if not versions and prepared(data_dir):
+    other = prepared(data_dir)[0]
+    raise DataPrepFlagError(
+        f"--dataset={dataset} contradicts --source=tfds: --tfds_data_dir={data_dir} holds "
+        f"{other}, not {dataset}; pass --dataset={other} or leave --dataset out (it is read "
+        "from the data dir)")
   if not versions:
     raise DataPrepError(
         f"--source=tfds: no prepared TFDS {dataset} under --tfds_data_dir={data_dir} "

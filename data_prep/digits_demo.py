@@ -15,10 +15,15 @@ The split is by dataset index, so every run writes the same files.
 
 import io
 import os
-import sys
+from typing import List
 
-from absl import app
 from absl import flags
+
+from pyramidnet_tf import errors
+
+from data_prep import DataPrepError
+from data_prep import DataPrepFlagError
+from data_prep import cli
 
 FLAGS = flags.FLAGS
 IMAGE_SIZE = 32
@@ -26,10 +31,12 @@ IMAGE_SIZE = 32
 
 def define_flags():
   flags.DEFINE_string("output_dir", None, "Folder to write images/ and holdout/ into.")
-  flags.mark_flag_as_required("output_dir")
   flags.DEFINE_integer("holdout_per_class", 2,
-                       "Images per digit kept out of images/ (written to holdout/).",
-                       lower_bound=0)
+                       "Images per digit kept out of images/ (written to holdout/).")
+  errors.register_number_validator("holdout_per_class", low=0, integer=True)
+
+
+GROUPS = (("Output", ("output_dir", "holdout_per_class")),)
 
 
 def _jpeg(pixels_0_16):
@@ -49,7 +56,8 @@ def write_digits(output_dir: str, holdout_per_class: int):
   try:
     from sklearn import datasets  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise SystemExit("data_prep.digits_demo needs scikit-learn: pip install -e '.[demo]'")
+    raise DataPrepError("data_prep.digits_demo needs scikit-learn: pip install -e '.[demo]'"
+                        ) from None
   digits = datasets.load_digits()
   by_class = {}
   for index, label in enumerate(digits.target):
@@ -58,8 +66,8 @@ def write_digits(output_dir: str, holdout_per_class: int):
   for label, indices in sorted(by_class.items()):
     keep = len(indices) - holdout_per_class
     if keep < 1:
-      raise SystemExit(f"--holdout_per_class={holdout_per_class} leaves no image of digit "
-                       f"{label} (it has {len(indices)})")
+      raise DataPrepFlagError(f"--holdout_per_class={holdout_per_class} leaves no image "
+                              f"of digit {label} (it has {len(indices)})")
     class_dir = os.path.join(output_dir, "images", str(label))
     os.makedirs(class_dir, exist_ok=True)
     os.makedirs(os.path.join(output_dir, "holdout"), exist_ok=True)
@@ -75,9 +83,11 @@ def write_digits(output_dir: str, holdout_per_class: int):
   return written, held
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def _problems() -> List[str]:
+  return [cli.required("output_dir", "the folder to write images/ and holdout/ into")]
+
+
+def _main() -> int:
   written, held = write_digits(FLAGS.output_dir, FLAGS.holdout_per_class)
   print(f"wrote {written} digit images in 10 class folders to "
         f"{os.path.join(FLAGS.output_dir, 'images')} and {held} held-out images to "
@@ -85,10 +95,13 @@ def main(argv):
   return 0
 
 
-def run():
+def run() -> None:
   define_flags()
-  app.run(main)
+  cli.run("data_prep.digits_demo", _main, groups=GROUPS, problems=_problems,
+          doc=__doc__ + "\n" + cli.exit_codes_text(
+              "finished: the images written",
+              "an expected failure, named in one line (scikit-learn missing, a full disk)"))
 
 
 if __name__ == "__main__":
-  sys.exit(run())
+  run()

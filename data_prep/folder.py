@@ -1,6 +1,6 @@
 """A folder of images, one subfolder per class -> sharded TFRecords.
 
-    python -m data_prep.folder --source=DIR --output_dir=OUT [--val_fraction=0.1]
+    python -m data_prep.folder --source=DIR --output_dir=data/NAME [--val_fraction=0.1]
 
 DIR holds one subfolder per class (the class names, sorted, give labels 0, 1, ...); each
 class folder holds images (JPEG, PNG, BMP, GIF, WebP, TIFF), also in nested folders. Every
@@ -18,15 +18,17 @@ PNG/BMP/... inputs therefore become (quality 95) JPEGs.
 seeded hash of their path, to the `validation` split; the rest are `train`. 0 writes only
 `train`. Shard counts default to one shard per ~128 MiB of input (--train_shards /
 --val_shards override). image/filename is the path relative to DIR, e.g. "cat/0001.jpg".
+--output_dir must not be a model directory (one holding checkpoints or model_config.json).
 """
 
 import math
 import os
 from typing import Dict, List
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from pyramidnet_tf import errors
 
 from data_prep import DataPrepError
 from data_prep import cli
@@ -127,19 +129,31 @@ def convert(source: str, output_dir: str, val_fraction: float = 0.1, train_shard
 
 def define_flags() -> None:
   flags.DEFINE_string("source", None, "A folder with one subfolder of images per class.")
-  flags.mark_flag_as_required("source")
   flags.DEFINE_float("val_fraction", 0.1,
                      "Fraction of each class for the validation split (0: none).")
+  errors.register_number_validator("val_fraction", low=0.0, high=1.0, high_open=True,
+                                   note="0 = no validation split")
   flags.DEFINE_string("dataset_name", "",
                       "Dataset name for the manifest (default: --source's folder name).")
   flags.DEFINE_integer("train_shards", 0,
-                       "Shards of the train split (0: one per ~128 MiB of input).",
-                       lower_bound=0)
+                       "Shards of the train split (0: one per ~128 MiB of input).")
   flags.DEFINE_integer("val_shards", 0,
-                       "Shards of the validation split (0: one per ~128 MiB of input).",
-                       lower_bound=0)
+                       "Shards of the validation split (0: one per ~128 MiB of input).")
+  for name in ("train_shards", "val_shards"):
+    errors.register_number_validator(name, low=0, integer=True, note="0 = automatic")
   cli.define_output_flags()
-  flags.adopt_module_key_flags(cli)
+
+
+GROUPS = (
+    ("Input", ("source", "val_fraction", "dataset_name")),
+    ("Output", cli.output_flags() + ("train_shards", "val_shards")),
+)
+
+
+def _problems() -> List[str]:
+  expected = "a folder with one subfolder of images per class"
+  return [cli.required("source", expected) or cli.missing_path("source", expected),
+          *cli.output_problems()]
 
 
 def _main() -> int:
@@ -151,7 +165,11 @@ def _main() -> int:
 
 def run() -> None:
   define_flags()
-  app.run(cli.main_with_errors("data_prep.folder", _main))
+  cli.run("data_prep.folder", _main, groups=GROUPS, problems=_problems,
+          doc=__doc__ + "\n" + cli.exit_codes_text(
+              "finished: every split written and verified, manifest.json written",
+              "an expected failure, named in one line (a folder that is not one folder per "
+              "class, more rejected images than --max_rejected, a full disk)"))
 
 
 if __name__ == "__main__":

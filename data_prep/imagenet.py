@@ -22,15 +22,17 @@ is written.
 Splits `train` (--train_shards, default 1024) and `validation` (--val_shards, default 128).
 Images are sniffed and repaired as `data_prep.images` describes; all records are JPEG:
 `tf.io.decode_jpeg(features["image/encoded"], channels=3)`. Records also carry
-image/class/synset.
+image/class/synset. --output_dir must not be a model directory (one holding checkpoints or
+model_config.json).
 """
 
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from pyramidnet_tf import errors
 
 from data_prep import DataPrepError
 from data_prep import archives
@@ -319,11 +321,30 @@ def define_flags() -> None:
                       "ILSVRC2012_validation_ground_truth.txt and meta.mat is not beside it.")
   flags.DEFINE_integer("label_offset", 0,
                        "0: labels 0..999; 1: labels 1..1000 (slim / Model Garden, 0 = "
-                       "background).", lower_bound=0, upper_bound=1)
+                       "background).")
+  errors.register_number_validator("label_offset", low=0, high=1, integer=True)
   flags.DEFINE_integer("train_shards", DEFAULT_TRAIN_SHARDS, "Shards of the train split.")
   flags.DEFINE_integer("val_shards", DEFAULT_VAL_SHARDS, "Shards of the validation split.")
+  for name in ("train_shards", "val_shards"):
+    errors.register_number_validator(name, low=1, integer=True)
   cli.define_output_flags()
-  flags.adopt_module_key_flags(cli)
+
+
+GROUPS = (
+    ("Input", ("train", "val", "val_labels", "meta_mat", "label_offset")),
+    ("Output", cli.output_flags() + ("train_shards", "val_shards")),
+)
+
+
+def _problems() -> List[str]:
+  problems = []
+  if not FLAGS.train and not FLAGS.val:
+    problems.append("nothing to convert: pass --train=PATH, --val=PATH or both")
+  problems += [cli.missing_path("train", EXPECTED_TRAIN),
+               cli.missing_path("val", EXPECTED_VAL),
+               cli.missing_path("val_labels", imagenet_labels.FORMATS_HELP),
+               cli.missing_path("meta_mat", "the devkit's meta.mat")]
+  return problems + cli.output_problems()
 
 
 def _main() -> int:
@@ -337,7 +358,11 @@ def _main() -> int:
 
 def run() -> None:
   define_flags()
-  app.run(cli.main_with_errors("data_prep.imagenet", _main))
+  cli.run("data_prep.imagenet", _main, groups=GROUPS, problems=_problems,
+          doc=__doc__ + "\n" + cli.exit_codes_text(
+              "finished: every split written and verified, manifest.json written",
+              "an expected failure, named in one line (labels that do not fit the images, "
+              "more rejected images than --max_rejected, a full disk)"))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ that this tool would delete or overwrite stops the run before it changes anythin
 kept when its plan is unchanged and its file still has the recorded SHA-256; the rest are
 removed and written again. A folder holding another dataset (another converter or dataset
 name in its manifest), or splits this run does not write, is replaced only with --overwrite,
-since every shard of it would go. See docs/data-format.md.
+since every shard of it would go. A model directory (checkpoints, model_config.json,
+train_config.json) is never an output folder, --overwrite or not. See docs/data-format.md.
 """
 
 import json
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 from absl import logging
@@ -20,6 +22,32 @@ from data_prep import manifest as manifest_lib
 from data_prep import planning
 from data_prep import summary as summary_lib
 from data_prep import writer
+
+# What the trainer and import_torch write into a model directory (docs/architecture.md).
+_MODEL_DIR_FILES = ("model_config.json", "train_config.json", "checkpoint")
+_CHECKPOINT_FILE = re.compile(r"^ckpt-\d+\.(index|data-\d+-of-\d+)$")
+
+
+def model_dir_problem(output_dir: str) -> Optional[str]:
+  """Why `output_dir` is a model directory and must not receive shards, or None.
+
+  Shards written among checkpoints would mix a dataset into a model's files (and a later
+  cleanup of either would take the other with it), so such a folder is refused whatever the
+  flags; the line names the file that makes it a model directory and the way forward.
+
+  Args:
+    output_dir: The --output_dir (it need not exist).
+  """
+  if not os.path.isdir(output_dir):
+    return None
+  names = set(os.listdir(output_dir))
+  found = [name for name in _MODEL_DIR_FILES if name in names]
+  found += sorted(name for name in names if _CHECKPOINT_FILE.match(name))
+  if not found:
+    return None
+  return (f"--output_dir={output_dir} is a model directory (it holds {found[0]}), not a "
+          "folder for data: write the shards to a folder of their own, e.g. "
+          "--output_dir=data/<dataset>, and pass that folder to the trainer as --data_dir")
 
 
 def previous_results(output_dir: str) -> Dict[str, planning.ShardResult]:
@@ -173,11 +201,14 @@ def prepare(output_dir: str, plans: Sequence[planning.ShardPlan],
     {shard file: its result} for the shards kept from earlier runs.
 
   Raises:
-    DataPrepError: `output_dir` is not a folder, holds files that are not data_prep's, or
-      holds another dataset without `overwrite`.
+    DataPrepError: `output_dir` is not a folder, is a model directory, holds files that are
+      not data_prep's, or holds another dataset without `overwrite`.
   """
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise DataPrepError(f"--output_dir={output_dir} exists and is not a folder")
+  problem = model_dir_problem(output_dir)
+  if problem:
+    raise DataPrepError(problem)
   os.makedirs(output_dir, exist_ok=True)
   check_ownership(output_dir)
   if info is not None:

@@ -12,7 +12,7 @@ data_prep writes (8-bit, 3 components, ends with its end-of-image marker). Shard
 that the manifest does not list are reported too.
 
 Prints one line per problem, naming the shard file (and the record's index and image/filename),
-then a summary; exit code 0 when everything checks out, 1 otherwise.
+then a summary; exit code 0 when everything checks out, 1 otherwise (2: a usage error).
 """
 
 import multiprocessing
@@ -21,8 +21,9 @@ import re
 import sys
 from typing import List, Tuple
 
-from absl import app
 from absl import flags
+
+from pyramidnet_tf import errors
 
 from data_prep import DataPrepError
 from data_prep import cli
@@ -241,10 +242,18 @@ def verify(data_dir: str, workers: int = 1, out=None) -> int:
 
 def define_flags() -> None:
   flags.DEFINE_string("data_dir", None, "A folder written by a data_prep converter.")
-  flags.mark_flag_as_required("data_dir")
   flags.DEFINE_integer("workers", cli.default_workers(),
                        "Processes that check shards in parallel (default: the CPUs this "
-                       "process may use).", lower_bound=1)
+                       "process may use).")
+  errors.register_number_validator("workers", low=1, integer=True)
+
+
+GROUPS = (("What to check", ("data_dir", "workers")),)
+
+
+def _problems() -> List[str]:
+  expected = "a folder written by data_prep.cifar, data_prep.imagenet or data_prep.folder"
+  return [cli.required("data_dir", expected) or cli.missing_path("data_dir", expected)]
 
 
 def _main() -> int:
@@ -253,7 +262,11 @@ def _main() -> int:
 
 def run() -> None:
   define_flags()
-  app.run(cli.main_with_errors("data_prep.verify", _main))
+  cli.run("data_prep.verify", _main, groups=GROUPS, problems=_problems,
+          doc=__doc__ + "\n" + cli.exit_codes_text(
+              "every shard and record checks out",
+              "problems found (one line each, then a summary), or a folder without a "
+              "readable data_prep manifest.json"))
 
 
 if __name__ == "__main__":

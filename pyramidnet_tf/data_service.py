@@ -30,8 +30,8 @@ from absl import flags
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.cli.service_address import is_host
-from pyramidnet_tf.cli.service_address import parse_address
+from pyramidnet_tf.runtime.service_address import is_host
+from pyramidnet_tf.runtime.service_address import parse_address
 
 ROLES = ("dispatcher", "worker")
 PROG = "pyramidnet_tf.data_service"

@@ -16,37 +16,23 @@ created), so it is instant for any size (reading --model_dir, --init_from
 or --data_dir loads TensorFlow's file system layer first).
 """
 
+import dataclasses
 import json
 import os
 from typing import List, Optional, Tuple
 
-from absl import flags
-
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import describe_config
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.model import complexity
 from pyramidnet_tf.model import memory
-from pyramidnet_tf.model import paper_rows
+from pyramidnet_tf import recipe_book as paper_rows
 from pyramidnet_tf.cli import model_flags
-from pyramidnet_tf.cli import train_flags
 from pyramidnet_tf.model import widths as widths_lib
 
-# --image_size (input resolution for FLOPs and feature-map sizes; 0 = 32 for
-# CIFAR, 224 for ImageNet) is the trainer's flag, from common_flags.
-flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
-flags.DEFINE_integer("replicas", 1,
-                     "Replicas the trainer's global --batch_size is split "
-                     "over, for the memory per replica (>= 1).")
-flags.DEFINE_enum("device", "gpu", ["gpu", "cpu"],
-                  "Device the memory is estimated for: its --channel_multiple "
-                  "default (auto = 1 on GPU; 8 for float32 and 16 for "
-                  "bfloat16/float16 on CPU) sets the padded widths.")
-flags.DEFINE_bool("show_widths", True,
-                  "List every unit's planes under the table.")
-
-FLAGS = flags.FLAGS
+DescribeConfig = describe_config.DescribeConfig
 PROG = "pyramidnet_tf.describe"
 
 
@@ -138,29 +124,31 @@ def as_json(arch: widths_lib.Architecture, num_classes: int,
   }
 
 
-def _memory_settings(batch_size: int) -> dict:
-  """Batch per replica, dtype, recompute and channel multiple from flags.
+def _memory_settings(config: DescribeConfig, batch_size: int) -> dict:
+  """Batch per replica, dtype, recompute and channel multiple.
 
   Args:
+    config: the flags' settings (--replicas, --dtype, --device, ...).
     batch_size: the run's global batch (--batch_size, or the batch of the
       run in --model_dir, which a resume cannot change).
 
   Raises:
     cli.UserError: for a --batch_size or --replicas that cannot be split.
   """
-  if FLAGS.replicas < 1:
-    raise cli.UserError(f"--replicas must be >= 1; got {FLAGS.replicas}")
-  if batch_size < 1 or batch_size % FLAGS.replicas:
+  replicas, runtime = config.replicas, config.runtime
+  if replicas < 1:
+    raise cli.UserError(f"--replicas must be >= 1; got {replicas}")
+  if batch_size < 1 or batch_size % replicas:
     raise cli.UserError(f"--batch_size must be a positive multiple of "
-                        f"--replicas={FLAGS.replicas}; got {batch_size}")
+                        f"--replicas={replicas}; got {batch_size}")
   try:
-    multiple = channel_alignment.resolve(FLAGS.channel_multiple, FLAGS.dtype,
-                                         FLAGS.device.upper())
+    multiple = channel_alignment.resolve(runtime.channel_multiple,
+                                         runtime.dtype, config.device.upper())
   except ValueError as e:
     raise cli.UserError(str(e)) from None
-  return {"batch_per_replica": batch_size // FLAGS.replicas,
-          "dtype": FLAGS.dtype, "recompute": FLAGS.recompute,
-          "device": FLAGS.device, "channel_multiple": multiple}
+  return {"batch_per_replica": batch_size // replicas,
+          "dtype": runtime.dtype, "recompute": runtime.recompute,
+          "device": config.device, "channel_multiple": multiple}
 
 
 def memory_report(arch, num_classes: int, image_size: int,
@@ -217,11 +205,6 @@ def _published(arch, shakedrop_on: bool) -> Optional[dict]:
   return {"error": text, "flagfile": row.path}
 
 
-def _given(names) -> dict:
-  """The flags of ``names`` set on the command line (or a flagfile)."""
-  return {name: FLAGS[name].value for name in names if FLAGS[name].present}
-
-
 def _read_model_config(directory: str, flag: str) -> dict:
   """The "model" section of ``directory``'s model_config.json.
 
@@ -260,19 +243,19 @@ def _manifest_classes(data_dir: str) -> int:
                         "--dataset's default classes)") from None
 
 
-def _run_settings(model_dir: str, notes: List[str]) -> dict:
-  """--image_size and --batch_size of the run in ``model_dir`` (its
+def _run_settings(config: DescribeConfig, notes: List[str]) -> dict:
+  """--image_size and --batch_size of the run in --model_dir (its
   train_config.json; a resume cannot change them) where the flags leave
   them unset; {} for a directory without one (e.g. import_torch's)."""
   from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
-    saved = config_lib.read(model_dir)
+    saved = config_lib.read(config.model_dir)
   except (FileNotFoundError, ValueError, KeyError):
     return {}
   settings = {}
   for name, value in (("image_size", saved.data.image_size),
                       ("batch_size", saved.schedule.batch_size)):
-    if not FLAGS[name].present:
+    if name not in config.given:
       settings[name] = value
   if settings:
     notes.append("the run's " + ", ".join(
@@ -281,7 +264,7 @@ def _run_settings(model_dir: str, notes: List[str]) -> dict:
   return settings
 
 
-def run_model() -> Tuple[dict, int, List[str], dict]:
+def run_model(config: DescribeConfig) -> Tuple[dict, int, List[str], dict]:
   """The network the trainer would build for the flags.
 
   In the trainer's order: the network saved in --model_dir (a resume; model
@@ -290,6 +273,9 @@ def run_model() -> Tuple[dict, int, List[str], dict]:
   must agree for the architecture), else the model flags; the classes are
   --data_dir's manifest's when given (a fine-tune's new classifier;
   otherwise they must agree, as the trainer checks).
+
+  Args:
+    config: the flags' settings.
 
   Returns:
     (``PyramidNet`` keyword arguments, classes, lines saying where they
@@ -301,60 +287,63 @@ def run_model() -> Tuple[dict, int, List[str], dict]:
       directory that cannot be read.
   """
   from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
-  kwargs = model_flags.model_kwargs()
+  kwargs = dataclasses.asdict(config.model)
   if kwargs["dataset"] == "synthetic":   # e.g. flags/smoke.flags
-    kwargs["dataset"] = FLAGS.synthetic_like
+    kwargs["dataset"] = config.data.synthetic_like
   notes = []
-  given = _given(model_flags.MODEL_FLAG_NAMES)
-  resumed = _has_model_config(FLAGS.model_dir)
+  given = {name: getattr(config.model, name)
+           for name in model_flags.MODEL_FLAG_NAMES if name in config.given}
+  model_dir, init_from = config.model_dir, config.init_from
+  data_dir, num_classes = config.data.data_dir, config.model.num_classes
+  resumed = _has_model_config(model_dir)
   settings = {}
-  classes = FLAGS.num_classes
+  classes = num_classes
   if resumed:
-    saved = _read_model_config(FLAGS.model_dir, "model_dir")
-    diffs = [f"--{name}={value} but {FLAGS.model_dir} holds {name} "
+    saved = _read_model_config(model_dir, "model_dir")
+    diffs = [f"--{name}={value} but {model_dir} holds {name} "
              f"{saved.get(name)!r}" for name, value in given.items()
              if name in saved and not _same(value, saved[name])]
     if diffs:
       raise cli.UserError(
-          f"--model_dir={FLAGS.model_dir} holds a network already (a rerun "
+          f"--model_dir={model_dir} holds a network already (a rerun "
           f"resumes it): {'; '.join(diffs)}; drop these flags to describe "
           "it, or pass a new --model_dir")
     kwargs.update({name: saved[name] for name in kwargs if name in saved})
     kwargs.update({name: saved.get(name, default) for name, default
                    in finetune.REGULARISER_DEFAULTS.items()})
     classes = saved.get("num_classes")
-    notes.append(f"the network of --model_dir={FLAGS.model_dir} (a rerun "
+    notes.append(f"the network of --model_dir={model_dir} (a rerun "
                  "resumes it)")
-    settings = _run_settings(FLAGS.model_dir, notes)
-  elif FLAGS.init_from:
-    source = _read_model_config(FLAGS.init_from, "init_from")
+    settings = _run_settings(config, notes)
+  elif init_from:
+    source = _read_model_config(init_from, "init_from")
     try:
       kwargs.update(finetune.resolve_architecture(
-          FLAGS.init_from, source,
+          init_from, source,
           {n: v for n, v in given.items()
            if n in finetune.ARCHITECTURE_FIELDS}))
       kwargs.update(finetune.resolve_regularisers(source, given))
     except KeyError as e:
-      raise cli.UserError(f"--init_from={FLAGS.init_from}: model_config.json "
+      raise cli.UserError(f"--init_from={init_from}: model_config.json "
                           f"has no {e} in its model section") from None
     except finetune.FinetuneError as e:
       raise cli.UserError(str(e)) from None
-    classes = FLAGS.num_classes or source.get("num_classes")
-    notes.append(f"the architecture of --init_from={FLAGS.init_from}; "
+    classes = num_classes or source.get("num_classes")
+    notes.append(f"the architecture of --init_from={init_from}; "
                  f"{finetune.regularisers_text(kwargs, source)}")
-  if FLAGS.data_dir and FLAGS.dataset != "synthetic":
-    manifest = _manifest_classes(FLAGS.data_dir)
-    fixed = classes if resumed else FLAGS.num_classes
+  if data_dir and config.model.dataset != "synthetic":
+    manifest = _manifest_classes(data_dir)
+    fixed = classes if resumed else num_classes
     if fixed and fixed != manifest:
       raise cli.UserError(
-          f"{FLAGS.data_dir}/manifest.json lists {manifest} classes but the "
+          f"{data_dir}/manifest.json lists {manifest} classes but the "
           f"run's network has {fixed} (the trainer refuses this too); drop "
           "--num_classes, or pass the data the network was trained on")
-    if FLAGS.init_from and not resumed and classes != manifest:
-      notes.append(f"{manifest} classes of --data_dir={FLAGS.data_dir}: a "
+    if init_from and not resumed and classes != manifest:
+      notes.append(f"{manifest} classes of --data_dir={data_dir}: a "
                    f"new classifier (the source has {classes})")
     else:
-      notes.append(f"{manifest} classes of --data_dir={FLAGS.data_dir}")
+      notes.append(f"{manifest} classes of --data_dir={data_dir}")
     classes = manifest
   kwargs["num_classes"] = classes
   return kwargs, classes, notes, settings
@@ -370,7 +359,8 @@ def _same(value, saved) -> bool:
 
 
 def main(argv):
-  """Prints the report for the run the flags describe.
+  """Prints the report for the run the flags describe
+  (``describe_config.from_flags``).
 
   Args:
     argv: absl's remaining arguments; only the program name is allowed.
@@ -381,10 +371,8 @@ def main(argv):
   """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  problems = train_flags.number_problems(train_flags.MODEL_NUMBER_FLAGS)
-  if problems:
-    raise cli.FlagError(cli.problems_text(problems))
-  kwargs, num_classes, notes, settings = run_model()
+  config = describe_config.from_flags()
+  kwargs, num_classes, notes, settings = run_model(config)
   try:
     arch = widths_lib.architecture(kwargs["dataset"], kwargs["depth"],
                                    kwargs["alpha"], kwargs["bottleneck"],
@@ -392,7 +380,7 @@ def main(argv):
   except ValueError as e:
     raise cli.FlagError(f"invalid model flags: {e}") from None
   num_classes = num_classes or widths_lib.NUM_CLASSES[arch.dataset]
-  image_size = settings.get("image_size", FLAGS.image_size)
+  image_size = settings.get("image_size", config.data.image_size)
   cli.check_image_size("image_size", image_size, arch.dataset,
                        "32 for CIFAR, 224 for ImageNet")
   image_size = image_size or (224 if arch.dataset == "imagenet" else 32)
@@ -403,9 +391,9 @@ def main(argv):
                "level": kwargs["shakedrop_level"],
                "p_first": 1.0 - (1.0 - kwargs["shakedrop_pl"]) / num_units}
   mem = memory_report(arch, num_classes, image_size, _memory_settings(
-      settings.get("batch_size", FLAGS.batch_size)))
+      config, settings.get("batch_size", config.batch_size)))
   published = _published(arch, shakedrop_on)
-  if FLAGS.json:
+  if config.json:
     payload = as_json(arch, num_classes, image_size)
     payload["drop_rate"] = kwargs["drop_rate"]
     if shakedrop_on:
@@ -415,7 +403,7 @@ def main(argv):
     payload["from"] = notes
     print(json.dumps(payload, indent=2))
   else:
-    text = describe(arch, num_classes, image_size, FLAGS.show_widths)
+    text = describe(arch, num_classes, image_size, config.show_widths)
     if notes:
       text = "\n".join(notes) + "\n" + text
     if kwargs["drop_rate"]:

@@ -24,56 +24,23 @@ import sys
 import time
 
 from absl import app
-from absl import flags
 from absl import logging
 
 from pyramidnet_tf.cli import console
-from pyramidnet_tf.cli import paths as paths_lib
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import evaluate_config
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
-
-flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
-                    "or test, whichever the manifest has.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path, or best (the "
-                    "best evaluation's, kept in --model_dir/best); default: "
-                    "the newest intact one in --model_dir.")
-flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
-                  "Evaluate the EMA of the weights instead of the raw ones. "
-                  "auto: when the training run kept one (--ema_decay > 0, "
-                  "recorded in model_config.json).")
-
-FLAGS = flags.FLAGS
 
 
-def evaluate() -> dict:
-  """Evaluates --model_dir on --data_dir's split; returns the JSON record."""
-  if not FLAGS.model_dir:
-    raise cli.FlagError("--model_dir is required (written by "
-                        "pyramidnet_tf.train or pyramidnet_tf.import_torch)")
-  if not FLAGS.data_dir:
-    raise cli.FlagError("--data_dir is required: a directory written by "
-                        "data_prep (manifest.json + TFRecords)")
-  # Before TensorFlow starts (seconds): what is wrong on disk.
-  problems = [p for p in (
-      paths_lib.model_dir_problem(FLAGS.model_dir,
-                                  checkpoint=FLAGS.checkpoint),
-      paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
-  if problems:
-    raise cli.FlagError(cli.problems_text(problems))
-  from pyramidnet_tf.runtime import cluster_env  # pylint: disable=g-import-not-at-top
-  if FLAGS.cluster_resolver != "k8s_indexed":
-    cluster_env.tf_config()  # a bad TF_CONFIG: one line, before TensorFlow
+def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
+  """Evaluates a model directory on a data split; returns the JSON record.
+
+  Args:
+    config: the evaluation (``evaluate_config.from_flags``).
+  """
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
-  strategy = distribute.create_strategy(FLAGS.distribution, FLAGS.cpu_devices,
-                                        FLAGS.collective_timeout,
-                                        FLAGS.cluster_resolver,
-                                        FLAGS.slurm_port_base,
-                                        k8s_num_workers=FLAGS.k8s_num_workers,
-                                        k8s_port=FLAGS.k8s_port,
-                                        k8s_service=FLAGS.k8s_service,
-                                        k8s_job_name=FLAGS.k8s_job_name)
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy(config.runtime)
   from pyramidnet_tf.model import channel_alignment  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import records as records_lib  # pylint: disable=g-import-not-at-top
@@ -81,8 +48,9 @@ def evaluate() -> dict:
   from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
 
-  info = manifest_lib.read_manifest(FLAGS.data_dir)
-  split = FLAGS.split or info.eval_split
+  model_dir, data_dir = config.model_dir, config.data.data_dir
+  info = manifest_lib.read_manifest(data_dir)
+  split = config.split or info.eval_split
   # Counted from the shards: the padding to equal steps on every replica
   # follows from the counts, and a wrong manifest would drop records.
   info, mismatches = records_lib.recount(info, [split])
@@ -90,54 +58,53 @@ def evaluate() -> dict:
     logging.warning("%s; evaluating all %d of them", mismatches[split],
                     info.num_examples(split))
   with strategy.scope():
-    opened = model_io.open_model(FLAGS.model_dir, FLAGS.checkpoint,
+    opened = model_io.open_model(model_dir, config.checkpoint,
                                  warn=logging.warning)
     model, metadata = opened.model, opened.metadata
     checkpoint = opened.checkpoint
     model.set_channel_multiple(channel_alignment.resolve(
-        FLAGS.channel_multiple, FLAGS.dtype,
+        config.runtime.channel_multiple, config.runtime.dtype,
         channel_alignment.local_device_type()))
-    use_ema = ema_lib.should_use(FLAGS.use_ema, metadata)
+    use_ema = ema_lib.should_use(config.use_ema, metadata)
     if use_ema:
       ema_lib.load_averages(model, checkpoint)
   if model.num_classes != info.num_classes:
-    raise ValueError(f"the model in {FLAGS.model_dir} has {model.num_classes}"
-                     f" classes but {FLAGS.data_dir}/manifest.json lists "
+    raise ValueError(f"the model in {model_dir} has {model.num_classes}"
+                     f" classes but {data_dir}/manifest.json lists "
                      f"{info.num_classes}")
   order = model_dir_lib.class_order_problem(metadata.get("class_names"),
                                             info.class_names)
   if order is not None and order[0]:
-    raise ValueError(f"--model_dir={FLAGS.model_dir}, --data_dir="
-                     f"{FLAGS.data_dir}: {order[1]}")
+    raise ValueError(f"--model_dir={model_dir}, --data_dir="
+                     f"{data_dir}: {order[1]}")
   if order is not None:
     logging.warning("%s; the scores are only meaningful if the classes are "
                     "the same", order[1])
   model_config = opened.config["model"]
-  cli.check_image_size("image_size", FLAGS.image_size,
+  cli.check_image_size("image_size", config.data.image_size,
                        model_config.get("dataset", "cifar10"),
                        "the model's size")
   preprocessing = model_dir_lib.preprocessing_of(
-      metadata, model_config, FLAGS.image_size, FLAGS.cifar_convention,
-      info)
-  if FLAGS.image_size:
+      metadata, model_config, config.data.image_size,
+      config.data.cifar_convention, info)
+  if config.data.image_size:
     preprocessing = dataclasses.replace(preprocessing,
-                                        image_size=FLAGS.image_size)
+                                        image_size=config.data.image_size)
   else:
     size = model_dir_lib.image_size_problem(
         preprocessing, "preprocessing" in metadata,
-        records_lib.first_image_size(info, split), FLAGS.model_dir,
-        FLAGS.data_dir)
+        records_lib.first_image_size(info, split), model_dir,
+        data_dir)
     if size is not None and size[0]:
       raise ValueError(size[1])
     if size is not None:
       logging.warning("%s", size[1])
   evaluator = evaluator_lib.Evaluator(
       strategy=strategy, model=model, info=info, preprocessing=preprocessing,
-      split=split, dtype=FLAGS.dtype,
-      global_batch=evaluator_lib.batch_for_replicas(
-          FLAGS.eval_batch_size, strategy.num_replicas_in_sync))
+      split=split, dtype=config.runtime.dtype,
+      global_batch=config.eval_batch)
   logging.info("evaluating %s (%s%s) on %s: %d images, global batch %d, "
-               "%d replica(s)", FLAGS.model_dir, os.path.basename(checkpoint),
+               "%d replica(s)", model_dir, os.path.basename(checkpoint),
                ", EMA weights" if use_ema else "", split,
                info.num_examples(split), evaluator.global_batch,
                strategy.num_replicas_in_sync)
@@ -152,7 +119,7 @@ def evaluate() -> dict:
                metrics["examples"], seconds,
                metrics["examples"] / max(seconds, 1e-9),
                metrics["top1_error"], metrics["top5_error"], metrics["loss"])
-  return {"model_dir": FLAGS.model_dir, "data_dir": FLAGS.data_dir,
+  return {"model_dir": model_dir, "data_dir": data_dir,
           "split": split, "checkpoint": checkpoint, "ema": use_ema,
           **metrics}
 
@@ -161,7 +128,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    result = evaluate()
+    result = evaluate(evaluate_config.from_flags())
   except cli.FlagError:
     raise   # exit status 2 (errors.guard)
   except (ValueError, FileNotFoundError, cli.UserError) as e:

@@ -326,7 +326,7 @@ def export(model_dir: str, export_dir: str, data_dir=None, checkpoint=None,
       EMA weights.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top

@@ -42,16 +42,14 @@ from absl import flags
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.cli import model_flags
-from pyramidnet_tf.convert import importer
-from pyramidnet_tf.convert import pytorch
-from pyramidnet_tf.model_dir import access
+from pyramidnet_tf.convert import formats
 
 flags.DEFINE_string("checkpoint", None,
                     "PyTorch checkpoint (.pth/.pth.tar as the authors save it, "
                     "or a bare state_dict), an .npz of name -> array, a "
                     "Torch7 .t7 model (fb.resnet.torch) or a Caffe "
                     ".caffemodel.")
-flags.DEFINE_enum("format", "auto", list(importer.FORMATS),
+flags.DEFINE_enum("format", "auto", list(formats.FORMATS),
                   "File format of --checkpoint; auto detects it from the "
                   "file's first bytes (zip/pickle: pytorch, Torch7 header: "
                   "torch7, protobuf NetParameter: caffe).")
@@ -87,6 +85,10 @@ def main(argv):
            if flags.FLAGS[name].present}
   if all(name in given for name in ("dataset", "depth", "alpha")):
     model_flags.architecture()  # flag errors before loading anything
+  # TensorFlow starts here, once the flags are known to be usable.
+  from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
   try:
     saved, metadata = importer.import_checkpoint(
         flags.FLAGS.checkpoint, flags.FLAGS.output_dir,

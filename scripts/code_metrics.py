@@ -6,11 +6,15 @@
 Reads the source as text and syntax trees (nothing is imported), and reports:
 modules per package; the largest files and longest functions; reads of
 ``FLAGS.`` outside ``pyramidnet_tf/cli/`` (tools included: flags should be
-turned into a typed config in one place); imports inside function bodies;
+turned into a typed config in one place); flag defaults written as literals
+although the flag is a setting of ``training/config.py``, whose dataclass
+field holds the default already (``cli.config_flags.default`` reads it);
+imports inside function bodies;
 and import arrows that point up the layers of docs/architecture.md. The
 layers, lowest first:
 
-  0  foundation: options, exit_codes, tf_import, errors (user-error types)
+  0  foundation: options, exit_codes, tf_import, errors (user-error types),
+     console_base (how a tool starts), recipe_book (the shipped flagfiles)
   1  model/
   2  data/, runtime/, model_dir/, convert/
   3  training/, serving/
@@ -29,7 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("pyramidnet_tf", "data_prep")
-FOUNDATION = ("options", "exit_codes", "tf_import", "errors", "console_base")
+FOUNDATION = ("options", "exit_codes", "tf_import", "errors", "console_base",
+              "recipe_book")
 LAYERS = {"model": 1, "data": 2, "runtime": 2, "model_dir": 2, "convert": 2,
           "training": 3, "serving": 3, "cli": 4}
 
@@ -88,6 +93,35 @@ def _imports(tree: ast.AST, module: str) -> List[Tuple[str, bool]]:
   return found
 
 
+def config_settings() -> set:
+  """The setting names of ``training/config.py``: the fields of its
+  section dataclasses (every class named ``*Config`` but ``TrainConfig``,
+  which holds the sections)."""
+  with open(os.path.join(ROOT, "pyramidnet_tf", "training", "config.py")) as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in tree.body:
+    if (isinstance(node, ast.ClassDef) and node.name.endswith("Config") and
+        node.name != "TrainConfig"):
+      names.update(item.target.id for item in node.body
+                   if isinstance(item, ast.AnnAssign) and
+                   isinstance(item.target, ast.Name))
+  return names
+
+
+def duplicated_default(node: ast.AST, settings: set) -> Optional[str]:
+  """The flag name when ``node`` is a ``DEFINE_*`` call of a setting whose
+  default is written out (not a call, e.g. ``config_flags.default``)."""
+  if not (isinstance(node, ast.Call) and
+          isinstance(node.func, ast.Attribute) and
+          node.func.attr.startswith("DEFINE_") and len(node.args) >= 2):
+    return None
+  name = node.args[0]
+  if not (isinstance(name, ast.Constant) and name.value in settings):
+    return None
+  return None if isinstance(node.args[1], ast.Call) else name.value
+
+
 def _resolve(name: str, known: set) -> str:
   """The longest known module prefix of ``name`` (``a.b.func`` -> ``a.b``)."""
   parts = name.split(".")
@@ -104,6 +138,7 @@ def measure() -> Dict:
   known = {_dotted(p) for p in paths}
   per_package: Dict[str, int] = {}
   sizes, functions, flag_reads, local_imports, upward = [], [], {}, {}, []
+  settings, duplicated = config_settings(), {}
   for path in paths:
     module = _dotted(path)
     with open(os.path.join(ROOT, path)) as f:
@@ -120,6 +155,9 @@ def measure() -> Dict:
           isinstance(node.value, ast.Name) and node.value.id == "FLAGS"):
         if not path.startswith(os.path.join("pyramidnet_tf", "cli")):
           flag_reads[path] = flag_reads.get(path, 0) + 1
+      if path.startswith("pyramidnet_tf") and duplicated_default(node,
+                                                                 settings):
+        duplicated[path] = duplicated.get(path, 0) + 1
     mine = layer_of(module)
     for name, in_function in _imports(tree, module):
       target = _resolve(name, known)
@@ -143,6 +181,8 @@ def measure() -> Dict:
       "longest_functions": [f"{n} {p}" for n, p in functions[:5]],
       "flag_reads_outside_cli": sum(flag_reads.values()),
       "flag_reads_by_file": dict(sorted(flag_reads.items())),
+      "duplicated_defaults": sum(duplicated.values()),
+      "duplicated_defaults_by_file": dict(sorted(duplicated.items())),
       "function_level_imports": sum(local_imports.values()),
       "function_level_imports_by_file": dict(sorted(local_imports.items())),
       "upward_imports": sorted(set(upward)),

@@ -3,7 +3,8 @@
 # (ruff.toml), run every test, two test files at a time (pytest-xdist,
 # --dist loadfile: a file's tests and module fixtures stay in one process).
 # Most of a test's time is single-threaded (tracing, subprocess start-up),
-# so two at once on 2 cores take about 70 % of the serial time.
+# so two at once on 2 cores take about 70 % of the serial time. The 30
+# slowest tests are listed at the end (--durations=30).
 #   bash scripts/test.sh [extra pytest args]
 #   PYTEST_WORKERS=0 bash scripts/test.sh     # serial, in this process
 set -euo pipefail
@@ -16,7 +17,7 @@ set +e
 workers="${PYTEST_WORKERS:-2}"
 parallel=()
 [[ "$workers" != 0 ]] && parallel=(-n "$workers" --dist loadfile)
-.venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" tests "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "${parallel[@]}" tests "$@"
 status=$?
 set -e
 if [[ $status -eq 5 ]]; then

@@ -67,7 +67,49 @@ def two_replica_strategy():
       cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+@pytest.fixture(scope="session")
+def no_tensorflow(tmp_path_factory):
+  """A PYTHONPATH entry whose ``tensorflow`` fails to import: put first, a
+  tool that reaches any TensorFlow import ends with that error instead,
+  which shows what a tool does before TensorFlow starts."""
+  root = tmp_path_factory.mktemp("no_tf")
+  (root / "tensorflow").mkdir()
+  (root / "tensorflow" / "__init__.py").write_text(
+      "raise ImportError('TensorFlow was imported')\n")
+  return str(root)
+
+
 def pytest_terminal_summary(terminalreporter):
   """The fault-injection suite's totals (tests/faults/ledger.py)."""
   from tests.faults import ledger  # pylint: disable=g-import-not-at-top
   ledger.write_summary(terminalreporter)
+
+
+# The files that take longest, longest first. pytest-xdist's --dist loadfile
+# hands files to its workers in collection order, so starting these first
+# keeps one of them from running alone at the end while the other worker
+# idles (on 2 cores the build-and-train container test alone takes 10 min or
+# more). Files not listed keep their order after them.
+LONGEST_FIRST = (
+    "tests/container/test_image.py",
+    "tests/cluster/test_slurm_real.py",
+    "tests/model/test_path_matrix.py",
+    "tests/cli/test_train.py",
+    "tests/cli/test_end_to_end.py",
+    "tests/runtime/test_data_service.py",
+    "tests/cli/test_tensorboard.py",
+    "tests/runtime/test_multi_worker.py",
+    "tests/faults/test_signals.py",
+    "tests/faults/test_cli_inputs.py",
+    "tests/faults/test_checkpoints.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Runs the longest files first (see LONGEST_FIRST); a stable sort, so
+  every xdist worker collects the same order."""
+  del config
+  rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  items.sort(key=lambda item: rank.get(
+      os.path.relpath(str(item.path), root), len(rank)))

@@ -12,10 +12,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.runtime import compile_cache
 
+# Each default is its setting's dataclass default (training.config).
+_default = config_flags.default
+
 flags.DEFINE_string(
-    "compile_cache_dir", None,
+    "compile_cache_dir", _default("compile_cache_dir"),
     "Persistent XLA compilation + GPU autotune cache directory (a restart "
     "with the same config skips XLA compilation). Default: "
     "<model_dir>/xla_cache when --jit_compile, else off; '' or 'none' "

@@ -1,124 +1,28 @@
-"""How every command-line tool starts: help, flag files, quiet logs, errors.
+"""How every tool of pyramidnet_tf starts: help, flag files, quiet logs, errors.
 
 ``run(prog, main, doc=..., groups=...)`` replaces ``absl.app.run`` for the
-tools of ``pyramidnet_tf``:
-
-1. ``--recipe=NAME`` and ``--flagfile=flags/...`` are resolved to shipped
-   flagfiles (``recipes``); ``--recipes`` lists them.
-2. ``--help`` / ``-h`` / ``--helpshort`` print the tool's task-grouped flags
-   (``usage``), ``--helpfull`` every flag; both exit 0 without importing
-   TensorFlow.
-3. After parsing, logging is made quiet unless ``--verbosity`` >= 1: the
-   tool's own lines without absl's ``I1203 07:10:00.123 1234 file.py:12]``
-   prefix, TensorFlow's C++ log at ERROR and its Python log at ERROR
-   (TensorFlow is imported later, by the code that needs it, so the
-   setting is in place when it loads).
-4. ``main`` runs under ``errors.guard``: every out-of-range flag is reported
-   at once, and expected failures end with one line.
+tools of ``pyramidnet_tf``. It is ``pyramidnet_tf.console_base.run`` (task
+grouped ``--help`` exiting 0 without TensorFlow, parse errors as one line
+with exit status 2, quiet logging, ``errors.guard``; data_prep's tools start
+the same way) plus the shipped flagfiles: ``--recipe=NAME`` and
+``--flagfile=flags/...`` are resolved to them (``recipes``), and
+``--recipes`` lists them.
 """
 
-import logging
-import os
 import sys
 from typing import Callable, Optional
 
-from absl import app
-from absl import flags
-from absl import logging as absl_logging
-
-from pyramidnet_tf import exit_codes
-from pyramidnet_tf.cli import errors
+from pyramidnet_tf import console_base
+from pyramidnet_tf import errors
 from pyramidnet_tf.cli import recipes
 from pyramidnet_tf.cli import usage
 
-FLAGS = flags.FLAGS
-_HELP = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
-_HELPFULL = ("--helpfull", "-helpfull")
 
-
-class PlainFormatter(logging.Formatter):
-  """A log record as its message; warnings and errors say what they are."""
-
-  def format(self, record):
-    message = record.getMessage()
-    if record.exc_info:
-      message += "\n" + self.formatException(record.exc_info)
-    if record.levelno >= logging.ERROR:
-      return f"error: {message}"
-    if record.levelno >= logging.WARNING:
-      return f"warning: {message}"
-    return message
-
-
-class OtherLibrariesFilter(logging.Filter):
-  """Drops other libraries' records below ERROR (TensorFlow logs INFO lines
-  such as checkpoint sharding timings through absl, the same logger as
-  ours)."""
-
-  _PACKAGES = ("tensorflow", "tensorboard", "keras", "tf_keras")
-
-  def filter(self, record):
-    if record.levelno >= logging.ERROR:
-      return True
-    parts = record.pathname.replace("\\", "/").split("/")
-    return not any(package in parts for package in self._PACKAGES)
-
-
-def verbose() -> bool:
-  """Whether the user asked for more than the quiet default."""
+def _expand_recipes(argv):
   try:
-    return FLAGS["verbosity"].value >= 1
-  except (KeyError, flags.UnparsedFlagAccessError):
-    return False
-
-
-def configure_logging(is_verbose: bool) -> None:
-  """Quiet (default) or verbose logging for the rest of the process.
-
-  Args:
-    is_verbose: keep absl's prefixes and TensorFlow's own log lines.
-  """
-  if is_verbose:
-    return
-  # Read by TensorFlow's C++ runtime when it loads; a value the user set wins.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.getLogger("tensorflow").setLevel(logging.ERROR)
-  handler = absl_logging.get_absl_handler()
-  handler.python_handler.setFormatter(PlainFormatter())
-  if not any(isinstance(f, OtherLibrariesFilter) for f in handler.filters):
-    handler.addFilter(OtherLibrariesFilter())
-  # TensorFlow's deprecation notices go through the warnings module too.
-  import warnings  # pylint: disable=g-import-not-at-top
-  for module in ("tensorflow", "keras", "tensorboard"):
-    warnings.filterwarnings("ignore", module=module)
-
-
-def _print_help(prog: str, doc: str, groups: usage.Groups, knobs,
-                full: bool) -> None:
-  sys.stdout.write(usage.help_text(prog, doc, groups, knobs, full=full))
-  sys.stdout.flush()
-
-
-def parse_flags(prog: str, argv, after_parse: Optional[Callable] = None):
-  """absl's flag parsing, with a parse error as one line and exit status 2.
-
-  Args:
-    prog: the tool's name in the message.
-    argv: the command line.
-    after_parse: called once the flags are parsed (e.g. the compile cache's
-      environment, which must be set before TensorFlow lists devices).
-
-  Returns:
-    The arguments left after the flags.
-  """
-  try:
-    remaining = FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(f"{prog}: error: {e} (--help lists the flags)\n")
-    sys.exit(exit_codes.USAGE)
-  if after_parse is not None:
-    after_parse()
-  return remaining
+    return recipes.expand_argv(argv)
+  except recipes.RecipeError as e:
+    raise errors.FlagError(str(e)) from None
 
 
 def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
@@ -135,29 +39,12 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
     check_flags: report ``errors.flag_problems`` before ``main`` (False when
       ``main`` reports them together with its own checks).
     after_parse: called right after the flags are parsed, before absl's
-      initialisation callbacks (``parse_flags``).
+      initialisation callbacks (``console_base.parse_flags``).
   """
-  argv = list(sys.argv)
-  options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  options = console_base.options_of(sys.argv)
   if "--recipes" in options or "-recipes" in options:
     sys.stdout.write(recipes.listing())
     sys.exit(0)
-  if any(arg in _HELPFULL for arg in options):
-    _print_help(prog, doc, groups, knobs, full=True)
-    sys.exit(0)
-  if any(arg in _HELP for arg in options):
-    _print_help(prog, doc, groups, knobs, full=False)
-    sys.exit(0)
-  try:
-    argv = recipes.expand_argv(argv)
-  except recipes.RecipeError as e:
-    sys.stderr.write(f"{prog}: error: {e}\n")
-    sys.exit(exit_codes.USAGE)
-
-  def quiet_main(remaining):
-    configure_logging(verbose())
-    return main(remaining)
-
-  app.run(errors.guard(prog, quiet_main, check_flags=check_flags),
-          argv=argv, flags_parser=lambda args: parse_flags(
-              prog, args, after_parse))
+  console_base.run(prog, main, doc=doc, groups=groups, knobs=knobs,
+                   check_flags=check_flags, after_parse=after_parse,
+                   expand_argv=_expand_recipes)

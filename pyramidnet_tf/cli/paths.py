@@ -13,6 +13,8 @@ import re
 from typing import List, Optional
 
 _CHECKPOINT_INDEX = re.compile(r"^ckpt-\d+\.index$")
+# data_prep's shard names (docs/data-format.md).
+_SHARD = re.compile(r"^.+-\d{5}-of-\d{5}\.tfrecord$")
 _PREPARE = ("prepare one with data_prep (python -m data_prep.cifar, "
             "data_prep.imagenet or data_prep.folder)")
 
@@ -41,6 +43,30 @@ def data_dir_problem(path: Optional[str], flag: str = "data_dir"
     return (f"--{flag}={path}: manifest.json cannot be read ({e}); rerun "
             "data_prep into a new directory")
   return None
+
+
+def data_dir_as_model_dir_problem(path: Optional[str], flag: str = "model_dir"
+                                  ) -> Optional[str]:
+  """A directory to write a model into that holds data_prep's output.
+
+  Checkpoints written among shards would mix a model into a dataset (and a
+  later cleanup of either would take the other with it).
+
+  Args:
+    path: the directory (it need not exist).
+    flag: its flag, for the message.
+  """
+  if not path or _remote(path) or not os.path.isdir(path):
+    return None
+  names = sorted(os.listdir(path))
+  found = ("manifest.json" if "manifest.json" in names
+           else next((name for name in names if _SHARD.match(name)), None))
+  if found is None:
+    return None
+  return (f"--{flag}={path} is a data directory (it holds {found}, written "
+          "by data_prep), not a model directory: pass a directory of its own "
+          f"for the checkpoints, e.g. --{flag}=runs/<name>, and keep the data "
+          "as --data_dir")
 
 
 def model_dir_problem(path: Optional[str], flag: str = "model_dir",

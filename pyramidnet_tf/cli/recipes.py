@@ -1,9 +1,9 @@
-"""Shipped flagfiles: found by name, and by their repository path anywhere.
+"""Shipped flagfiles on the command line: by name, and by their repository
+path from any directory.
 
-Every paper row and published recipe is a flagfile under ``flags/``. In a
-checkout they sit next to the package; a ``pip install`` ships them inside
-it as ``pyramidnet_tf/recipes/`` (setup.py maps ``flags/`` there). Two ways
-to name one, both working from any directory:
+Every paper row and published recipe is a flagfile under ``flags/``, found
+in a checkout or an installed package by ``pyramidnet_tf.recipe_book``. Two
+ways to name one, both working from any directory:
 
 * ``--recipe=cifar10/pyramidnet110_a48`` (the path under ``flags/``,
   ``.flags`` optional);
@@ -17,23 +17,14 @@ before absl parses the command line.
 
 import difflib
 import os
-from typing import List, Optional
+from typing import List
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUFFIX = ".flags"
+from pyramidnet_tf.recipe_book import SUFFIX
+from pyramidnet_tf.recipe_book import recipes_dir
 
 
 class RecipeError(ValueError):
   """An unknown recipe name; the message lists the known ones."""
-
-
-def recipes_dir() -> Optional[str]:
-  """The directory of the shipped flagfiles, or None when there is none."""
-  for candidate in (os.path.join(_PACKAGE_DIR, "recipes"),
-                    os.path.join(os.path.dirname(_PACKAGE_DIR), "flags")):
-    if os.path.isdir(candidate):
-      return candidate
-  return None
 
 
 def names() -> List[str]:

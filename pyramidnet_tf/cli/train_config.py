@@ -169,6 +169,8 @@ def _checkpoint_problems(f, problems: List[str]) -> None:
   if f.checkpoint_every_steps < 0:
     problems.append(f"--checkpoint_every_steps must be >= 0 (0 = once per "
                     f"epoch); got {f.checkpoint_every_steps}")
+  problems.extend(p for p in [paths.data_dir_as_model_dir_problem(f.model_dir)]
+                  if p)
 
 
 def _check_data_service(f, problems: List[str]) -> None:
@@ -180,7 +182,7 @@ def _check_data_service(f, problems: List[str]) -> None:
       if f[name].present:
         problems.append(f"--{name} needs --data_service=grpc://HOST:PORT")
     return
-  from pyramidnet_tf.cli import service_address  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.runtime import service_address  # pylint: disable=g-import-not-at-top
   try:
     service_address.parse_address("data_service", f.data_service)
   except cli.UserError as e:

@@ -9,75 +9,88 @@ from pyramidnet_tf import options
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.cli import compile_cache_flags  # pylint: disable=unused-import # noqa: F401
+from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.cli import model_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.model import widths
 
-flags.DEFINE_enum("augment", "auto", list(options.AUGMENTATIONS),
+# Each default is its setting's dataclass default (training.config).
+_default = config_flags.default
+
+flags.DEFINE_enum("augment", _default("augment"), list(options.AUGMENTATIONS),
                   "Training augmentation. auto: CIFAR pad-and-crop + flip for "
                   "data_prep.cifar data, ImageNet-style distorted crop + "
                   "jitter + lighting + flip for ImageNet and image folders. "
                   "cifar on an image folder: resize to --image_size, then "
                   "pad-and-crop + flip (small images such as digits).")
-flags.DEFINE_enum("synthetic_like", "cifar10", list(widths.DATASETS),
+flags.DEFINE_enum("synthetic_like", _default("synthetic_like"),
+                  list(widths.DATASETS),
                   "With --dataset=synthetic: the architecture and data shape "
                   "(32x32 CIFAR or 224x224 ImageNet) to benchmark.")
-flags.DEFINE_integer("batch_size", 128,
+flags.DEFINE_integer("batch_size", _default("batch_size"),
                      "Global batch size (split evenly over all replicas).")
-flags.DEFINE_float("epochs", 300, "Training length in epochs (of the train "
+flags.DEFINE_float("epochs", _default("epochs"),
+                   "Training length in epochs (of the train "
                    "split, steps per epoch = examples // batch size).")
-flags.DEFINE_integer("train_steps", None, "Training length in steps; "
+flags.DEFINE_integer("train_steps", _default("train_steps"),
+                     "Training length in steps; "
                      "overrides --epochs.")
-flags.DEFINE_float("lr", 0.1, "Peak learning rate for --batch_size.")
-flags.DEFINE_enum("lr_schedule", "step", list(options.SCHEDULES),
+flags.DEFINE_float("lr", _default("lr"), "Peak learning rate for --batch_size.")
+flags.DEFINE_enum("lr_schedule", _default("lr_schedule"),
+                  list(options.SCHEDULES),
                   "step: x --lr_decay_factor at each of --lr_decay_epochs "
                   "(0-based epochs, as PyTorch); cosine: per-step cosine to "
                   "0.")
-flags.DEFINE_list("lr_decay_epochs", ["150", "225"],
+flags.DEFINE_list("lr_decay_epochs", _default("lr_decay_epochs"),
                   "Epochs at which --lr_schedule=step decays.")
-flags.DEFINE_float("lr_decay_factor", 0.1, "Step-schedule decay factor.")
-flags.DEFINE_float("warmup_epochs", 0.0, "Linear LR warmup length in epochs.")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_bool("nesterov", True, "Nesterov momentum (PyTorch form).")
-flags.DEFINE_float("weight_decay", 1e-4,
+flags.DEFINE_float("lr_decay_factor", _default("lr_decay_factor"),
+                   "Step-schedule decay factor.")
+flags.DEFINE_float("warmup_epochs", _default("warmup_epochs"),
+                   "Linear LR warmup length in epochs.")
+flags.DEFINE_float("momentum", _default("momentum"), "SGD momentum.")
+flags.DEFINE_bool("nesterov", _default("nesterov"),
+                  "Nesterov momentum (PyTorch form).")
+flags.DEFINE_float("weight_decay", _default("weight_decay"),
                    "Coupled L2 (added to the gradient before momentum) on all "
                    "trainable variables, as the authors' code.")
-flags.DEFINE_bool("decay_bn_and_bias", True,
+flags.DEFINE_bool("decay_bn_and_bias", _default("decay_bn_and_bias"),
                   "Apply --weight_decay to BN gamma/beta and the classifier "
                   "bias too (authors' recipe). --nodecay_bn_and_bias "
                   "excludes them.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).")
-flags.DEFINE_float("cutmix_prob", 0.0,
+flags.DEFINE_float("label_smoothing", _default("label_smoothing"),
+                   "Label smoothing in [0, 1).")
+flags.DEFINE_float("cutmix_prob", _default("cutmix_prob"),
                    "CutMix (clovaai/CutMix-PyTorch) probability per "
                    "replica mini-batch; 0 = off (0.5 in the CutMix "
                    "PyramidNet recipe). With --mixup_alpha > 0 too, each "
                    "batch gets CutMix with this probability, else Mixup "
                    "(timm's switch). Train top-1/top-5 count the unmixed "
                    "labels.")
-flags.DEFINE_float("cutmix_beta", 1.0,
+flags.DEFINE_float("cutmix_beta", _default("cutmix_beta"),
                    "CutMix lambda ~ Beta(beta, beta); must be > 0.")
-flags.DEFINE_float("mixup_alpha", 0.0,
+flags.DEFINE_float("mixup_alpha", _default("mixup_alpha"),
                    "Mixup lambda ~ Beta(alpha, alpha) on every replica "
                    "mini-batch (unless --cutmix_prob picks CutMix); 0 = off. "
                    "Train top-1/top-5 count the unmixed labels.")
-flags.DEFINE_integer("cutout_size", 0,
+flags.DEFINE_integer("cutout_size", _default("cutout_size"),
                      "Cutout (DeVries & Taylor): zero one square of this side "
                      "(centre anywhere, clipped at the border) per training "
                      "image after normalisation, before CutMix/Mixup; 0 = "
                      "off (16 in the Fast AutoAugment recipe).")
-flags.DEFINE_float("clip_grad_norm", 0.0,
+flags.DEFINE_float("clip_grad_norm", _default("clip_grad_norm"),
                    "Clip the all-reduced gradient by global norm (as "
                    "tf.clip_by_global_norm / torch clip_grad_norm_; float16:"
                    " after unscaling; before weight decay); 0 = off (5 in "
                    "the AutoAugment/ShakeDrop recipes).")
-flags.DEFINE_float("ema_decay", 0.0,
+flags.DEFINE_float("ema_decay", _default("ema_decay"),
                    "Exponential moving average of all weights (BN statistics "
                    "included), ema = decay * ema + (1 - decay) * w after "
                    "each step, in [0, 1); 0 = off. Kept in the checkpoints; "
                    "evaluation during training, pyramidnet_tf.evaluate and "
                    "pyramidnet_tf.export then use the averaged weights.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward.")
+flags.DEFINE_bool("jit_compile", _default("jit_compile"),
+                  "XLA-compile the forward/backward.")
 flags.DEFINE_enum(
-    "jit_scope", "step", list(options.JIT_SCOPES),
+    "jit_scope", _default("jit_scope"), list(options.JIT_SCOPES),
     "With --jit_compile, what one XLA program covers. step: the whole "
     "forward/backward (fastest steady state); unit: each residual unit's "
     "forward and backward separately (stem, head, loss and update stay "
@@ -86,58 +99,61 @@ flags.DEFINE_enum(
 # importing TensorFlow.
 RECOMPUTE_CHOICES = ("none", "unit")
 flags.DEFINE_enum(
-    "recompute", "none", list(RECOMPUTE_CHOICES),
+    "recompute", _default("recompute"), list(RECOMPUTE_CHOICES),
     "What the backward pass recomputes instead of keeping. none: every "
     "activation the gradient needs is kept from the forward pass. unit: only "
     "each residual unit's input is kept and the unit's forward runs again in "
     "the backward pass (about one more forward per step for a fraction of "
     "the activation memory; same loss, gradients, BN statistics and "
     "ShakeDrop draws). For the widest/deepest networks.")
-flags.DEFINE_integer("steps_per_loop", 100,
+flags.DEFINE_integer("steps_per_loop", _default("steps_per_loop"),
                      "Train steps per host call (one tf.function, tf.range "
                      "loop); capped by the log/checkpoint/eval cadence.")
-flags.DEFINE_bool("sync_bn", False,
+flags.DEFINE_bool("sync_bn", _default("sync_bn"),
                   "Batch-norm moments over all replicas (one all-reduce of "
                   "sums, squared sums and counts per BN).")
-flags.DEFINE_integer("checkpoint_every_steps", 0,
+flags.DEFINE_integer("checkpoint_every_steps",
+                     _default("checkpoint_every_steps"),
                      "Checkpoint cadence in steps, >= 0; 0 = once per epoch. "
                      "A checkpoint is always written at the end.")
 flags.DEFINE_bool(
-    "rebase_resume", False,
+    "rebase_resume", _default("rebase_resume"),
     "Resume --model_dir although settings that change what a step means "
     "differ from the run's (batch size, data, augmentation, seed, loss "
     "regularisers, --freeze; otherwise refused with the list): the run "
     "continues from the examples it has seen, the input at that example and "
     "the schedule at examples seen / the new batch size. Recorded in its "
     "train_config.json.")
-flags.DEFINE_integer("keep_checkpoints", 5,
+flags.DEFINE_integer("keep_checkpoints", _default("keep_checkpoints"),
                      "Checkpoints kept in --model_dir, >= 1 (the newest; "
                      "older ones are deleted as new ones are written).")
-flags.DEFINE_float("eval_every_epochs", 1.0,
+flags.DEFINE_float("eval_every_epochs", _default("eval_every_epochs"),
                    "Evaluation cadence in epochs (0 = only at the end).")
-flags.DEFINE_integer("log_every_steps", 100,
+flags.DEFINE_integer("log_every_steps", _default("log_every_steps"),
                      "Train-metric summaries and log lines cadence.")
-flags.DEFINE_integer("histogram_every_steps", 0,
+flags.DEFINE_integer("histogram_every_steps", _default("histogram_every_steps"),
                      "Weight and BN-statistics histograms every N steps "
                      "(TensorBoard's Histograms/Distributions); 0 = off.")
-flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and "
+flags.DEFINE_integer("seed", _default("seed"),
+                     "Seed of initialisation, shuffling and "
                      "augmentation.")
-flags.DEFINE_list("profile_steps", [],
+flags.DEFINE_list("profile_steps", _default("profile_steps"),
                   "START,STOP: profiler trace (XPlane) of these global steps, "
                   "written to --model_dir/tensorboard/train/plugins/profile/; "
                   "TensorBoard's Profile tab shows it with the profile extra "
                   "(pip install -e '.[cpu,profile]').")
-flags.DEFINE_bool("deterministic", False,
+flags.DEFINE_bool("deterministic", _default("deterministic"),
                   "Deterministic ops and input order (slower): repeated runs "
                   "and resumed runs give identical weights.")
-flags.DEFINE_bool("cache_data", None,
+flags.DEFINE_bool("cache_data", _default("cache_data"),
                   "Cache the encoded records in memory; default: on for "
                   "CIFAR, off otherwise.")
-flags.DEFINE_integer("shuffle_buffer", 0,
+flags.DEFINE_integer("shuffle_buffer", _default("shuffle_buffer"),
                      "Record shuffle buffer; 0 = 50000 for CIFAR, 10000 "
                      "otherwise.")
-flags.DEFINE_bool("eval_at_end", True, "Evaluate after the last step.")
-flags.DEFINE_enum("autoaugment", "none",
+flags.DEFINE_bool("eval_at_end", _default("eval_at_end"),
+                  "Evaluate after the last step.")
+flags.DEFINE_enum("autoaugment", _default("autoaugment"),
                   list(options.AUTOAUGMENT_POLICIES),
                   "AutoAugment policy added to training augmentation, "
                   "before normalisation (after pad-crop-flip with "
@@ -145,7 +161,7 @@ flags.DEFINE_enum("autoaugment", "none",
                   "pad-crop-flip with fb): cifar10 = the paper's 25 CIFAR-10 "
                   "sub-policies (used with PyramidNet-272 + ShakeDrop, "
                   "docs/recipes.md), imagenet = its ImageNet policy.")
-flags.DEFINE_list("randaugment", [],
+flags.DEFINE_list("randaugment", _default("randaugment"),
                   "N,M: RandAugment instead, N operations per image drawn "
                   "from its 14, each at magnitude M, an integer 0..10 on "
                   "AutoAugment's scale (10 = its strongest = torchvision's "
@@ -153,25 +169,25 @@ flags.DEFINE_list("randaugment", [],
                   "solarize and posterize: torchvision's m is M = m / 3; "
                   "above 10 the operations degenerate and are refused), e.g. "
                   "2,9. Empty: off. Not with --autoaugment.")
-flags.DEFINE_string("data_service", "",
+flags.DEFINE_string("data_service", _default("data_service"),
                     "grpc://HOST:PORT of a tf.data service dispatcher "
                     "(python -m pyramidnet_tf.data_service): the training "
                     "input is read, decoded and augmented on its workers "
                     "instead of this host's CPUs. Empty: local input. "
                     "Evaluation stays local.")
-flags.DEFINE_enum("data_service_mode", "distributed_epoch",
+flags.DEFINE_enum("data_service_mode", _default("data_service_mode"),
                   list(options.SERVICE_MODES),
                   "With --data_service: distributed_epoch = the service "
                   "workers share each epoch file by file, every example once "
                   "per epoch; parallel_epochs = every service worker "
                   "produces whole epochs of its own (examples repeat across "
                   "workers).")
-flags.DEFINE_string("data_service_job_name", "",
+flags.DEFINE_string("data_service_job_name", _default("data_service_job_name"),
                     "With --data_service: the job all trainer workers of this "
                     "run share (letters, digits, . _ -); empty: derived from "
                     "--model_dir. The resume step is appended, so a resumed "
                     "run starts a fresh job.")
-flags.DEFINE_float("data_service_timeout", 300.0,
+flags.DEFINE_float("data_service_timeout", _default("data_service_timeout"),
                    "With --data_service: seconds to wait for the dispatcher "
                    "to accept connections, for the first batch, and for "
                    "training to advance once it runs, before ending the run "
@@ -179,7 +195,7 @@ flags.DEFINE_float("data_service_timeout", 300.0,
                    "forever on a dispatcher or workers that are gone).")
 
 flags.DEFINE_string(
-    "init_from", None,
+    "init_from", _default("init_from"),
     "Fine-tune: start from the weights and BN statistics of this model dir "
     "(written by import_torch or the trainer; its EMA weights if it kept an "
     "EMA), not its optimiser state or step. Architecture flags left unset "
@@ -188,13 +204,13 @@ flags.DEFINE_string(
     "classifier is new when the data's classes differ; its input "
     "normalisation is kept. A checkpoint of --model_dir itself wins (resume).")
 flags.DEFINE_string(
-    "freeze", "none",
+    "freeze", _default("freeze"),
     "With --init_from: none, stem (first conv + BN), stages:N (the stem and "
     "the first N stages) or backbone (all but the classifier fc). Frozen "
     "variables get no update (no weight decay, no momentum); their BNs run "
     "in inference mode, so the statistics stay as loaded.")
 flags.DEFINE_float(
-    "backbone_lr_scale", 1.0,
+    "backbone_lr_scale", _default("backbone_lr_scale"),
     "With --init_from: learning rate of every variable but the classifier's "
     "kernel and bias, as a fraction of --lr's schedule; 0 < F <= 1.")
 

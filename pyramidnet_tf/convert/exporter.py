@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any, Callable, Dict
 
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +50,19 @@ def check_output(output: str, overwrite: bool) -> str:
     overwrite: --overwrite.
 
   Raises:
-    cli.UserError: if ``output`` is a directory, exists (without
+    errors.UserError: if ``output`` is a directory, exists (without
       ``overwrite``) or its directory does not exist.
   """
   if os.path.isdir(output):
-    raise cli.UserError(
+    raise errors.UserError(
         f"--output={output} is a directory; --output is the .pth file to "
         f"write, e.g. --output={os.path.join(output, 'model.pth')}")
   if os.path.exists(output) and not overwrite:
-    raise cli.UserError(f"--output={output} exists; pass --overwrite to "
+    raise errors.UserError(f"--output={output} exists; pass --overwrite to "
                         "replace it")
   parent = os.path.dirname(os.path.abspath(output))
   if not os.path.isdir(parent):
-    raise cli.UserError(f"--output={output}: directory {parent} does not "
+    raise errors.UserError(f"--output={output}: directory {parent} does not "
                         "exist")
   return parent
 
@@ -94,7 +94,7 @@ def _write_file(data: bytes, output: str, parent: str) -> None:
   """Writes ``data`` to ``output`` through a temporary file and a rename.
 
   Raises:
-    cli.UserError: when the filesystem refuses the write (a full disk);
+    errors.UserError: when the filesystem refuses the write (a full disk);
       the temporary is removed and ``output`` left as it was.
   """
   temporary = os.path.join(parent, f".{os.path.basename(output)}.tmp")
@@ -106,11 +106,11 @@ def _write_file(data: bytes, output: str, parent: str) -> None:
       os.fsync(f.fileno())
     os.replace(temporary, output)
   except OSError as e:
-    problem = cli.storage_problem(e)
+    problem = errors.storage_problem(e)
     if problem is None:
       raise
     _, reason, no_space = problem
-    raise cli.UserError(
+    raise errors.UserError(
         f"cannot write --output={output}: {reason}; nothing was written" +
         ("; the existing file is unchanged" if existed else "") +
         ("; free some space or choose another --output" if no_space else
@@ -140,7 +140,7 @@ def export_torch(model_dir: str, output: str, checkpoint=None,
     The ``Exported`` summary.
 
   Raises:
-    cli.UserError: if ``output`` is a directory, exists (without
+    errors.UserError: if ``output`` is a directory, exists (without
       ``overwrite``), its directory does not exist or refuses the write,
       or PyTorch is not installed.
     FileNotFoundError, ValueError: for a model directory that cannot be
@@ -150,12 +150,12 @@ def export_torch(model_dir: str, output: str, checkpoint=None,
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise cli.UserError("export_torch needs PyTorch: pip install torch (the "
+    raise errors.UserError("export_torch needs PyTorch: pip install torch (the "
                         "CPU build is enough)") from None
   from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
 
   opened = store.open_model(model_dir, checkpoint, warn)
   model, metadata = opened.model, opened.metadata

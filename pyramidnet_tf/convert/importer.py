@@ -34,19 +34,20 @@ import tensorflow as tf
 from pyramidnet_tf.convert import caffe
 from pyramidnet_tf.convert import caffe_reader
 from pyramidnet_tf.convert import conventions
+from pyramidnet_tf.convert import formats
 from pyramidnet_tf.convert import imgclsmob
 from pyramidnet_tf.convert import infer
 from pyramidnet_tf.convert import pytorch
 from pyramidnet_tf.convert import structure
 from pyramidnet_tf.convert import torch7
 from pyramidnet_tf.convert import torch7_reader
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf import errors
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import access
 from pyramidnet_tf.model_dir import store as model_io
 
-FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
+FORMATS = formats.FORMATS
 TOOL = "pyramidnet_tf.import_torch"
 # The hidden directory an import saves into before renaming into place.
 _TEMP_PREFIX = ".import_torch.tmp-"
@@ -267,7 +268,7 @@ def _remove_own_leftovers(output_dir: str) -> None:
 
 def _write_failure(output_dir: str, error: BaseException) -> Exception:
   """The one-line error for a failed write, or ``error`` for a bug."""
-  problem = cli.storage_problem(error)
+  problem = errors.storage_problem(error)
   if problem is None:
     return error
   _, reason, no_space = problem

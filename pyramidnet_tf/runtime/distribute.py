@@ -113,30 +113,28 @@ def _split_cpu(num_devices: int):
       cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
 
 
-def create_strategy(name: str = "auto", cpu_devices: int = 1,
-                    collective_timeout_s: float = 0.0,
-                    cluster_resolver: str = "tf_config",
-                    slurm_port_base: int = 0,
-                    k8s_num_workers: int = 0,
-                    k8s_port: int = cluster_env.K8S_DEFAULT_PORT,
-                    k8s_service: Optional[str] = None,
-                    k8s_job_name: Optional[str] = None
-                    ) -> tf.distribute.Strategy:
-  """Builds the strategy. Call it before any other TensorFlow op.
+def create_strategy(runtime) -> tf.distribute.Strategy:
+  """Builds the strategy of a run. Call it before any other TensorFlow op.
+
+  The trainer and every tool that runs a model call this with their
+  configuration's runtime section, so one command line means one strategy
+  whichever tool reads it.
 
   Args:
-    name: one of DISTRIBUTIONS.
-    cpu_devices: split the host CPU into this many logical devices (tests and
-      CPU-only experiments with several replicas); ignored with GPUs.
-    collective_timeout_s: multi-worker collectives fail after this many
-      seconds (0 = wait forever).
-    cluster_resolver: one of CLUSTER_RESOLVERS: where the multi-worker
-      cluster comes from (TF_CONFIG, the Slurm job step, or the Kubernetes
-      Indexed Job, which sets TF_CONFIG here).
-    slurm_port_base: first port of the workers on each Slurm node; 0 =
-      derived from SLURM_JOB_ID.
-    k8s_num_workers, k8s_port, k8s_service, k8s_job_name: the Indexed Job
-      (``k8s_indexed_tf_config``); used with ``k8s_indexed`` only.
+    runtime: the run's ``training.config.RuntimeConfig`` (read by field
+      name; this layer does not import the config). Its fields used here:
+      ``distribution`` (one of DISTRIBUTIONS); ``cpu_devices`` (split the
+      host CPU into this many logical devices, for tests and CPU-only
+      experiments with several replicas; ignored with GPUs);
+      ``collective_timeout`` (multi-worker collectives fail after this many
+      seconds, 0 = wait forever); ``cluster_resolver`` (one of
+      CLUSTER_RESOLVERS: where the multi-worker cluster comes from, the
+      TF_CONFIG variable, the Slurm job step, or the Kubernetes Indexed Job,
+      which sets TF_CONFIG here); ``slurm_port_base`` (first port of the
+      workers on each Slurm node, 0 = derived from SLURM_JOB_ID); and
+      ``k8s_num_workers``, ``k8s_port``, ``k8s_service``, ``k8s_job_name``
+      (the Indexed Job, ``k8s_indexed_tf_config``; used with
+      ``k8s_indexed`` only).
 
   Raises:
     ValueError: naming the flag, for an unknown name or resolver, fewer
@@ -144,6 +142,9 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
       distribution, a missing Slurm or Indexed Job environment, or
       multi_worker without a TF_CONFIG cluster.
   """
+  name = runtime.distribution
+  cpu_devices = runtime.cpu_devices
+  cluster_resolver = runtime.cluster_resolver
   if name not in DISTRIBUTIONS:
     raise ValueError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}"
                      f"; got {name!r}")
@@ -157,14 +158,15 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
     if name not in ("auto", "multi_worker"):
       raise ValueError("--cluster_resolver=slurm needs --distribution=auto or "
                        f"multi_worker; got --distribution={name}")
-    resolver = slurm_resolver(slurm_port_base)
+    resolver = slurm_resolver(runtime.slurm_port_base)
     name = "multi_worker"
   if cluster_resolver == "k8s_indexed":
     if name not in ("auto", "multi_worker"):
       raise ValueError("--cluster_resolver=k8s_indexed needs --distribution="
                        f"auto or multi_worker; got --distribution={name}")
     cluster_env.use_k8s_indexed_tf_config(cluster_env.k8s_indexed_tf_config(
-        k8s_num_workers, k8s_port, k8s_service, k8s_job_name))
+        runtime.k8s_num_workers, runtime.k8s_port, runtime.k8s_service,
+        runtime.k8s_job_name))
   gpus = tf.config.list_physical_devices("GPU")
   workers = cluster_env.cluster_size()
   if name == "auto":
@@ -187,7 +189,7 @@ def create_strategy(name: str = "auto", cpu_devices: int = 1,
                         .NCCL if gpus else
                         tf.distribute.experimental.CommunicationImplementation
                         .RING),
-        timeout_seconds=collective_timeout_s or None)
+        timeout_seconds=runtime.collective_timeout or None)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
   if name == "mirrored":

@@ -18,6 +18,7 @@ import tensorflow as tf
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import records as records_lib
 from pyramidnet_tf.model_dir import access as model_dir_lib
+from pyramidnet_tf.model_dir import ema as ema_lib
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.training import actions as actions_lib
@@ -25,7 +26,6 @@ from pyramidnet_tf.training import best_checkpoint as best_checkpoint_lib
 from pyramidnet_tf.training import checkpointing
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import data_plan as data_plan_lib
-from pyramidnet_tf.training import ema as ema_lib
 from pyramidnet_tf.training import epoch_log as epoch_log_lib
 from pyramidnet_tf.training import errors
 from pyramidnet_tf.training import evaluator as evaluator_lib
@@ -89,7 +89,8 @@ class Run:
 
 
 def _check_batches(config: config_lib.TrainConfig, replicas: int) -> None:
-  """Batch sizes against the replica count, XLA against sync BN."""
+  """The training batch against the replica count, XLA against sync BN
+  (the eval batch is rounded up to fit, ``evaluator.batch_for_replicas``)."""
   batch = config.schedule.batch_size
   if batch % replicas:
     raise errors.TrainError(
@@ -100,9 +101,6 @@ def _check_batches(config: config_lib.TrainConfig, replicas: int) -> None:
         "--jit_compile cannot be combined with --sync_bn on more than one "
         f"replica ({replicas} here): the sync-BN all-reduce cannot run inside "
         "the XLA-compiled forward/backward. Drop one of the two flags.")
-  if config.eval_batch % replicas:
-    raise errors.TrainError(f"--eval_batch_size={config.eval_batch} must be "
-                            f"a multiple of the {replicas} replicas")
 
 
 def model_metadata(config: config_lib.TrainConfig,
@@ -317,11 +315,7 @@ def _start(config: config_lib.TrainConfig, stop: preemption.StopSignals):
     (strategy, the host variable of stop requests).
   """
   runtime = config.runtime
-  strategy = distribute.create_strategy(
-      runtime.distribution, runtime.cpu_devices, runtime.collective_timeout,
-      runtime.cluster_resolver, runtime.slurm_port_base,
-      k8s_num_workers=runtime.k8s_num_workers, k8s_port=runtime.k8s_port,
-      k8s_service=runtime.k8s_service, k8s_job_name=runtime.k8s_job_name)
+  strategy = distribute.create_strategy(runtime)
   stop.reclaim()
   # Outside the strategy's scope: one plain host variable per worker, read
   # by the compiled loops at every step (``step.with_stop_request``).

@@ -37,7 +37,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf import errors
 from pyramidnet_tf.runtime import distribute
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.training import checkpoint_checks
@@ -411,7 +411,7 @@ class Checkpointer:
 
 def _write_failure(error: BaseException) -> Optional[str]:
   """A short reason when ``error`` is the filesystem refusing a write."""
-  problem = cli.storage_problem(error)
+  problem = errors.storage_problem(error)
   if problem is None:
     return None
   _, reason, no_space = problem

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from pyramidnet_tf import options
+
 # Written into the model directory by the chief of every run.
 CONFIG_FILE = "train_config.json"
 # The "source" the trainer records in model_config.json's metadata; other
@@ -109,7 +111,7 @@ class RuntimeConfig:
   cluster_resolver: str = "tf_config"
   slurm_port_base: int = 0  # 0: derived from SLURM_JOB_ID
   k8s_num_workers: int = 0
-  k8s_port: int = 2222
+  k8s_port: int = options.K8S_DEFAULT_PORT
   k8s_service: Optional[str] = None
   k8s_job_name: Optional[str] = None
   cpu_devices: int = 1

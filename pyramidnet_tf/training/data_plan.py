@@ -13,11 +13,11 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
-from pyramidnet_tf.cli import service_address
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.data import pipeline as input_pipeline
 from pyramidnet_tf.data import preprocessing as preprocessing_lib
 from pyramidnet_tf.data import records as records_lib
+from pyramidnet_tf.runtime import service_address
 from pyramidnet_tf.runtime import watchdog as watchdog_lib
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import errors

@@ -8,8 +8,7 @@ figures (the trainer's eval and a later ``evaluate`` of the same checkpoint)
 equal by construction.
 """
 
-from typing import Optional
-
+from absl import logging
 import tensorflow as tf
 
 from pyramidnet_tf.data import manifest as manifest_lib
@@ -47,8 +46,8 @@ class Evaluator:
         (``records_lib.recount``) so that the padding covers every record.
       preprocessing: the eval preprocessing of the model.
       split: the split to evaluate.
-      global_batch: examples per step over all replicas (a multiple of the
-        replica count).
+      global_batch: examples per step over all replicas, rounded up to a
+        multiple of the replica count (``batch_for_replicas``).
       dtype: compute dtype.
       averages: optional ``ema.Ema``; when given, its averaged weights are
         evaluated (swapped in for the run, swapped back afterwards).
@@ -58,9 +57,11 @@ class Evaluator:
         evaluation ends after the batch in progress (``EvaluationStopped``).
     """
     replicas = strategy.num_replicas_in_sync
-    if global_batch % replicas:
-      raise ValueError(f"eval batch {global_batch} is not a multiple of the "
-                       f"{replicas} replicas")
+    requested, global_batch = global_batch, batch_for_replicas(global_batch,
+                                                              replicas)
+    if global_batch != requested:
+      logging.info("%s", rounded_batch_text(requested, global_batch,
+                                            replicas))
     self.strategy = strategy
     self.info = info
     self.preprocessing = preprocessing
@@ -136,8 +137,30 @@ class Evaluator:
     return totals.metrics()
 
 
-def batch_for_replicas(batch: Optional[int], replicas: int,
-                       default: int = 100) -> int:
-  """``batch`` (or ``default``) rounded up to a multiple of ``replicas``."""
-  batch = batch or default
+def batch_for_replicas(batch: int, replicas: int) -> int:
+  """The global eval batch of ``replicas``: ``batch`` rounded up to a
+  multiple of them.
+
+  The one rule for every evaluation (the trainer's and ``evaluate``'s):
+  rounding up changes no score, since the padding of the last batch is
+  masked out and every record still counts once; refusing instead would
+  end a run only once the replicas are known, after TensorFlow started.
+
+  Args:
+    batch: the requested global eval batch, >= 1.
+    replicas: the strategy's replicas in sync.
+  """
   return -(-batch // replicas) * replicas
+
+
+def rounded_batch_text(batch: int, rounded: int, replicas: int) -> str:
+  """What the log says when ``batch_for_replicas`` rounds ``batch`` up.
+
+  Args:
+    batch: the requested global eval batch.
+    rounded: the batch used.
+    replicas: the strategy's replicas in sync.
+  """
+  return (f"global eval batch {batch} (--eval_batch_size) rounded up to "
+          f"{rounded}, a multiple of the {replicas} replicas; the padding is "
+          "masked, so every example still counts once")

@@ -37,6 +37,8 @@ The rules:
 
 from typing import Dict, List, Optional, Tuple
 
+from pyramidnet_tf.training import config as config_lib
+
 FREEZE_CHOICES = ("none", "stem", "stages:N", "backbone")
 # Architecture settings (what decides the variables and their shapes).
 ARCHITECTURE_FIELDS = ("dataset", "depth", "alpha", "bottleneck", "mode",
@@ -45,9 +47,9 @@ ARCHITECTURE_FIELDS = ("dataset", "depth", "alpha", "bottleneck", "mode",
 # but they are part of the model (evaluation applies ShakeDrop's p_l).
 REGULARISER_FIELDS = ("drop_rate", "shakedrop", "shakedrop_pl",
                       "shakedrop_level")
-# Their values in model configs written before they existed.
-REGULARISER_DEFAULTS = {"drop_rate": 0.0, "shakedrop": False,
-                        "shakedrop_pl": 0.5, "shakedrop_level": "batch"}
+# Their values in model configs written before they existed: the defaults.
+REGULARISER_DEFAULTS = {name: getattr(config_lib.ModelConfig(), name)
+                        for name in REGULARISER_FIELDS}
 CIFAR_FAMILY = ("cifar10", "cifar100")
 
 
@@ -386,7 +388,7 @@ def load_source(directory: str):
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   try:
     # Called outside the strategy's scope: plain variables, only read from.
     # The newest intact checkpoint, as evaluate and export take it.

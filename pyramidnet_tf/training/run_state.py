@@ -12,9 +12,9 @@ import tensorflow as tf
 
 from pyramidnet_tf.model import channel_alignment
 from pyramidnet_tf.model import network
+from pyramidnet_tf.model_dir import ema as ema_lib
 from pyramidnet_tf.runtime import compile_units
 from pyramidnet_tf.training import config as config_lib
-from pyramidnet_tf.training import ema as ema_lib
 from pyramidnet_tf.training import errors
 from pyramidnet_tf.training import finetune_run
 from pyramidnet_tf.training import loss_scale as loss_scale_lib

@@ -19,9 +19,9 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
+from pyramidnet_tf import recipe_book as paper_rows
 from pyramidnet_tf.data import records as records_lib
 from pyramidnet_tf.model import complexity
-from pyramidnet_tf.model import paper_rows
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.runtime import compile_cache
 from pyramidnet_tf.runtime import distribute

@@ -7,13 +7,15 @@ grid, skips with their rules, time boxes, the budget and the PyTorch
 reserve, timeouts before and after the first step, records written before
 the next row starts, a rerun that measures only what is missing, --retry.
 
-In subprocesses, on the real code path (tiny c8 rows): bench/gpu_stage.sh
-and bench/gpu_suite.sh on a small fake TensorFlow bundle (a missing part
-leaves the PyTorch rows, one of them hung by --test_hang and killed by its
-time box; the complete bundle then gives the TF rows, an XLA row's warm
-process hitting the cache its cold one wrote; a third call measures
-nothing); a suite killed mid-row, as a command's time limit kills it,
-whose measurement dies with it and whose row is then interrupted.
+In subprocesses, on the real code path (tiny c8 rows): bench/gpu_suite.sh
+with the gpu-bundle's own tools on a small fake TensorFlow bundle (a
+missing or damaged part leaves the PyTorch rows, one of them hung by
+--test_hang and killed by its time box; the complete bundle then gives the
+TF rows, an XLA row's warm process hitting the cache its cold one wrote; a
+further call measures nothing); a suite killed mid-row, as a command's time
+limit kills it, whose measurement dies with it and whose row is then
+interrupted. Their time boxes are hang guards or count from a rehearsed
+hang, so that no outcome depends on the machine's speed.
 """
 
 import dataclasses
@@ -31,10 +33,10 @@ from tests import REPO_ROOT
 
 ROOT = REPO_ROOT
 SUITE = os.path.join(ROOT, "bench", "gpu_suite.py")
-STAGE = os.path.join(ROOT, "bench", "gpu_stage.sh")
 WRAPPER = os.path.join(ROOT, "bench", "gpu_suite.sh")
-BUILD_SH = os.path.join(os.path.dirname(ROOT), "shared", "tools",
-                        "gpu-bundle", "build.sh")
+# The gpu-bundle's scripts that run on the GPU host (bench/GPU.md).
+TOOLS = os.path.join(os.path.dirname(ROOT), "shared", "tools", "gpu-bundle")
+BUNDLE_TOOLS = ("recv.sh", "unpack.sh", "unpack.py", "env.sh", "check.py")
 
 sys.path.insert(0, ROOT)
 from bench import gpu_plan  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -497,7 +499,7 @@ def test_flags_are_checked_before_anything_runs(tmp_path):
       [sys.executable, SUITE, "--dry_run", "--configs=c8",
        "--test_hang=c8/float32/noxla/m3/b4", f"--out_dir={tmp_path}",
        f"--state_dir={tmp_path}"], capture_output=True, text=True,
-      timeout=120, check=False)
+      timeout=600, check=False)
   assert proc.returncode == 1
   assert "--test_hang: no planned row ['c8/float32/noxla/m3/b4']" in (
       proc.stderr)
@@ -507,24 +509,47 @@ def test_flags_are_checked_before_anything_runs(tmp_path):
 # --- Subprocesses: the wrapper on a fake bundle, and a killed suite ----------
 
 
-def _unpack_script():
-  """The unpack.sh that build.sh writes (its here-document), else the same
-  three commands, for checkouts without ../shared."""
-  if os.path.exists(BUILD_SH):
-    text = open(BUILD_SH).read()
-    body = text.split("<<'EOS'\n", 1)[1].split("\nEOS\n", 1)[0]
-    return body + "\n"
-  return ("#!/usr/bin/env bash\nset -euo pipefail\n"
-          "here=$(cd \"$(dirname \"$0\")\" && pwd)\n"
-          "z=zstd; command -v zstd >/dev/null || "
-          "z=\"env LD_LIBRARY_PATH=$here/zstd $here/zstd/zstd\"\n"
-          "cat \"$1\"/part.* | $z -d --long=30 -q | tar xf - -C \"$2\"\n")
+def _fake_bundle(tmp_path):
+  """A gpu-bundle v2 of a few 100 KB: part-01..03 of a zstd tar of
+  ``gpusite/`` (a payload in ``tensorflow/``, no ``__init__.py``, so the
+  real TensorFlow of this environment still imports) and the bundle's own
+  tools with their SHA256SUMS. Returns (payload path, bundle dir)."""
+  site = tmp_path / "src" / "gpusite"
+  (site / "tensorflow").mkdir(parents=True)
+  (site / "tensorflow" / "payload.bin").write_bytes(os.urandom(250_000))
+  (site / "GPU_BUNDLE.txt").write_text("fake bundle for tests\n")
+  bundle = tmp_path / "bundle"
+  (bundle / "tools").mkdir(parents=True)
+  subprocess.run(f"tar cf - gpusite | zstd -q --long=30 | split -b 100K -d "
+                 f"-a 2 --numeric-suffixes=1 - {bundle}/part-", shell=True,
+                 check=True, cwd=tmp_path / "src")
+  for name in BUNDLE_TOOLS:
+    shutil.copy(os.path.join(TOOLS, name), bundle / "tools" / name)
+  parts = sorted(p.name for p in bundle.glob("part-*"))
+  subprocess.run("sha256sum part-* > tools/SHA256SUMS", shell=True,
+                 check=True, cwd=bundle)
+  return site / "tensorflow" / "payload.bin", bundle, parts
 
 
-def _wrapper(stg, env, out, args):
-  proc = subprocess.run(["bash", WRAPPER, str(stg), "300"] + args,
-                        capture_output=True, text=True, timeout=300,
-                        check=False, env=dict(env, OUT=str(out)), cwd=ROOT)
+def _call(tmp_path, name, bundle, carried):
+  """A device call's working tree: ``carried`` bundle files in
+  ``.gpu-bundle/``, as the device tool sends them beside the checkout."""
+  call = tmp_path / name
+  (call / ".gpu-bundle").mkdir(parents=True)
+  for item in carried:
+    if (bundle / item).is_dir():
+      shutil.copytree(bundle / item, call / ".gpu-bundle" / item)
+    else:
+      shutil.copy(bundle / item, call / ".gpu-bundle" / item)
+  return call
+
+
+def _wrapper(call, env, out, args):
+  # The call's limit: a budget that no row's expected time exceeds on a
+  # loaded machine (the suite's own budget arithmetic has its unit tests).
+  proc = subprocess.run(["bash", WRAPPER, "3000"] + args,
+                        capture_output=True, text=True, timeout=1200,
+                        check=False, env=dict(env, OUT=str(out)), cwd=call)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc
 
@@ -533,77 +558,79 @@ HUNG_TORCH = "c8/torch/bf16_cl/b4"
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="needs zstd")
-def test_stage_and_wrapper_on_a_fake_bundle(tmp_path):
-  bundle, stage, stg = tmp_path / "bundle", tmp_path / "stage", tmp_path / "stg"
-  site = tmp_path / "src" / "gpusite" / "tensorflow"
-  site.mkdir(parents=True)
-  # No __init__.py: the real TensorFlow of this environment still imports.
-  (site / "payload.bin").write_bytes(os.urandom(250_000))
-  bundle.mkdir()
-  subprocess.run(f"tar cf - gpusite | zstd -q --long=30 | split -b 100K -d "
-                 f"-a 2 - {bundle}/part.", shell=True, check=True,
-                 cwd=tmp_path / "src")
-  (bundle / "zstd").mkdir()
-  shutil.copy(shutil.which("zstd"), bundle / "zstd")
-  (bundle / "unpack.sh").write_text(_unpack_script())
-  parts = sorted(p.name for p in bundle.glob("part.*"))
-  assert len(parts) == 3
-
-  proc = subprocess.run(["bash", STAGE, str(bundle), str(stage)],
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 0, proc.stderr
-  assert sorted(p.name for p in stage.iterdir()) == sorted(
-      parts + ["SHA256SUMS", "unpack.sh", "zstd"])
-  plan = proc.stdout
-  calls = [line for line in plan.splitlines() if "run(carry=" in line]
-  assert len(calls) == len(parts) + 1  # one per part, then the rerun
-  assert f'"{stage}/unpack.sh"' in calls[0] and f'"{stage}/part.00"' in calls[0]
-  assert f'run(carry=["{stage}/part.01"]' in calls[1]
-  assert "bash bench/gpu_suite.sh /tmp/stg T" in plan
-
-  env = dict(os.environ, GPU_SUITE_UNPACK_TO=str(tmp_path / "unpacked"),
+@pytest.mark.skipif(not all(os.path.exists(os.path.join(TOOLS, name))
+                            for name in BUNDLE_TOOLS),
+                    reason=f"needs the gpu-bundle tools in {TOOLS}")
+def test_wrapper_on_a_fake_bundle(tmp_path):
+  payload, bundle, parts = _fake_bundle(tmp_path)
+  assert parts == ["part-01", "part-02", "part-03"]
+  home = tmp_path / "home"
+  env = dict(os.environ, GB_HOME=str(home), GPU_SUITE_CHECK="0",
              PATH=os.path.dirname(sys.executable) + os.pathsep +
              os.environ["PATH"])
-  (tmp_path / "unpacked").mkdir()
-  shutil.copytree(stage, stg)
-  (stg / "part.01").unlink()
+  env.pop("LD_LIBRARY_PATH", None)
   state = tmp_path / "state"
+  # Time boxes are hang guards only (--default_timebox_s), except the
+  # rehearsed hang's, which counts from the hang: no row's outcome depends
+  # on how fast this machine is.
   args = ["--dry_run", "--configs=c8", "--dtypes=float32", "--xla=true",
           "--multiples=1", "--torch_modes=eager_fp32,bf16_cl",
           "--batch_search=0", f"--test_hang={HUNG_TORCH}",
-          "--timebox_factor=2", "--min_timebox_s=5", f"--state_dir={state}"]
+          "--default_timebox_s=600", "--timebox_factor=2",
+          "--min_timebox_s=5", f"--state_dir={state}"]
 
-  # 1. A part is missing: the PyTorch rows alone; the hung one is killed
-  # by its time box (twice the wall of the row before it), after its
-  # first step, and the suite goes on to its table.
-  proc = _wrapper(stg, env, tmp_path / "o1", args)
-  assert "missing parts: part.01" in proc.stdout
+  # 0. A fresh machine: no tools there, nothing carried: PyTorch rows only
+  # would run; with --only=torch none of the bundle steps runs at all.
+  proc = _wrapper(_call(tmp_path, "c0", bundle, []), env, tmp_path / "o0",
+                  [a for a in args if not a.startswith("--test_hang")] + [
+                      "--only=torch", "--torch_modes=eager_fp32"])
+  assert "no bundle tools" not in proc.stdout
+  assert not home.exists() or not (home / "parts").exists()
+
+  # 1. The first call carries the tools and part-01 (recv.sh), the measuring
+  # call the last part: part-02 is missing, so the PyTorch rows alone run;
+  # the hung one is killed by its time box after its first step, and the
+  # suite goes on to its table.
+  call = _call(tmp_path, "c1", bundle, ["tools", "part-01"])
+  recv = subprocess.run(["bash", ".gpu-bundle/tools/recv.sh"], cwd=call,
+                        env=env, capture_output=True, text=True, check=False)
+  assert "recv: part-01 ok" in recv.stdout, recv.stdout + recv.stderr
+  proc = _wrapper(_call(tmp_path, "c2", bundle, ["part-03"]), env,
+                  tmp_path / "o1", args)
+  assert "missing parts: part-02" in proc.stdout
   assert "PyTorch rows only" in proc.stdout
-  assert not (tmp_path / "unpacked" / "gpusite").exists()
+  assert not (home / "gpusite").exists()
   rows = _read_jsonl(tmp_path / "o1" / "rows.jsonl")
-  assert [(r["key"], r["status"]) for r in rows] == [
+  assert [(r["key"], r["status"]) for r in rows if r["kind"] != "env"] == [
       ("c8/torch/eager_fp32/b4", "ok"), (HUNG_TORCH, "timeout")]
-  eager, hung = rows
+  eager, hung = [r for r in rows if r["kind"] != "env"]
   assert hung["timebox_s"] == max(5.0, 2 * eager["wall_s"])
   assert hung["wall_s"] >= hung["timebox_s"] and hung["first_step_s"] > 0
   assert "time box after its first step" in hung["reason"]
+  assert "counted from the hang" in hung["reason"]
   assert eager["pid"] != hung["pid"] != os.getpid()
   table = (tmp_path / "o1" / "table.md").read_text()
   assert "| timeout |" in table and "1 ok, 1 timeout" in table
 
-  # 2. Every part: TF unpacked and its paths handed to the TF rows; the
+  # 2. A damaged part is refused and named; the intact one completes the
+  # bundle: TensorFlow is unpacked and env.sh's paths go to the TF rows; the
   # XLA row's warm process hits the cache its cold one wrote; the PyTorch
   # rows of the first call are kept.
-  shutil.copy(stage / "part.01", stg / "part.01")
-  proc = _wrapper(stg, env, tmp_path / "o2", args)
-  unpacked = tmp_path / "unpacked" / "gpusite"
-  assert (unpacked / ".unpacked").exists()
-  assert (unpacked / "tensorflow" / "payload.bin").read_bytes() == (
-      site / "payload.bin").read_bytes()
+  call = _call(tmp_path, "c3", bundle, ["part-02"])
+  damaged = call / ".gpu-bundle" / "part-02"
+  damaged.write_bytes(b"x" + damaged.read_bytes()[1:])
+  proc = _wrapper(call, env, tmp_path / "o2", args)
+  assert "refused damaged parts: part-02" in proc.stdout
+  assert "missing parts: part-02" in proc.stdout
+  proc = _wrapper(_call(tmp_path, "c4", bundle, ["part-02"]), env,
+                  tmp_path / "o2", args)
+  assert "check.py skipped" in proc.stdout
+  site = home / "gpusite"
+  assert (site / ".unpacked").exists()
+  assert (site / "tensorflow" / "payload.bin").read_bytes() == (
+      payload.read_bytes())
   by = _by_key(_read_jsonl(tmp_path / "o2" / "rows.jsonl"))
   assert by[("env", "check")]["conv_ok"]
-  assert by[("env", "check")]["ld_library_path"].endswith(
-      "/usr/lib/x86_64-linux-gnu")
   key = "c8/float32/xla/m1/b4"
   cold, warm = by[(key, "cold")], by[(key, "warm")]
   assert cold["status"] == warm["status"] == "ok"
@@ -619,11 +646,12 @@ def test_stage_and_wrapper_on_a_fake_bundle(tmp_path):
   assert by[(HUNG_TORCH, "run")]["status"] == "timeout"
   budget = [line for line in proc.stdout.splitlines()
             if "gpu_suite.py with a budget of" in line]
-  assert budget and int(budget[0].rsplit(" ", 1)[1].rstrip("s")) <= 270
+  assert budget and int(budget[0].rsplit(" ", 1)[1].rstrip("s")) <= 2970
   assert "warm 1 hits" in (tmp_path / "o2" / "table.md").read_text()
 
   # 3. Again: nothing is unpacked or measured; the same rows.
-  proc = _wrapper(stg, env, tmp_path / "o3", args)
+  proc = _wrapper(_call(tmp_path, "c5", bundle, []), env, tmp_path / "o3",
+                  args)
   assert "unpacking" not in proc.stdout and "run  " not in proc.stdout
   assert _read_jsonl(tmp_path / "o3" / "rows.jsonl") == _read_jsonl(
       tmp_path / "o2" / "rows.jsonl")
@@ -640,7 +668,7 @@ def test_killed_suite_kills_its_measurement_and_the_row_is_interrupted(
                            stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
   progress = state / "logs" / (hung.replace("/", "_") + ".run.out")
-  deadline = time.time() + 120
+  deadline = time.time() + 900  # a hang guard, not a speed check
   child = None
   while time.time() < deadline and child is None:
     time.sleep(0.5)
@@ -665,7 +693,7 @@ def test_killed_suite_kills_its_measurement_and_the_row_is_interrupted(
   records = _read_jsonl(state / "records.jsonl")
   assert [(r["key"], r["status"]) for r in records] == [(hung, "started")]
 
-  proc = subprocess.run(args, capture_output=True, text=True, timeout=120,
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=900,
                         check=False, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "run  " not in proc.stdout  # interrupted is final without --retry

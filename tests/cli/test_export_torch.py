@@ -12,7 +12,7 @@ import torch
 from pyramidnet_tf.convert import exporter
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
-from pyramidnet_tf.training import ema as ema_lib
+from pyramidnet_tf.model_dir import ema as ema_lib
 from tests import REPO_ROOT
 from tests import torch_pyramidnet
 

@@ -17,15 +17,6 @@ import pytest
 from tests import REPO_ROOT
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-  root = tmp_path_factory.mktemp("no_tf")
-  (root / "tensorflow").mkdir()
-  (root / "tensorflow" / "__init__.py").write_text(
-      "raise ImportError('TensorFlow was imported')\n")
-  return str(root)
-
-
 def _run(tool, args, no_tensorflow, cwd):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([no_tensorflow,
                                                      REPO_ROOT]))

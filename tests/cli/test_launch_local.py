@@ -104,7 +104,7 @@ def test_sigterm_reaches_every_worker_they_agree_on_the_step_and_resume(
          "--"] + args, cwd=fx.REPO, env=fx.cli_env(), stdout=log,
         stderr=subprocess.STDOUT)
     try:
-      deadline = time.time() + 150
+      deadline = time.time() + 900  # a hang guard, not a speed check
       while not all(f"[worker {i}] " in t and "step 3/" in t
                     for i in range(2)
                     for t in [log_path.read_text()]):

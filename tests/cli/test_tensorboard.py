@@ -120,7 +120,7 @@ def _serve(logdir: str, ready):
       stdout=log, stderr=subprocess.STDOUT, env=fx.cli_env())
   base = f"http://127.0.0.1:{port}"
   try:
-    deadline = time.time() + 180
+    deadline = time.time() + 900  # a hang guard, not a speed check
     while True:
       try:
         if ready(_get(f"{base}/data/plugin/scalars/tags")):

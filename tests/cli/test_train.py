@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pyramidnet_tf.training import evaluator as evaluator_lib
 from tests import train_fixtures as fx
 
 TRAIN = "pyramidnet_tf.train"
@@ -152,6 +153,27 @@ def test_bad_batch_for_replicas_is_an_error(data_dir, tmp_path):
                                  "--cpu_devices=2", "--train_steps=1"))
   assert proc.returncode != 0
   assert "--batch_size=15 must be a multiple of the 2 replicas" in proc.stderr
+
+
+def test_eval_batch_is_rounded_up_to_the_replicas_as_evaluate_does(
+    data_dir, tmp_path):
+  """One eval-batch rule: the trainer rounds --eval_batch_size up to a
+  multiple of the replicas, as evaluate does, with the same log line (it
+  used to refuse what evaluate accepts), and both count every example."""
+  model_dir = str(tmp_path / "model")
+  proc = fx.run_cli(TRAIN, _args(data_dir, model_dir, "--cpu_devices=2",
+                                 "--eval_batch_size=5", "--train_steps=1"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = evaluator_lib.rounded_batch_text(5, 6, 2)
+  assert line in proc.stderr
+  assert fx.train_result(proc.stderr)["eval"]["examples"] == 32
+  proc = fx.run_cli("pyramidnet_tf.evaluate", [
+      f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+      "--cpu_devices=2", "--eval_batch_size=5"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert line in proc.stderr
+  assert "global batch 6, 2 replica(s)" in proc.stderr
+  assert json.loads(proc.stdout)["examples"] == 32
 
 
 def test_jit_with_sync_bn_on_replicas_is_a_clear_error(tmp_path):

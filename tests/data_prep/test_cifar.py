@@ -232,12 +232,12 @@ def test_cli_download_converts(sources, tmp_path):
 def test_cli_errors_name_the_flag_and_choices(tmp_path):
   proc = fx.run_cli("cifar", "--dataset=cifar10", f"--source={tmp_path / 'missing'}",
                     f"--output_dir={tmp_path / 'out'}")
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # a path the user gave: a usage error
   assert "data_prep.cifar: error: --source=" in proc.stderr
   assert "expected cifar-10-python.tar.gz or cifar-10-binary.tar.gz" in proc.stderr
   assert not (tmp_path / "out").exists()
   proc = fx.run_cli("cifar", "--dataset=cifar20", "--source=x", "--output_dir=y")
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert "value should be one of <cifar10|cifar100>" in proc.stderr
 
 

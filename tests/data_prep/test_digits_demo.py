@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from data_prep import DataPrepFlagError
 from data_prep import digits_demo
 
 
@@ -32,5 +33,5 @@ def test_deterministic_and_validated(tmp_path):
   digits_demo.write_digits(str(tmp_path / "b"), 1)
   path = os.path.join("images", "7", sorted(os.listdir(tmp_path / "a" / "images" / "7"))[5])
   assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
-  with pytest.raises(SystemExit, match="leaves no image of digit 0"):
+  with pytest.raises(DataPrepFlagError, match="leaves no image of digit 0"):
     digits_demo.write_digits(str(tmp_path / "c"), 1000)

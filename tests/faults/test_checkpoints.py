@@ -118,7 +118,7 @@ def _copy_base(runs, tmp_path, name):
   return target
 
 
-def _wait_for(log_path, text, proc, timeout=120):
+def _wait_for(log_path, text, proc, timeout=900):  # a hang guard
   deadline = time.time() + timeout
   while text not in log_path.read_text():
     assert proc.poll() is None, log_path.read_text()[-3000:]

@@ -38,9 +38,11 @@ from tests import train_fixtures as fx
 TINY = fx.TINY_MODEL + ["--nobottleneck"]
 
 
-def _one_line_error(proc, prog, *needles):
-  """The single '<prog>: error: ...' line a user-fixable failure ends with."""
-  assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+def _one_line_error(proc, prog, *needles, code=1):
+  """The single '<prog>: error: ...' line a user-fixable failure ends with;
+  exit ``code``: 2 for a usage error (the command line or the environment
+  it was given), 1 for a failure while working."""
+  assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   lines = [line for line in proc.stderr.splitlines()
            if line.startswith(f"{prog}: error:")]
@@ -52,17 +54,6 @@ def _one_line_error(proc, prog, *needles):
 
 # ---------------------------------------------------------------------------
 # The cluster environment.
-
-
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-  """A PYTHONPATH entry whose ``tensorflow`` fails to import: a tool that
-  reaches any TensorFlow import ends with that error instead."""
-  root = tmp_path_factory.mktemp("no_tf")
-  (root / "tensorflow").mkdir()
-  (root / "tensorflow" / "__init__.py").write_text(
-      "raise ImportError('TensorFlow was imported')\n")
-  return str(root)
 
 
 def _run_without_tensorflow(no_tensorflow, module, args, **env):
@@ -116,14 +107,22 @@ def test_malformed_tf_config_is_one_line_before_tensorflow(
         no_tensorflow, "pyramidnet_tf.train",
         ["--dataset=synthetic", f"--model_dir={model_dir}"], TF_CONFIG=value)
     line = _one_line_error(proc, "pyramidnet_tf.train", "TF_CONFIG",
-                           *needles)
+                           *needles, code=2)
     assert not model_dir.exists(), line
   with faults.inject(f"TF_CONFIG {case}: evaluate"):
     proc = _run_without_tensorflow(
         no_tensorflow, "pyramidnet_tf.evaluate",
         [f"--model_dir={model_dir}", f"--data_dir={tmp_path}"],
         TF_CONFIG=value)
-    _one_line_error(proc, "pyramidnet_tf.evaluate", "TF_CONFIG", *needles)
+    # Reported with the other problems of that command line (its model and
+    # data dirs do not exist): one indented line among them.
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line.strip() for line in proc.stderr.splitlines()
+             if line.strip().startswith("TF_CONFIG")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for needle in needles:
+      assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("index", ["\u0661", "\u00b2", "1x", "-1"],
@@ -149,7 +148,7 @@ def test_invalid_job_completion_index_is_one_line_before_tensorflow(
         JOB_COMPLETION_INDEX=index)
     _one_line_error(proc, "pyramidnet_tf.train",
                     "JOB_COMPLETION_INDEX must be a completion index",
-                    "ASCII digits", repr(index))
+                    "ASCII digits", repr(index), code=2)
 
 
 # ---------------------------------------------------------------------------

@@ -76,16 +76,6 @@ def imported_dir(tmp_path_factory):
   return out
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-  """A PYTHONPATH entry whose ``tensorflow`` fails to import."""
-  root = tmp_path_factory.mktemp("no_tf")
-  (root / "tensorflow").mkdir()
-  (root / "tensorflow" / "__init__.py").write_text(
-      "raise ImportError('TensorFlow was imported')\n")
-  return str(root)
-
-
 def _model_section(model_dir):
   with open(os.path.join(model_dir, "model_config.json")) as f:
     return json.load(f)["model"]

@@ -2,12 +2,13 @@
 
 unit type (basic, bottleneck) x stem (CIFAR, ImageNet) x widening (add, mul)
 x channel multiple (1, 8, 16) x dtype (float32, bfloat16) x (inference,
-train step) x (eager, tf.function), plus ShakeDrop at each level and sync BN
-over two replicas. ``tests/path_matrix_worker.py`` runs the cases of one
-group in a subprocess and compares each with its reference; a process abort
-(TF's oneDNN graph rewrites abort with a CHECK failure rather than raise)
-fails the case it happened in, and the remaining cases run in a new
-process, so one abort neither kills the test run nor hides other cases.
+train step) x (eager, tf.function), plus ShakeDrop at each level, sync BN
+over two replicas, and one group's training under oneDNN's rewrites and
+kernels of a capped instruction set. ``tests/path_matrix_worker.py`` runs the
+cases of one group in a subprocess and compares each with its reference; a
+process abort (TF's oneDNN graph rewrites abort with a CHECK failure rather
+than raise) fails the case it happened in, and the remaining cases run in a
+new process, so one abort neither kills the test run nor hides other cases.
 """
 
 import concurrent.futures
@@ -30,6 +31,19 @@ GROUPS += [
     dict(unit="basic", stem="cifar", mode="add", shakedrop="pixel"),
     dict(unit="bottleneck", stem="cifar", mode="add", sync_bn=True),
 ]
+# The float32 training cases of one group again with TensorFlow's oneDNN
+# graph rewrites and kernels on (TF_ENABLE_ONEDNN_OPTS=1: by default TF
+# turns them on only on some CPUs), capped at an instruction set
+# (ONEDNN_MAX_CPU_ISA; a cap above the CPU's own is the CPU's): the same
+# kernels on every x86-64 CPU from that set up, whatever this one has. Their
+# sums run in other orders than the default kernels', as on a user's CPU;
+# imagenet-basic-mul's batch holds a ReLU input within rounding of 0 (see
+# path_matrix_worker.KINK_BAND).
+GROUPS += [
+    dict(unit="basic", stem="imagenet", mode="mul", onednn_isa=isa,
+         cases=[f"{kind}/m{multiple}/float32" for multiple in (1, 8, 16)
+                for kind in ("train_eager", "train_graph")])
+    for isa in ("AVX2", "SSE41")]
 
 # Worker processes at once: a case's time is mostly tracing and graph
 # rewriting, one core each.
@@ -43,10 +57,13 @@ def run_group(group: dict, timeout: float = 900) -> dict:
   """
   verdicts = {}
   names = worker.case_names(group)
+  isa = ({"TF_ENABLE_ONEDNN_OPTS": "1",
+          "ONEDNN_MAX_CPU_ISA": group["onednn_isa"]}
+         if group.get("onednn_isa") else {})
   while len(verdicts) < len(names):
     proc = subprocess.run(
         [sys.executable, "-m", "tests.path_matrix_worker", json.dumps(group),
-         *verdicts], cwd=fx.REPO, env=fx.cli_env(), capture_output=True,
+         *verdicts], cwd=fx.REPO, env=fx.cli_env(**isa), capture_output=True,
         text=True, timeout=timeout, check=False)
     running = None
     for line in proc.stdout.splitlines():

@@ -8,7 +8,6 @@ tests/cluster/test_slurm_real.py runs the same trainer under real Slurm.
 """
 
 import glob
-import inspect
 import os
 import socket
 import stat
@@ -19,6 +18,7 @@ import pytest
 
 from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.training import config as config_lib
 from tests import train_fixtures as fx
 
 
@@ -88,8 +88,7 @@ def test_ports_derived_from_the_job_id_by_default(slurm_env):
   assert resolver.cluster_spec().as_dict() == {
       "worker": [f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"]}
   # The trainer's default is "derive": no fixed 8888 left anywhere.
-  default = inspect.signature(distribute.create_strategy).parameters[
-      "slurm_port_base"].default
+  default = config_lib.RuntimeConfig().slurm_port_base
   assert default == 0 and cluster_env.slurm_port_base(default) == base
 
 
@@ -145,17 +144,20 @@ def test_missing_slurm_variable_is_named(slurm_env, monkeypatch):
   monkeypatch.delenv("SLURM_STEP_NODELIST")
   with pytest.raises(ValueError, match=r"--cluster_resolver=slurm.*"
                      r"missing: SLURM_STEP_NODELIST"):
-    distribute.create_strategy("auto", cluster_resolver="slurm")
+    distribute.create_strategy(
+        config_lib.RuntimeConfig(cluster_resolver="slurm"))
 
 
 def test_bad_choices_are_named(slurm_env):
   with pytest.raises(ValueError, match=r"--cluster_resolver must be one of "
                      r"tf_config, slurm, k8s_indexed; got 'k8s'"):
-    distribute.create_strategy("auto", cluster_resolver="k8s")
+    distribute.create_strategy(
+        config_lib.RuntimeConfig(cluster_resolver="k8s"))
   slurm_env(procid=0, num_tasks=1, nodelist="localhost", tasks_per_node="1")
   with pytest.raises(ValueError, match=r"--cluster_resolver=slurm needs "
                      r"--distribution=auto or multi_worker"):
-    distribute.create_strategy("mirrored", cluster_resolver="slurm")
+    distribute.create_strategy(config_lib.RuntimeConfig(
+        distribution="mirrored", cluster_resolver="slurm"))
   with pytest.raises(ValueError, match=r"--slurm_port_base must be in"):
     distribute.slurm_resolver(port_base=70000)
 

@@ -7,20 +7,22 @@ import tensorflow as tf
 
 from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.training import config as config_lib
 
 
 def test_errors_name_the_flag_and_choices():
   with pytest.raises(ValueError, match="--distribution must be one of auto, "
                      "one_device, mirrored, multi_worker"):
-    distribute.create_strategy("tpu")
+    distribute.create_strategy(config_lib.RuntimeConfig(distribution="tpu"))
   with pytest.raises(ValueError, match="--cpu_devices must be >= 1"):
-    distribute.create_strategy("auto", cpu_devices=0)
+    distribute.create_strategy(config_lib.RuntimeConfig(cpu_devices=0))
 
 
 def test_multi_worker_without_tf_config_says_what_to_set(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
   with pytest.raises(ValueError, match="TF_CONFIG"):
-    distribute.create_strategy("multi_worker")
+    distribute.create_strategy(
+        config_lib.RuntimeConfig(distribution="multi_worker"))
 
 
 def test_tf_config_parsing(monkeypatch):
@@ -35,7 +37,8 @@ def test_tf_config_parsing(monkeypatch):
 
 def test_single_host_strategies(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
-  one = distribute.create_strategy("one_device")
+  one = distribute.create_strategy(
+      config_lib.RuntimeConfig(distribution="one_device"))
   assert isinstance(one, tf.distribute.OneDeviceStrategy)
   assert distribute.is_chief(one)
   assert distribute.num_workers(one) == 1

@@ -17,6 +17,7 @@ import pytest
 
 from pyramidnet_tf.runtime import cluster_env
 from pyramidnet_tf.runtime import distribute
+from pyramidnet_tf.training import config as config_lib
 from tests import train_fixtures as fx
 
 
@@ -93,9 +94,9 @@ def test_errors_name_the_variable_or_flag(pod, index, hostname, kwargs,
 
 def test_create_strategy_sets_tf_config(pod):
   pod(0, "solo-0")
-  strategy = distribute.create_strategy(
-      "auto", cluster_resolver="k8s_indexed", k8s_num_workers=1,
-      k8s_service="solo")
+  strategy = distribute.create_strategy(config_lib.RuntimeConfig(
+      cluster_resolver="k8s_indexed", k8s_num_workers=1,
+      k8s_service="solo"))
   assert json.loads(os.environ["TF_CONFIG"]) == {
       "cluster": {"worker": ["solo-0.solo:2222"]},
       "task": {"type": "worker", "index": 0}}
@@ -103,8 +104,9 @@ def test_create_strategy_sets_tf_config(pod):
   assert distribute.num_workers(strategy) == 1
   with pytest.raises(ValueError, match=r"--cluster_resolver=k8s_indexed "
                      r"needs --distribution=auto or multi_worker"):
-    distribute.create_strategy("mirrored", cluster_resolver="k8s_indexed",
-                               k8s_num_workers=1, k8s_service="solo")
+    distribute.create_strategy(config_lib.RuntimeConfig(
+        distribution="mirrored", cluster_resolver="k8s_indexed",
+        k8s_num_workers=1, k8s_service="solo"))
 
 
 def test_a_different_tf_config_is_refused(pod, monkeypatch):

@@ -125,7 +125,7 @@ def test_a_dead_peer_becomes_an_error_not_a_hang(data_dir, tmp_path):
       "--eval_every_epochs=0", "--collective_timeout=8"]
   procs = _start(args, _free_ports(2), str(tmp_path))
   try:
-    deadline = time.time() + 150
+    deadline = time.time() + 900  # a hang guard, not a speed check
     while "step 2/" not in _logs(str(tmp_path), 2)[0]:
       assert time.time() < deadline, _logs(str(tmp_path), 2)[0][-3000:]
       assert all(p.poll() is None for p, _ in procs), "\n".join(

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from pyramidnet_tf.training import checkpointing
-from pyramidnet_tf.training import ema as ema_lib
+from pyramidnet_tf.model_dir import ema as ema_lib
 from pyramidnet_tf.training import loss_scale as loss_scale_lib
 from pyramidnet_tf.model_dir import access as model_dir_lib
 from pyramidnet_tf.model_dir import store as model_io

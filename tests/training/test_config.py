@@ -1,4 +1,5 @@
-"""TrainConfig: every trainer flag is a setting, defaults agree, round trips."""
+"""TrainConfig: every trainer flag is a setting, its flag default is the
+setting's default, round trips."""
 
 import dataclasses
 
@@ -42,7 +43,10 @@ def _parsed_default(name):
   return default
 
 
-def test_dataclass_defaults_are_the_flag_defaults():
+def test_parsed_flag_defaults_are_the_dataclass_defaults():
+  """The flags take their defaults from the fields (cli/config_flags);
+  parsed back, the flag forms (lists of strings, empty = off) give the
+  fields' values."""
   defaults = config_lib.TrainConfig().flat()
   for name in config_lib.field_names():
     expected = _parsed_default(name)

@@ -1,4 +1,4 @@
-"""Weight EMA (pyramidnet_tf.training.ema): arithmetic, replicas,
+"""Weight EMA (pyramidnet_tf.model_dir.ema): arithmetic, replicas,
 checkpoints, and the trainer / evaluate / export using the averaged weights."""
 
 import json
@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.training import checkpointing
-from pyramidnet_tf.training import ema as ema_lib
+from pyramidnet_tf.model_dir import ema as ema_lib
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx

@@ -193,7 +193,7 @@ def test_resolve_architecture_takes_unset_flags_and_checks_set_ones():
 def test_ema_of_frozen_parts_stays_exact(tiny_pyramidnet):
   """Blending a frozen weight with itself could round; its average is not
   blended, so an EMA export keeps the frozen weights bit for bit."""
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   model = tiny_pyramidnet(seed=8)
   parts = finetune.frozen_modules(model, "stages:1")
   fixed = [v for m in parts for v in m.variables]
@@ -226,7 +226,7 @@ def test_ema_of_frozen_parts_stays_exact(tiny_pyramidnet):
 def test_the_source_gives_its_ema_weights_when_it_kept_an_ema(
     tiny_pyramidnet, tmp_path, ema_decay):
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   model = tiny_pyramidnet(seed=9)
   averages = ema_lib.Ema(ema_lib.averaged_variables(model), 0.5, name="ema")
   expected_ema = _values(averages.averages)

@@ -23,8 +23,9 @@ from pyramidnet_tf.training import step as step_lib
 BATCH = 4
 
 
-def _wait_for(predicate, timeout=30.0):
-  """Polls ``predicate`` (the watcher thread acts asynchronously)."""
+def _wait_for(predicate, timeout=600.0):
+  """Polls ``predicate`` (the watcher thread acts asynchronously); the
+  timeout is a hang guard only."""
   deadline = time.monotonic() + timeout
   while not predicate():
     assert time.monotonic() < deadline, "condition never became true"

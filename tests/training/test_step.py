@@ -304,7 +304,7 @@ def test_clip_grad_norm_clips_the_all_reduced_gradient(two_replica_strategy,
 def test_ema_in_the_step_averages_weights_and_bn_statistics(
     tiny_pyramidnet, two_replica_strategy):
   """Two replicas, local BN: the average of the means of ON_READ stats."""
-  from pyramidnet_tf.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   images, labels = _data(seed=4)
   strategy = two_replica_strategy
   with strategy.scope():
