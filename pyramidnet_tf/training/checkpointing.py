@@ -11,8 +11,9 @@ Reliability rules:
 
 * Every float variable of the checkpoint (weights, BN moving statistics,
   optimizer slots, EMA averages with their BN statistics, the loss scale) is
-  checked for NaN/Inf after each host call of the loop and before each save;
-  non-finite values stop training and are never written.
+  checked for NaN/Inf after each host call of the loop and before each save
+  (``checkpoint_checks.FiniteGuard``); non-finite values stop training and
+  are never written.
 * Resuming scans the ``ckpt-N`` files on disk, newest first, and takes the
   newest intact one (index readable, every tensor passing its checksum, all
   floats finite). The ``checkpoint`` state file is only a hint: a missing,
@@ -29,26 +30,17 @@ Reliability rules:
   files and leaves the previous checkpoint in place.
 """
 
-import dataclasses
 import logging
 import os
 import re
-import signal
-import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 from pyramidnet_tf import errors
 from pyramidnet_tf.runtime import distribute
-from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import store as model_io
-from pyramidnet_tf.training import config as config_lib
-
-# Test hook, not a user feature: see InjectedFaults.
-FAULTS_ENV = "PYRAMIDNET_TF_TEST_FAULTS"
+from pyramidnet_tf.training import checkpoint_checks
 
 # What TensorFlow leaves when a save of ``ckpt-N`` is killed: its temporary
 # shard directory, and the state file's atomic-write temporary.
@@ -56,13 +48,13 @@ _SAVE_TEMP_DIR = re.compile(r"^ckpt-\d+_temp$")
 _STATE_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]{32}$")
 _CONFIG_TEMP = model_io.CONFIG_FILE + ".tmp"
 
-
-class CheckpointError(RuntimeError):
-  """A checkpoint problem the user can act on; printed as one line."""
-
-
-class NonFiniteWeightsError(CheckpointError):
-  """Refusing to checkpoint NaN/Inf weights."""
+# The integrity checks' names, where the trainer's callers know them.
+CheckpointError = checkpoint_checks.CheckpointError
+NonFiniteWeightsError = checkpoint_checks.NonFiniteWeightsError
+ConfigMismatchError = checkpoint_checks.ConfigMismatchError
+TRAINER_SOURCE = checkpoint_checks.TRAINER_SOURCE
+check_config = checkpoint_checks.check_config
+last_good_text = checkpoint_checks.last_good_text
 
 
 class NoUsableCheckpointError(CheckpointError):
@@ -73,171 +65,11 @@ class CheckpointWriteError(CheckpointError):
   """A save failed on the filesystem (e.g. a full disk)."""
 
 
-TRAINER_SOURCE = config_lib.TRAINER_SOURCE
-
-
-class ConfigMismatchError(ValueError):
-  """Resuming into a model_dir whose model differs from the flags."""
-
-
-def check_config(model_dir: str, model) -> None:
-  """Checks that ``model`` is the model ``model_dir`` was trained with.
-
-  Compares the canonical form of ``model_config.json``'s "model" section
-  with ``model``'s constructor arguments; a directory without the file
-  passes. A directory of ``import_torch`` is refused whatever the flags: it
-  has no training state to resume, and ``--init_from`` is what trains from
-  it.
-
-  Args:
-    model_dir: the training directory.
-    model: the ``PyramidNet`` the flags built.
-
-  Raises:
-    ConfigMismatchError: naming each differing constructor argument, or
-      saying that the directory holds imported weights.
-  """
-  path = os.path.join(model_dir, model_io.CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    return
-  config = model_io.read_config(model_dir)
-  source = config.get("metadata", {}).get("source", TRAINER_SOURCE)
-  if source != TRAINER_SOURCE:
-    # Imported weights have no optimiser state, step or schedule to resume.
-    raise ConfigMismatchError(config_lib.imported_dir_text(model_dir, source))
-  # Canonical form: configs written before a constructor arg existed (e.g.
-  # ShakeDrop's) match a model built with that arg's default.
-  saved = model_lib.canonical_config(config.get("model", {}))
-  current = model_lib.canonical_config(model_lib.config_of(model))
-  diffs = [f"{key}: {saved.get(key)!r} in {path}, {current.get(key)!r} from "
-           "the flags" for key in sorted(set(saved) | set(current))
-           if saved.get(key) != current.get(key)]
-  if diffs:
-    raise ConfigMismatchError(
-        f"--model_dir={model_dir} holds a different model; resume with the "
-        "same model flags, use a new --model_dir, or fine-tune from it with "
-        f"--init_from={model_dir} and a new --model_dir. Differences: " +
-        "; ".join(diffs))
-
-
 def _first_line(error: BaseException, limit: int = 240) -> str:
   text = str(error).strip().splitlines()
   line = text[0] if text else type(error).__name__
   return line if len(line) <= limit else line[:limit] + "..."
 
-
-def last_good_text(model_dir: str) -> str:
-  """A sentence naming the checkpoint a rerun would resume from.
-
-  Args:
-    model_dir: the training directory; its checkpoints are all read.
-  """
-  prefix = model_io.newest_intact(model_dir)
-  if prefix is None:
-    return f"{model_dir} holds no intact checkpoint yet."
-  return (f"The last good checkpoint is {prefix} (step "
-          f"{model_io.step_of(prefix)}); rerunning resumes from it.")
-
-
-@dataclasses.dataclass(frozen=True)
-class InjectedFaults:
-  """Faults the fault-injection tests ask for; not a user feature.
-
-  Read once from $PYRAMIDNET_TF_TEST_FAULTS, comma-separated items:
-
-  * ``nonfinite@STEP:TEXT``: when the global step reaches STEP (the loop
-    ends a host call there), set to +Inf every float variable of the
-    checkpoint whose name contains TEXT.
-  * ``kill_in_save@STEP:SECONDS``: SIGKILL this process SECONDS after the
-    save at global step STEP starts.
-  """
-  nonfinite_step: Optional[int] = None
-  nonfinite_text: str = ""
-  kill_step: Optional[int] = None
-  kill_delay: float = 0.0
-
-  @classmethod
-  def from_env(cls) -> "InjectedFaults":
-    """The faults $PYRAMIDNET_TF_TEST_FAULTS asks for (none if unset).
-
-    Raises:
-      ValueError: if an item does not parse.
-    """
-    spec = os.environ.get(FAULTS_ENV, "").strip()
-    values = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-      try:
-        kind, rest = item.split("@", 1)
-        step, arg = rest.split(":", 1)
-        if kind == "nonfinite":
-          values.update(nonfinite_step=int(step), nonfinite_text=arg)
-        elif kind == "kill_in_save":
-          values.update(kill_step=int(step), kill_delay=float(arg))
-        else:
-          raise ValueError(kind)
-      except ValueError:
-        raise ValueError(f"{FAULTS_ENV}: cannot parse {item!r} (test hook: "
-                         "nonfinite@STEP:TEXT or kill_in_save@STEP:SECONDS)"
-                         ) from None
-    return cls(**values)
-
-
-def checkpoint_variables(checkpoint: tf.train.Checkpoint) -> List[tf.Variable]:
-  """Every float variable the checkpoint saves, each once.
-
-  Args:
-    checkpoint: the training checkpoint; all its descendants are walked.
-  """
-  seen, found = set(), []
-  for obj in tf.train.TrackableView(checkpoint).descendants():
-    if isinstance(obj, tf.Variable) and obj.dtype.is_floating and (
-        id(obj) not in seen):
-      seen.add(id(obj))
-      found.append(obj)
-  return found
-
-
-def shape_mismatches(checkpoint: tf.train.Checkpoint, path: str
-                     ) -> List[str]:
-  """``name: shape in path, shape from the flags`` for every variable of
-  ``checkpoint`` whose saved counterpart (same object-graph path) has
-  another shape.
-
-  Why before restoring: a restore that fails halfway leaves TensorFlow
-  warning about unrestored values at exit, after the error, and its own
-  message names one variable without saying what to do.
-
-  Args:
-    checkpoint: the checkpoint object about to be restored into.
-    path: the saved checkpoint's prefix.
-
-  Returns:
-    The mismatch descriptions, sorted; empty when every shape fits.
-  """
-  reader = tf.train.load_checkpoint(path)
-  shapes = reader.get_variable_to_shape_map()
-  graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-  view = tf.train.TrackableView(checkpoint)
-  found = []
-  pending = [(checkpoint, 0, "")]
-  while pending:
-    obj, node_id, name = pending.pop()
-    node = graph.nodes[node_id]
-    if isinstance(obj, tf.Variable):
-      keys = [a.checkpoint_key for a in node.attributes
-              if a.name == "VARIABLE_VALUE"]
-      if keys and keys[0] in shapes and (
-          list(shapes[keys[0]]) != obj.shape.as_list()):
-        found.append(f"{name}: {tuple(shapes[keys[0]])} saved, "
-                     f"{tuple(obj.shape.as_list())} from the flags")
-      continue
-    saved = {child.local_name: child.node_id for child in node.children}
-    for child_name, child in view.children(obj).items():
-      if child_name in saved:
-        pending.append((child, saved[child_name],
-                        f"{name}/{child_name}" if name else child_name))
-  return sorted(found)
 
 
 class Checkpointer:
@@ -283,17 +115,15 @@ class Checkpointer:
     self.global_step = global_step
     self.keep = keep
     self.chief = distribute.is_chief(strategy)
-    self.faults = InjectedFaults.from_env()
     self._manager = None
     self._after_first_save = None
     self._before_each_save = None
     self._after_each_save = None
-    self._guarded = checkpoint_variables(checkpoint)
-    known = {id(v) for v in self._guarded}
-    self._guarded += [v for v in guarded_variables if id(v) not in known]
-    self._finite = tf.function(lambda: tf.stack(
-        [tf.reduce_all(tf.math.is_finite(v)) for v in self._guarded]))
-    self._injected = False
+    self._save_started: List[Callable[[int], None]] = []
+    guarded = checkpoint_checks.checkpoint_variables(checkpoint)
+    known = {id(v) for v in guarded}
+    guarded += [v for v in guarded_variables if id(v) not in known]
+    self.guard = checkpoint_checks.FiniteGuard(model_dir, guarded)
 
   def latest(self) -> Optional[str]:
     """The latest checkpoint of ``model_dir`` (``store.latest_checkpoint``)."""
@@ -433,7 +263,7 @@ class Checkpointer:
     for name in missing:
       delattr(self.checkpoint, name)   # untracked while restoring
     try:
-      mismatches = shape_mismatches(self.checkpoint, path)
+      mismatches = checkpoint_checks.shape_mismatches(self.checkpoint, path)
       if mismatches:
         raise ConfigMismatchError(self._mismatch_text(
             path, "; ".join(mismatches[:3]) + (
@@ -486,42 +316,20 @@ class Checkpointer:
     self._before_each_save = before
     self._after_each_save = after
 
+  def on_save_start(self, callback: Callable[[int], None]) -> None:
+    """Calls ``callback(step)`` at the start of every save, on every worker
+    (after the NaN/Inf check, before anything is written).
+
+    Args:
+      callback: added to those given before.
+    """
+    self._save_started.append(callback)
+
   # NaN/Inf guard.
 
-  def injection_step(self, step: int) -> Optional[int]:
-    """A test-hook step the loop must stop at, if one is ahead of ``step``.
-
-    Args:
-      step: the current global step.
-
-    Returns:
-      The ``nonfinite@STEP`` step if it is still to come, else None.
-    """
-    target = self.faults.nonfinite_step
-    if target is not None and not self._injected and target > step:
-      return target
-    return None
-
-  def inject_due(self, step: int) -> None:
-    """Test hook: poisons the chosen variables once ``step`` is reached.
-
-    Args:
-      step: the current global step.
-    """
-    target = self.faults.nonfinite_step
-    if target is None or self._injected or step < target:
-      return
-    self._injected = True
-    hit = [v for v in self._guarded if self.faults.nonfinite_text in v.name]
-    for v in hit:
-      v.assign(tf.fill(tf.shape(v), tf.constant(np.inf, v.dtype)))
-    logging.warning("test hook %s: set %d variable(s) matching %r to +Inf at "
-                    "step %d", FAULTS_ENV, len(hit),
-                    self.faults.nonfinite_text, step)
-
   def check_finite(self, step: int, since: Optional[int] = None) -> None:
-    """Raises NonFiniteWeightsError naming the variables and the last good
-    checkpoint when any checked variable holds NaN/Inf.
+    """Stops the run when a checkpointed variable holds NaN/Inf
+    (``checkpoint_checks.FiniteGuard.check``).
 
     Every worker must call it at the same step (ON_READ reads all-reduce).
 
@@ -532,21 +340,7 @@ class Checkpointer:
     Raises:
       NonFiniteWeightsError: if any guarded variable holds NaN/Inf.
     """
-    if not self._guarded:
-      return
-    finite = self._finite().numpy()
-    if finite.all():
-      return
-    bad = [v.name.split(":")[0] for v, ok in zip(self._guarded, finite)
-           if not ok]
-    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more"
-                                  if len(bad) > 3 else "")
-    when = (f" (appeared in the steps after {since}; checked after every "
-            "host call)" if since is not None and step - since > 1 else "")
-    raise NonFiniteWeightsError(
-        f"NaN/Inf at global step {step} in {names}{when}; stopped "
-        f"without checkpointing them. {last_good_text(self.model_dir)} Try "
-        "a lower --lr or --dtype=float32.")
+    self.guard.check(step, since)
 
   # Save.
 
@@ -567,11 +361,8 @@ class Checkpointer:
     """
     step = int(self.global_step.numpy())
     self.check_finite(step)
-    if self.faults.kill_step == step:
-      timer = threading.Timer(self.faults.kill_delay, os.kill,
-                              (os.getpid(), signal.SIGKILL))
-      timer.daemon = True
-      timer.start()
+    for callback in self._save_started:
+      callback(step)
     if self.chief:
       if self._before_each_save is not None:
         self._before_each_save()

@@ -73,9 +73,8 @@ def _number(value: Optional[float]) -> str:
 class EpochLog:
   """Accumulates each host call's stats; writes a record at epoch ends."""
 
-  def __init__(self, *, model_dir: str, enabled: bool, steps_per_epoch: int,
-               total_steps: int, start_step: int, global_batch: int,
-               schedule, progress=None, step_offset: int = 0,
+  def __init__(self, *, model_dir: str, enabled: bool, run, schedule,
+               progress=None,
                clock: Callable[[], float] = time.monotonic,
                utc_now: Callable[[], datetime.datetime] = (
                    lambda: datetime.datetime.now(datetime.timezone.utc))):
@@ -84,25 +83,23 @@ class EpochLog:
     Args:
       model_dir: where ``metrics.csv`` lives.
       enabled: True on the chief only.
-      steps_per_epoch: steps of one epoch.
-      total_steps: the run's last step.
-      start_step: the step the run starts or resumes at.
-      global_batch: images per step, all replicas.
+      run: the run plan (``run_plan.RunPlan``): steps of one epoch, the
+        run's last step, the step it starts or resumes at, images per step
+        (all replicas) and the schedule step minus the step counter (a run
+        re-based on the examples seen counts epochs from its schedule step).
       schedule: the learning-rate schedule (``value(step)``).
       progress: ``progress.TrainProgress`` for the console line, or None.
-      step_offset: schedule step minus step counter (a run re-based on the
-        examples seen counts epochs from its schedule step).
       clock: monotonic seconds (tests inject one).
       utc_now: the wall time of a row (tests inject one).
     """
     self.path = path_of(model_dir)
     self.enabled = enabled
-    self.steps_per_epoch = steps_per_epoch
-    self.total_steps = total_steps
-    self.global_batch = global_batch
+    self.steps_per_epoch = run.steps_per_epoch
+    self.total_steps = run.total_steps
+    self.global_batch = run.global_batch
     self.schedule = schedule
     self.progress = progress
-    self.step_offset = step_offset
+    self.step_offset = run.step_offset
     self._clock = clock
     self._utc_now = utc_now
     self._epoch_start = clock()
@@ -110,7 +107,7 @@ class EpochLog:
     self._run_seconds = 0.0
     self._reset()
     if enabled:
-      self._drop_rows_after(start_step)
+      self._drop_rows_after(run.start_step)
 
   def _reset(self) -> None:
     self._totals = np.zeros([step_lib.NUM_STATS])

@@ -46,42 +46,37 @@ def epochs_text(epochs: float) -> str:
 class TrainProgress:
   """Progress lines of one training run (the chief's; others stay quiet)."""
 
-  def __init__(self, *, start_step: int, total_steps: int,
-               steps_per_epoch: int, global_batch: int,
-               stream: Optional[TextIO] = None,
+  def __init__(self, *, run, stream: Optional[TextIO] = None,
                clock: Callable[[], float] = time.monotonic,
-               enabled: bool = True, jit_compile: bool = False,
-               step_offset: int = 0):
+               enabled: bool = True, jit_compile: bool = False):
     """Starts the clock.
 
     Args:
-      start_step: the step the run starts (or resumes) at.
-      total_steps: the step it ends at.
-      steps_per_epoch: steps in one epoch of the train split.
-      global_batch: images per step, all replicas together.
+      run: the run plan (``run_plan.RunPlan``): the step the run starts
+        (or resumes) at, the step it ends at, steps per epoch, images per
+        step (all replicas together) and the schedule step minus the step
+        counter (a run re-based on examples seen, ``training.resume``:
+        epochs are counted from the schedule step).
       stream: where the terminal bar is drawn (default: standard error);
         the bar is drawn only when it is a terminal.
       clock: seconds, for tests.
       enabled: False on non-chief workers: no bar and no lines.
       jit_compile: the step is XLA-compiled (said while compiling).
-      step_offset: schedule step minus step counter (a run re-based on
-        examples seen, ``training.resume``): epochs are counted from the
-        schedule step.
     """
-    self.start_step = start_step
-    self.total_steps = total_steps
-    self.steps_per_epoch = steps_per_epoch
-    self.global_batch = global_batch
+    self.start_step = run.start_step
+    self.total_steps = run.total_steps
+    self.steps_per_epoch = run.steps_per_epoch
+    self.global_batch = run.global_batch
     self.enabled = enabled
     self.jit_compile = jit_compile
-    self.step_offset = step_offset
+    self.step_offset = run.step_offset
     self._stream = stream if stream is not None else sys.stderr
     self.tty = bool(enabled and hasattr(self._stream, "isatty") and
                     self._stream.isatty())
     self._clock = clock
     self._start = clock()
     self._steady_start: Optional[float] = None
-    self._steady_step = start_step
+    self._steady_step = run.start_step
     self._bar_shown = False
     self.compile_seconds: Optional[float] = None
 

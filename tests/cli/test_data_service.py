@@ -8,7 +8,7 @@ import pytest
 
 from pyramidnet_tf import train  # pylint: disable=unused-import  (defines the trainer's flags) # noqa: F401
 from pyramidnet_tf.cli import train_config
-from pyramidnet_tf.training import trainer
+from pyramidnet_tf.training import data_plan
 from tests import train_fixtures as fx
 
 FLAGS = flags.FLAGS
@@ -31,13 +31,13 @@ def test_the_service_settings_reach_the_config_and_name_the_job():
                    "--data_service_mode=parallel_epochs")
   assert config.data.data_service == "grpc://dispatcher-0.svc:5050"
   assert config.data.data_service_mode == "parallel_epochs"
-  name = trainer.service_job_name(config, 120)
+  name = data_plan.service_job_name(config, 120)
   assert name.startswith("pyramidnet-") and name.endswith("-from-step-120")
-  assert name == trainer.service_job_name(config, 120)   # every worker
-  assert name != trainer.service_job_name(config, 0)     # a resume: new job
+  assert name == data_plan.service_job_name(config, 120)   # every worker
+  assert name != data_plan.service_job_name(config, 0)     # a resume: new job
   named = _config("--data_service=10.0.0.7:5050",
                   "--data_service_job_name=run-7")
-  assert trainer.service_job_name(named, 0) == "run-7-from-step-0"
+  assert data_plan.service_job_name(named, 0) == "run-7-from-step-0"
   assert _config().data.data_service == ""
 
 

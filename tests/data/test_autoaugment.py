@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pyramidnet_tf.data import augment_ops as ops
 from pyramidnet_tf.data import autoaugment as aa
 from tests import train_fixtures as fx
 
@@ -18,13 +19,13 @@ def _seed(a, b=7):
   return tf.constant([a, b], tf.int64)
 
 
-@pytest.mark.parametrize("name", sorted(aa.OPS))
+@pytest.mark.parametrize("name", sorted(ops.OPS))
 @pytest.mark.parametrize("magnitude", [0, 5, 10])
 def test_every_op_keeps_shape_dtype_and_range(name, magnitude):
   for dtype in (tf.uint8, tf.float32):
     image = tf.cast(tf.constant(RNG_IMAGE), dtype)
     for sign in (-1.0, 1.0):
-      out = aa.apply_op(name, image, magnitude, sign)
+      out = ops.apply_op(name, image, magnitude, sign)
       assert out.dtype == dtype and out.shape == (32, 32, 3)
       values = out.numpy()
       assert values.min() >= 0 and values.max() <= 255
@@ -33,23 +34,23 @@ def test_every_op_keeps_shape_dtype_and_range(name, magnitude):
 def test_value_ops_known_answers():
   image = tf.constant(RNG_IMAGE)
   x = RNG_IMAGE.astype(np.int32)
-  np.testing.assert_array_equal(aa.identity(image).numpy(), RNG_IMAGE)
-  np.testing.assert_array_equal(aa.invert(image).numpy(), 255 - x)
-  np.testing.assert_array_equal(aa.solarize(image, 100).numpy(),
+  np.testing.assert_array_equal(ops.identity(image).numpy(), RNG_IMAGE)
+  np.testing.assert_array_equal(ops.invert(image).numpy(), 255 - x)
+  np.testing.assert_array_equal(ops.solarize(image, 100).numpy(),
                                 np.where(x >= 100, 255 - x, x))
-  np.testing.assert_array_equal(aa.solarize(image, 256).numpy(), RNG_IMAGE)
-  np.testing.assert_array_equal(aa.posterize(image, 3).numpy(), x & 0b11100000)
-  np.testing.assert_array_equal(aa.posterize(image, 8).numpy(), RNG_IMAGE)
-  np.testing.assert_array_equal(aa.brightness(image, 1.0).numpy(), RNG_IMAGE)
-  assert aa.brightness(image, 0.0).numpy().max() == 0
-  grey = aa.color(image, 0.0).numpy().astype(int)
+  np.testing.assert_array_equal(ops.solarize(image, 256).numpy(), RNG_IMAGE)
+  np.testing.assert_array_equal(ops.posterize(image, 3).numpy(), x & 0b11100000)
+  np.testing.assert_array_equal(ops.posterize(image, 8).numpy(), RNG_IMAGE)
+  np.testing.assert_array_equal(ops.brightness(image, 1.0).numpy(), RNG_IMAGE)
+  assert ops.brightness(image, 0.0).numpy().max() == 0
+  grey = ops.color(image, 0.0).numpy().astype(int)
   assert np.abs(grey[..., 0] - grey[..., 2]).max() <= 1  # no saturation
 
 
 def test_magnitude_mapping_follows_the_tf_scale():
   image = tf.constant(RNG_IMAGE)
   def param(name, magnitude, sign=1.0, x=image):
-    return float(aa.op_parameter(name, magnitude, x, sign))
+    return float(ops.op_parameter(name, magnitude, x, sign))
   assert param("Rotate", 10) == pytest.approx(30.0)
   assert param("Rotate", 10, -1.0) == pytest.approx(-30.0)
   assert param("ShearX", 5) == pytest.approx(0.15)
@@ -64,57 +65,57 @@ def test_magnitude_mapping_follows_the_tf_scale():
   assert param("Posterize", 30) == 0  # clamped
   # Magnitude 0 of a signed op is the identity.
   for name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"):
-    np.testing.assert_array_equal(aa.apply_op(name, image, 0, -1.0).numpy(),
+    np.testing.assert_array_equal(ops.apply_op(name, image, 0, -1.0).numpy(),
                                   RNG_IMAGE)
 
 
 def test_translate_shifts_and_fills_grey():
   image = tf.constant(RNG_IMAGE)
-  right = aa.translate_x(image, 3).numpy()
+  right = ops.translate_x(image, 3).numpy()
   np.testing.assert_array_equal(right[:, 3:], RNG_IMAGE[:, :-3])
   assert (right[:, :3] == 128).all()
-  up = aa.translate_y(image, -2).numpy()
+  up = ops.translate_y(image, -2).numpy()
   np.testing.assert_array_equal(up[:-2], RNG_IMAGE[2:])
   assert (up[-2:] == 128).all()
 
 
 def test_rotate_and_shear():
   image = tf.constant(RNG_IMAGE)
-  np.testing.assert_array_equal(aa.rotate(image, 0.0).numpy(), RNG_IMAGE)
-  np.testing.assert_array_equal(aa.rotate(image, 90.0).numpy(),
+  np.testing.assert_array_equal(ops.rotate(image, 0.0).numpy(), RNG_IMAGE)
+  np.testing.assert_array_equal(ops.rotate(image, 90.0).numpy(),
                                 np.rot90(RNG_IMAGE, 1))
-  np.testing.assert_array_equal(aa.rotate(image, -90.0).numpy(),
+  np.testing.assert_array_equal(ops.rotate(image, -90.0).numpy(),
                                 np.rot90(RNG_IMAGE, -1))
-  corners = aa.rotate(image, 45.0).numpy()
+  corners = ops.rotate(image, 45.0).numpy()
   assert (corners[0, 0] == 128).all() and (corners[-1, -1] == 128).all()
   # Shear x' = x + k y: row y moves by -k*y pixels; row 0 stays.
-  sheared = aa.shear_x(image, 0.25).numpy()
+  sheared = ops.shear_x(image, 0.25).numpy()
   np.testing.assert_array_equal(sheared[0], RNG_IMAGE[0])
   np.testing.assert_array_equal(sheared[8, :-2], RNG_IMAGE[8, 2:])
   assert (sheared[8, -2:] == 128).all()
-  np.testing.assert_array_equal(aa.shear_y(image, 0.25).numpy()[:-2, 8],
+  np.testing.assert_array_equal(ops.shear_y(image, 0.25).numpy()[:-2, 8],
                                 RNG_IMAGE[2:, 8])
 
 
 def test_equalize_and_autocontrast():
   flat = tf.fill([8, 8, 3], tf.constant(77, tf.uint8))
-  np.testing.assert_array_equal(aa.equalize(flat).numpy(), flat.numpy())
-  np.testing.assert_array_equal(aa.autocontrast(flat).numpy(), flat.numpy())
+  np.testing.assert_array_equal(ops.equalize(flat).numpy(), flat.numpy())
+  np.testing.assert_array_equal(ops.autocontrast(flat).numpy(), flat.numpy())
   # Two levels, half each (PIL's rule: step = 512 // 255 = 2, lut[50] =
   # 1 // 2 = 0, lut[200] = min((512 + 1) // 2, 255)); on 16 pixels step is 0
   # and PIL leaves the image alone.
   two = np.full((32, 32, 3), 200, np.uint8)
   two[:16] = 50
-  out = aa.equalize(tf.constant(two)).numpy()
+  out = ops.equalize(tf.constant(two)).numpy()
   assert (out[:16] == 0).all() and (out[16:] == 255).all()
   small = two[14:18, :4]  # two rows of each level
-  np.testing.assert_array_equal(aa.equalize(tf.constant(small)).numpy(), small)
+  np.testing.assert_array_equal(ops.equalize(tf.constant(small)).numpy(), small)
   # Uniform histogram: equalisation is (close to) the identity.
   ramp = np.tile(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), [1, 1, 3])
-  assert np.abs(aa.equalize(tf.constant(ramp)).numpy().astype(int) -
+  assert np.abs(ops.equalize(tf.constant(ramp)).numpy().astype(int) -
                 ramp).max() <= 1
   dull = (RNG_IMAGE // 4 + 60).astype(np.uint8)   # values in [60, 123]
-  stretched = aa.autocontrast(tf.constant(dull)).numpy()
+  stretched = ops.autocontrast(tf.constant(dull)).numpy()
   for c in range(3):
     assert stretched[..., c].min() == 0 and stretched[..., c].max() == 255
   # Order is kept: the mapping is monotone.
@@ -124,13 +125,13 @@ def test_equalize_and_autocontrast():
 
 def test_blend_ops_are_identity_at_factor_one_and_move_otherwise():
   image = tf.constant(RNG_IMAGE)
-  for op in (aa.color, aa.contrast, aa.brightness, aa.sharpness):
+  for op in (ops.color, ops.contrast, ops.brightness, ops.sharpness):
     np.testing.assert_array_equal(op(image, 1.0).numpy(), RNG_IMAGE)
     assert not np.array_equal(op(image, 1.9).numpy(), RNG_IMAGE)
-  flat = aa.contrast(image, 0.0).numpy()
+  flat = ops.contrast(image, 0.0).numpy()
   assert flat.min() == flat.max()  # all the mean grey
   # Sharpness leaves the one-pixel border alone (as PIL's SMOOTH filter).
-  sharp = aa.sharpness(image, 0.1).numpy()
+  sharp = ops.sharpness(image, 0.1).numpy()
   np.testing.assert_array_equal(sharp[0], RNG_IMAGE[0])
   np.testing.assert_array_equal(sharp[:, -1], RNG_IMAGE[:, -1])
 
@@ -146,7 +147,7 @@ def test_published_cifar10_policy():
   assert table[24] == (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, 1))
   for subpolicy in table + aa.IMAGENET_POLICY:
     for name, probability, magnitude in subpolicy:
-      assert name in aa.OPS and 0 <= probability <= 1 and 0 <= magnitude <= 9
+      assert name in ops.OPS and 0 <= probability <= 1 and 0 <= magnitude <= 9
   assert len(aa.IMAGENET_POLICY) == 25
   assert aa.IMAGENET_POLICY[0] == (("Posterize", 0.4, 8), ("Rotate", 0.6, 9))
   with pytest.raises(ValueError, match="--autoaugment must be one of none, "
@@ -165,7 +166,7 @@ def test_autoaugment_applies_the_chosen_subpolicy():
     for j, (name, probability, magnitude) in enumerate(
         aa.CIFAR10_POLICY[int(index)]):
       if float(draws[j]) < probability:
-        expected = aa.apply_op(name, expected, magnitude, signs[j])
+        expected = ops.apply_op(name, expected, magnitude, signs[j])
     np.testing.assert_array_equal(aa.autoaugment(image, seed).numpy(),
                                   expected.numpy())
   assert len(indices) > 15  # uniform over 25: 40 draws hit most of them
@@ -188,13 +189,13 @@ def test_randaugment_applies_n_ops(layers):
   chosen = set()
   for i in range(12):
     seed = _seed(i, 11)
-    ops, signs = aa.randaugment_choices(seed, layers)
-    assert ops.shape == (layers,)
+    indices, signs = aa.randaugment_choices(seed, layers)
+    assert indices.shape == (layers,)
     expected = image
     for layer in range(layers):
-      name = aa.RANDAUGMENT_OPS[int(ops[layer])]
+      name = aa.RANDAUGMENT_OPS[int(indices[layer])]
       chosen.add(name)
-      expected = aa.apply_op(name, expected, 9, signs[layer])
+      expected = ops.apply_op(name, expected, 9, signs[layer])
     np.testing.assert_array_equal(
         aa.randaugment(image, seed, layers, 9).numpy(), expected.numpy())
   assert len(chosen) > 5

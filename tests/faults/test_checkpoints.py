@@ -9,7 +9,7 @@ parallel to keep the file's runtime down.
 Faults come from outside (deleting, truncating or corrupting files, SIGKILL,
 a second trainer, a small tmpfs) or from the trainer's test hook
 $PYRAMIDNET_TF_TEST_FAULTS (NaN/Inf at a chosen step, SIGKILL a chosen time
-into a save), see checkpointing.InjectedFaults.
+into a save), see fault_injection.InjectedFaults.
 """
 
 import concurrent.futures
@@ -27,7 +27,7 @@ from pyramidnet_tf.model_dir import store as model_io
 from tests import train_fixtures as fx
 
 TRAIN = "pyramidnet_tf.train"
-HOOK = "PYRAMIDNET_TF_TEST_FAULTS"   # checkpointing.FAULTS_ENV
+HOOK = "PYRAMIDNET_TF_TEST_FAULTS"   # fault_injection.FAULTS_ENV
 FINAL = 10   # the reference run's length; base runs stop at 8
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from pyramidnet_tf import launch_local
 from pyramidnet_tf.training import config as config_lib
-from pyramidnet_tf.training import trainer
+from pyramidnet_tf.training import data_plan
 from tests import train_fixtures as fx
 
 _START_TIMEOUT = 900  # a hang guard, not a speed check
@@ -214,7 +214,7 @@ def test_training_survives_a_lost_worker_and_a_dispatcher_restart(service,
   text = open(log_path).read()
   assert code == 0, text[-4000:]
   # The trainers' job is in the dispatcher's journal: they read through it.
-  job = trainer.service_job_name(config_lib.TrainConfig.from_values(
+  job = data_plan.service_job_name(config_lib.TrainConfig.from_values(
       {"model_dir": model_dir}), 0)
   journal = b"".join(
       open(os.path.join(parent, name), "rb").read()

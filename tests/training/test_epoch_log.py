@@ -7,6 +7,7 @@ import datetime
 import numpy as np
 
 from pyramidnet_tf.training import epoch_log
+from pyramidnet_tf.training import run_plan
 from pyramidnet_tf.training import schedules
 from pyramidnet_tf.training import step as step_lib
 
@@ -21,9 +22,10 @@ class FakeClock:
 
 
 def _log(model_dir, clock, start_step=0, total_steps=25, enabled=True):
+  run = run_plan.RunPlan(global_batch=8, replicas=1, train_examples=10 * 8,
+                        schedule_steps=total_steps).resumed(start_step)
   return epoch_log.EpochLog(
-      model_dir=str(model_dir), enabled=enabled, steps_per_epoch=10,
-      total_steps=total_steps, start_step=start_step, global_batch=8,
+      model_dir=str(model_dir), enabled=enabled, run=run,
       schedule=schedules.Schedule("step", 0.1, 10, total_steps, (2,)),
       clock=clock,
       utc_now=lambda: datetime.datetime(2026, 12, 7, 12, 0, 0,

@@ -6,6 +6,7 @@ import logging
 import pytest
 
 from pyramidnet_tf.training import progress as progress_lib
+from pyramidnet_tf.training import run_plan
 
 
 class FakeClock:
@@ -28,9 +29,9 @@ SCALARS = dict(loss=1.5, top1_error=40.0, top5_error=5.0, learning_rate=0.1,
 
 
 def _progress(stream, clock, start_step=0):
-  return progress_lib.TrainProgress(
-      start_step=start_step, total_steps=400, steps_per_epoch=20,
-      global_batch=64, stream=stream, clock=clock)
+  run = run_plan.RunPlan(global_batch=64, replicas=1, train_examples=20 * 64,
+                        schedule_steps=400).resumed(start_step)
+  return progress_lib.TrainProgress(run=run, stream=stream, clock=clock)
 
 
 def test_log_lines_give_percent_epoch_rate_and_an_eta_from_the_steady_rate(
