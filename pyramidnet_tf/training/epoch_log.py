@@ -194,6 +194,13 @@ class EpochLog:
     return row
 
   def _append(self, row: dict) -> None:
+    if not os.path.isdir(os.path.dirname(self.path) or "."):
+      # The model dir was deleted or moved during the run: the trainer's
+      # ownership check at its next save (or the end) stops the run saying
+      # so; recreating the directory here would hide that.
+      logging.warning("%s: not written for step %s (its directory is gone)",
+                      self.path, row["step"])
+      return
     new = not os.path.exists(self.path)
     with open(self.path, "a", newline="") as f:
       writer = csv.DictWriter(f, fieldnames=FIELDS)

@@ -147,7 +147,8 @@ def test_describe_describes_the_run_its_flags_start(
 @pytest.mark.parametrize("magnitude", [11, 14, 20, 30])
 def test_randaugment_past_the_scales_end_is_refused(
     faults, magnitude, tmp_path, no_tensorflow):
-  args = fx.TINY_MODEL + [f"--data_dir={tmp_path / 'no_data'}",
+  # Synthetic data: the magnitude is the command line's only problem.
+  args = fx.TINY_MODEL + ["--dataset=synthetic",
                           f"--model_dir={tmp_path / 'run'}",
                           f"--randaugment=2,{magnitude}"]
   with faults.inject(f"train: --randaugment=2,{magnitude}"):
