@@ -66,13 +66,13 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
         config.runtime.channel_multiple, config.runtime.dtype,
         channel_alignment.local_device_type()))
   if model.num_classes != info.num_classes:
-    raise ValueError(f"the model in {model_dir} has {model.num_classes}"
+    raise cli.FlagError(f"the model in {model_dir} has {model.num_classes}"
                      f" classes but {data_dir}/manifest.json lists "
                      f"{info.num_classes}")
   order = model_dir_lib.class_order_problem(metadata.get("class_names"),
                                             info.class_names)
   if order is not None and order[0]:
-    raise ValueError(f"--model_dir={model_dir}, --data_dir="
+    raise cli.FlagError(f"--model_dir={model_dir}, --data_dir="
                      f"{data_dir}: {order[1]}")
   if order is not None:
     logging.warning("%s; the scores are only meaningful if the classes are "
@@ -93,7 +93,7 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
         records_lib.first_image_size(info, split), model_dir,
         data_dir)
     if size is not None and size[0]:
-      raise ValueError(size[1])
+      raise cli.FlagError(size[1])
     if size is not None:
       logging.warning("%s", size[1])
   evaluator = evaluator_lib.Evaluator(

@@ -50,19 +50,19 @@ def check_output(output: str, overwrite: bool) -> str:
     overwrite: --overwrite.
 
   Raises:
-    errors.UserError: if ``output`` is a directory, exists (without
+    errors.FlagError: if ``output`` is a directory, exists (without
       ``overwrite``) or its directory does not exist.
   """
   if os.path.isdir(output):
-    raise errors.UserError(
+    raise errors.FlagError(
         f"--output={output} is a directory; --output is the .pth file to "
         f"write, e.g. --output={os.path.join(output, 'model.pth')}")
   if os.path.exists(output) and not overwrite:
-    raise errors.UserError(f"--output={output} exists; pass --overwrite to "
+    raise errors.FlagError(f"--output={output} exists; pass --overwrite to "
                         "replace it")
   parent = os.path.dirname(os.path.abspath(output))
   if not os.path.isdir(parent):
-    raise errors.UserError(f"--output={output}: directory {parent} does not "
+    raise errors.FlagError(f"--output={output}: directory {parent} does not "
                         "exist")
   return parent
 

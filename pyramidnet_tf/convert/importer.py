@@ -272,7 +272,8 @@ def _write_failure(output_dir: str, error: BaseException) -> Exception:
   if problem is None:
     return error
   _, reason, no_space = problem
-  return OutputDirError(
+  # A failure while working (exit 1), not a refusal of the flags.
+  return errors.UserError(
       f"cannot write --output_dir={output_dir}: {reason}; nothing was "
       "written (its partial files were removed)" +
       ("; free some space or choose another --output_dir" if no_space else

@@ -171,8 +171,8 @@ def _miscount(data_dir, split, delta):
   return entry["shards"][0]["file"]
 
 
-def _one_line_error(proc, prog, *needles):
-  assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
+def _one_line_error(proc, prog, *needles, code=1):
+  assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   lines = [line for line in proc.stderr.splitlines()
            if line.startswith((f"{prog}: error:", "FATAL Flags parsing error"))]
@@ -563,41 +563,43 @@ def bad_sources(root):
   return folder
 
 
+# (tool, flags, what its one error line says, exit code: 2 for a usage error
+# (a flag or path refused before any work), 1 for a failure while working).
 _BAD_INPUTS = [
     ("cifar", ["--dataset=cifar10", "--source={b}/none.tar.gz"],
-     ["--source=", "no such file"]),
+     ["--source=", "does not exist"], 2),
     ("cifar", ["--dataset=cifar10", "--source={b}/garbage.tar.gz"],
-     ["garbage.tar.gz", "nor a tar archive"]),
+     ["garbage.tar.gz", "nor a tar archive"], 1),
     ("cifar", ["--dataset=cifar10", "--source={b}/cut.tar.gz"],
-     ["cut.tar.gz", "truncated", "download it again"]),
+     ["cut.tar.gz", "truncated", "download it again"], 1),
     ("cifar", ["--dataset=cifar7", "--source={b}/cifar.tar.gz"],
-     ["--dataset"]),
+     ["--dataset"], 2),
     ("imagenet", ["--train={b}/train_cut.tar"],
-     ["--train=", "train_cut.tar", "truncated"]),
+     ["--train=", "train_cut.tar", "truncated"], 1),
     ("imagenet", ["--train={b}/garbage.tar.gz"],
-     ["--train=", "not a tar archive"]),
-    ("folder", ["--source={b}/loose"], ["readme.txt"]),
-    ("folder", ["--source={b}/none"], ["--source=", "no such folder"]),
+     ["--train=", "not a tar archive"], 1),
+    ("folder", ["--source={b}/loose"], ["readme.txt"], 1),
+    ("folder", ["--source={b}/none"], ["--source=", "does not exist"], 2),
     ("folder", ["--source={b}/loose", "--val_fraction=1.5"],
-     ["--val_fraction=1.5"]),
-    ("folder", ["--source={b}/loose", "--workers=0"], ["--workers"]),
+     ["--val_fraction", "got 1.5"], 2),
+    ("folder", ["--source={b}/loose", "--workers=0"], ["--workers"], 2),
     ("folder", ["--source={b}/loose", "stray"],
-     ["unexpected arguments: stray"]),
-    ("verify", ["--data_dir={b}/none"], ["--data_dir=", "no such folder"]),
-    ("verify", ["--data_dir={b}/not_json"], ["manifest.json", "JSON"]),
+     ["unexpected arguments: stray"], 2),
+    ("verify", ["--data_dir={b}/none"], ["--data_dir=", "does not exist"], 2),
+    ("verify", ["--data_dir={b}/not_json"], ["manifest.json", "JSON"], 1),
 ]
 
 
-@pytest.mark.parametrize("tool,args,needles", _BAD_INPUTS,
+@pytest.mark.parametrize("tool,args,needles,code", _BAD_INPUTS,
                          ids=[" ".join([t] + a).replace("{b}/", "")
-                              for t, a, _ in _BAD_INPUTS])
+                              for t, a, _, _ in _BAD_INPUTS])
 def test_data_prep_bad_inputs_are_one_line_errors(bad_sources, tmp_path,
                                                   faults, tool, args,
-                                                  needles):
+                                                  needles, code):
   args = [a.format(b=bad_sources) for a in args]
   if tool != "verify":
     args.append(f"--output_dir={tmp_path / 'out'}")
   with faults.inject(f"data_prep.{tool} {' '.join(args)}"):
     proc = dp.run_cli(tool, *args)
-    _one_line_error(proc, f"data_prep.{tool}", *needles)
+    _one_line_error(proc, f"data_prep.{tool}", *needles, code=code)
     assert not os.path.exists(tmp_path / "out" / "manifest.json")

@@ -328,7 +328,7 @@ def test_every_reader_skips_a_damaged_newest_checkpoint(
     _assert_one_line_error(proc, f"--checkpoint={model_dir}/ckpt-8: "
                            f"{model_dir}/ckpt-8 is damaged",
                            f"the newest intact checkpoint is {model_dir}/"
-                           "ckpt-4")
+                           "ckpt-4", code=1)
     fault.lost = 0
 
 
@@ -346,14 +346,14 @@ def test_full_disk_in_export_torch_and_import_torch_leaves_nothing(
     proc = _run(EXPORT_TORCH, [f"--model_dir={cifar['run']}",
                                      f"--output={output}"])
     _assert_one_line_error(proc, f"cannot write --output={output}: no space "
-                           "left on device", "nothing was written")
+                           "left on device", "nothing was written", code=1)
     assert sorted(os.listdir(small_disk)) == ["filler"]
     fault.lost = 0
   with faults.inject("import_torch: disk full") as fault:
     out = str(small_disk / "imported")
     proc = _run(IMPORT, [f"--checkpoint={pth}", f"--output_dir={out}"])
     _assert_one_line_error(proc, f"cannot write --output_dir={out}: no space "
-                           "left on device", "nothing was written")
+                           "left on device", "nothing was written", code=1)
     assert sorted(os.listdir(small_disk)) == ["filler"]   # no ckpt-0_temp
     fault.lost = 0
   with faults.inject("import_torch: rerun after freeing the disk, with a "
@@ -378,7 +378,7 @@ def test_full_disk_in_export_torch_without_a_tmpfs(faults, cifar, tmp_path):
         capture_output=True, text=True, timeout=HANG_GUARD, check=False,
         preexec_fn=_file_size_limit(4096))
     _assert_one_line_error(proc, f"cannot write --output={output}: file too "
-                           "large")
+                           "large", code=1)
     assert os.listdir(tmp_path) == []
 
 
@@ -474,6 +474,6 @@ def test_nonfinite_values_in_a_model_dir_never_reach_an_output(
     proc = _run(EXPORT_TORCH, [f"--model_dir={only}",
                                      f"--output={output}"])
     _assert_one_line_error(proc, f"{only} holds no intact checkpoint "
-                           f"(ckpt-8: {key} holds NaN/Inf)")
+                           f"(ckpt-8: {key} holds NaN/Inf)", code=1)
     assert not os.path.exists(output)
     fault.lost = 0
