@@ -36,23 +36,10 @@ def run(prog: str, main: Callable, *, doc: str, groups: usage.Groups = (),
         after_parse: Optional[Callable] = None,
         flags_check: Optional[Callable[[], None]] = None,
         takes_arguments: bool = False) -> None:
-  """Runs a tool's ``main`` as described in the module docstring.
-
-  Args:
-    prog: the tool's name in messages, e.g. "pyramidnet_tf.train".
-    main: the absl main (takes the remaining argv).
-    doc: what the tool does, with example commands (its module docstring).
-    groups: the task groups of its flags (``usage``).
-    knobs: the flags --helpfull adds; None = every other project flag.
-    check_flags: report ``errors.flag_problems`` before ``main`` (False when
-      ``main`` reports them together with its own checks).
-    after_parse: called right after the flags are parsed, before absl's
-      initialisation callbacks (``console_base.parse_flags``); not called
-      when only checking the flags (it may configure the process).
-    flags_check: the tool's checks of its parsed flag values for
-      ``PYRAMIDNET_TF_CHECK_FLAGS=1`` (``console_base.run``).
-    takes_arguments: the tool takes positional arguments (predict's files).
-  """
+  """``console_base.run`` with the shipped flagfiles: ``--recipes`` lists
+  them, ``--recipe=NAME`` and ``--flagfile=flags/...`` resolve to them. The
+  arguments are ``console_base.run``'s (its ``expand_argv`` is the
+  recipes')."""
   options = console_base.options_of(sys.argv)
   if "--recipes" in options or "-recipes" in options:
     sys.stdout.write(recipes.listing())
