@@ -86,7 +86,9 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # The files that take longest, longest first. pytest-xdist's --dist loadfile
-# hands files to its workers in collection order, so starting these first
+# with --no-loadscope-reorder (scripts/test.sh; by default it orders files by
+# their number of tests) hands files to its workers in collection order, so
+# starting these first
 # keeps one of them from running alone at the end while the other worker
 # idles (on 2 cores the build-and-train container test alone takes 10 min or
 # more). Files not listed keep their order after them.
