@@ -5,7 +5,7 @@
     python scripts/paper_table.py --check    # exit 1 when README.md differs
 
 Every row is one flagfile under ``flags/cifar10``, ``flags/cifar100`` and
-``flags/imagenet`` that cites a published error (``model.paper_rows``), and
+``flags/imagenet`` that cites a published error (``recipe_book``), and
 every number in it is what ``python -m pyramidnet_tf.describe --json
 --flagfile=<that flagfile>`` prints: the output feature dimension, the
 parameters, the forward MACs per image, the training compute of the
@@ -36,7 +36,7 @@ GIB = 2 ** 30
 sys.path.insert(0, ROOT)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from pyramidnet_tf.describe import format_flops
-from pyramidnet_tf.model import paper_rows
+from pyramidnet_tf import recipe_book as paper_rows
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
