@@ -6,7 +6,8 @@ evaluation beats every earlier one, its weights (the whole training
 checkpoint: model, EMA, optimiser) are written to ``<model_dir>/best/
 ckpt-N`` and ``<model_dir>/best/best.json`` records which step, split and
 metrics they scored. ``--checkpoint=best`` of evaluate, export, export_torch
-and ``--init_from=DIR`` (``store.find_checkpoint``) open them by name.
+and ``load_model(..., checkpoint="best")`` (``store.find_checkpoint``) open
+them by name.
 
 The record is replaced atomically after the new checkpoint is complete, and
 the previous best's files are deleted only then, so a crash at any moment
