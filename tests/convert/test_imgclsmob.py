@@ -186,7 +186,7 @@ def test_cli_imports_a_release_without_model_flags(tmp_path):
        f"--checkpoint={path}", f"--output_dir={out}2", "--alpha=16"],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
       check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2  # a model flag the file contradicts: usage
   assert ("the model flags disagree with the file: --alpha=16 (the file's "
           "widths 18,20,22,24,26,28 fit --alpha=12 --mode=add "
           "--rounding=py3)") in result.stderr
