@@ -57,7 +57,9 @@ def measure(config: str, path: str) -> dict:
   """One measurement in this (fresh) process."""
   start_all = time.time()
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  strategy = distribute.create_strategy("one_device")
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy(
+      config_lib.RuntimeConfig(distribution="one_device"))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.runtime import compile_units  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.training import optim

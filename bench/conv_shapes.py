@@ -83,8 +83,10 @@ def conv_signature(op) -> tuple:
 def count_graph(tf, name: str, multiple: int) -> dict:
   """Conv counts of the traced train step of config ``name``."""
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = CONFIGS[name]
-  strategy = distribute.create_strategy("one_device")
+  strategy = distribute.create_strategy(
+      config_lib.RuntimeConfig(distribution="one_device"))
   train_step, model = bench_common.build_tf_train_step(
       tf, strategy, cfg, "float32", False, multiple, cfg["batch"])
   iterator = bench_common.synthetic_iterator(tf, strategy, cfg["size"],

@@ -842,7 +842,9 @@ def _child_tf(spec):
     compile_cache.configure(cache_dir)
     before = compile_cache.stats(cache_dir)
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  strategy = distribute.create_strategy("one_device")
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy(
+      config_lib.RuntimeConfig(distribution="one_device"))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   row = bench_common.tf_train_row(
       tf, strategy, spec["cfg"], spec["dtype"], spec["xla"], spec["multiple"],

@@ -184,7 +184,9 @@ def _one_row(spec):
   if spec["framework"] == "torch":
     return _one_row_here(None, None, spec)  # no TF in a PyTorch child
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
-  strategy = distribute.create_strategy("one_device")
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy(
+      config_lib.RuntimeConfig(distribution="one_device"))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return _one_row_here(tf, strategy, spec)
 
@@ -260,10 +262,11 @@ def main(argv):
   if FLAGS.repeats < 1:
     raise app.UsageError(f"--repeats must be >= 1, got {FLAGS.repeats}")
   from pyramidnet_tf.runtime import distribute  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import config as config_lib  # pylint: disable=g-import-not-at-top
   # --noisolate: the strategy comes before any other TF op (_specs lists
   # devices to resolve the channel multiples).
   strategy = None if FLAGS.isolate else distribute.create_strategy(
-      "one_device")
+      config_lib.RuntimeConfig(distribution="one_device"))
   specs = _specs()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   device = ("GPU " + tf.config.experimental.get_device_details(

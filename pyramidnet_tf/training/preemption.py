@@ -149,14 +149,19 @@ class StopSignals:
     name = signal.Signals(signum).name
     with self._lock:
       first = self.received is None
+      finished = None
       if first:
         self.received = signum
+        # Read before the request is set: a step that ends after the read
+        # stops the loop at the step named below or the one after it, never
+        # before it.
+        if self._step is not None:
+          finished = int(self._step.numpy())
         if self._variable is not None:
           self._variable.assign(1.0)
-      step = self._step
     if first:
       # The variable counts finished steps: the one in progress is next.
-      where = (f" during step {int(step.numpy()) + 1}" if step is not None
+      where = (f" during step {finished + 1}" if finished is not None
                else "")
       again = (" (Ctrl-C again to abort without saving)"
                if signum == signal.SIGINT else "")

@@ -107,7 +107,13 @@ def test_two_workers_agree_and_only_the_chief_writes(data_dir, tmp_path,
   # Only the chief's events and checkpoints; no temp dir left behind.
   events = glob.glob(os.path.join(model_dir, "**", "events.out.*"),
                      recursive=True)
-  assert len(events) == 1, events
+  # The chief's runs only: one events file in each run directory (a second
+  # writer would add its own file beside the chief's).
+  run_dirs = [os.path.relpath(os.path.dirname(p), model_dir) for p in events]
+  assert len(run_dirs) == len(set(run_dirs)), events
+  assert set(run_dirs) <= {"tensorboard", "tensorboard/train",
+                           "tensorboard/eval"}, events
+  assert "tensorboard/train" in run_dirs, events
   assert not glob.glob(os.path.join(model_dir, "workertemp_*"))
   assert sorted(os.path.basename(p) for p in glob.glob(
       os.path.join(model_dir, "ckpt-*.index"))) == ["ckpt-3.index",
