@@ -107,8 +107,11 @@ def test_signal_mid_loop_saves_that_step_and_exits_143(
       text = run.text()
       in_progress, saved = _stop_lines(text, name)
       assert code == exit_codes.PREEMPTED, text[-3000:]
-      # At most the step in progress, not the rest of the host call.
-      assert in_progress <= saved <= in_progress + 1, (in_progress, saved)
+      # The step in progress or its neighbour, not the rest of the host call
+      # (the line reads the step counter from another thread while a step
+      # runs: the counter may already have moved, or the step may have read
+      # the stop request just before it was set).
+      assert in_progress - 1 <= saved <= in_progress + 1, (in_progress, saved)
       assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{saved}")
       print(f"{name}: step {in_progress} in progress, ckpt-{saved} on disk "
             f"{on_disk - sent:.2f} s and exit {code} "
