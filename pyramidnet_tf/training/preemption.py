@@ -152,15 +152,15 @@ class StopSignals:
       finished = None
       if first:
         self.received = signum
-        # Read before the request is set: a step that ends after the read
-        # stops the loop at the step named below or the one after it, never
-        # before it.
+        # Read from this thread while a step runs: the loop stops at the
+        # step named below or a neighbour of it (the counter moves inside a
+        # step, and a step may read the request just before it is set).
         if self._step is not None:
           finished = int(self._step.numpy())
         if self._variable is not None:
           self._variable.assign(1.0)
     if first:
-      # The variable counts finished steps: the one in progress is next.
+      # The counter counts finished steps: the one in progress is next.
       where = (f" during step {finished + 1}" if finished is not None
                else "")
       again = (" (Ctrl-C again to abort without saving)"
