@@ -38,7 +38,7 @@ def test_evaluate_an_imported_style_model_dir(tiny_pyramidnet, tmp_path):
   # when asked for: the 16x16 images are padded to 32x32.
   proc = fx.run_cli("pyramidnet_tf.evaluate", [
       f"--model_dir={model_dir}", f"--data_dir={data_dir}"])
-  assert proc.returncode == 1 and "--image_size=16" in proc.stderr, (
+  assert proc.returncode == 2 and "--image_size=16" in proc.stderr, (
       proc.stderr[-3000:])
   for extra in ([], ["--cpu_devices=2", "--eval_batch_size=16"]):
     proc = fx.run_cli("pyramidnet_tf.evaluate", [

@@ -126,7 +126,7 @@ def test_cli_round_trip_from_the_authors_file_and_its_errors(tmp_path):
     return result.stderr.strip().splitlines()[-1]
 
   prefix = "pyramidnet_tf.export_torch: error: "
-  assert error(f"--model_dir={model_dir}", f"--output={output}") == (
+  assert error(f"--model_dir={model_dir}", f"--output={output}", code=2) == (
       f"{prefix}--output={output} exists; pass --overwrite to replace it")
   assert error(f"--model_dir={model_dir}", code=2) == (
       f"{prefix}--output required")
@@ -138,7 +138,7 @@ def test_cli_round_trip_from_the_authors_file_and_its_errors(tmp_path):
                code=2)
   assert line.startswith(prefix) and missing in line, line
   assert error(f"--model_dir={model_dir}",
-               f"--output={tmp_path}/no/such/x.pth") == (
+               f"--output={tmp_path}/no/such/x.pth", code=2) == (
                    f"{prefix}--output={tmp_path}/no/such/x.pth: directory "
                    f"{tmp_path}/no/such does not exist")
   assert not os.path.exists(f"{tmp_path}/x.pth")
