@@ -226,12 +226,13 @@ def _check_data_service(f, problems: List[str]) -> None:
 
 
 def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
-  """Checks --init_from, --freeze and --backbone_lr_scale; returns the
-  architecture and regulariser settings the source gives, with the
-  regularisers given on the command line (None without --init_from, or
-  when not ``read_source``: the flag values alone are checked)."""
+  """Checks --init_from, --init_checkpoint, --freeze and
+  --backbone_lr_scale; returns the architecture and regulariser settings
+  the source gives, with the regularisers given on the command line (None
+  without --init_from, or when not ``read_source``: the flag values alone
+  are checked)."""
   if (not f.init_from and f.freeze == "none" and
-      f.backbone_lr_scale == 1.0):
+      f.backbone_lr_scale == 1.0 and not f.init_checkpoint):
     return None  # no fine-tuning: nothing to read, no TensorFlow import
   from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
   try:
@@ -240,7 +241,8 @@ def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
     raise ConfigError(str(e)) from None
   if not f.init_from:
     for name, unset in (("freeze", f.freeze == "none"),
-                        ("backbone_lr_scale", f.backbone_lr_scale == 1.0)):
+                        ("backbone_lr_scale", f.backbone_lr_scale == 1.0),
+                        ("init_checkpoint", not f.init_checkpoint)):
       if not unset:
         raise ConfigError(f"--{name} fine-tunes a pretrained model: it needs "
                           "--init_from=MODEL_DIR (a directory of import_torch "
@@ -261,7 +263,8 @@ def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
   try:
     source = store.read_config(settings)
     if settings == f.init_from:   # else a resume: the source may be gone
-      store.find_checkpoint(f.init_from)
+      store.find_checkpoint(f.init_from, f.init_checkpoint,
+                            flag="init_checkpoint")
   except FileNotFoundError as e:
     raise ConfigError(f"--init_from={f.init_from}: {e}") from None
   except ValueError as e:

@@ -204,6 +204,11 @@ flags.DEFINE_string(
     "classifier is new when the data's classes differ; its input "
     "normalisation is kept. A checkpoint of --model_dir itself wins (resume).")
 flags.DEFINE_string(
+    "init_checkpoint", _default("init_checkpoint"),
+    "With --init_from: which of its checkpoints to start from: best (the "
+    "best evaluation's, kept in --init_from/best) or a checkpoint path "
+    "(absolute or relative to --init_from); default: its newest intact one.")
+flags.DEFINE_string(
     "freeze", _default("freeze"),
     "With --init_from: none, stem (first conv + BN), stages:N (the stem and "
     "the first N stages) or backbone (all but the classifier fc). Frozen "

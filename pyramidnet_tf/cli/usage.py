@@ -44,7 +44,8 @@ TRAIN_GROUPS: Groups = (
         "keep_checkpoints",
         "eval_every_epochs", "eval_at_end", "eval_batch_size",
         "log_every_steps", "profile_steps")),
-    ("Fine-tuning", ("init_from", "freeze", "backbone_lr_scale")),
+    ("Fine-tuning", ("init_from", "init_checkpoint", "freeze",
+                     "backbone_lr_scale")),
     ("Cluster", _CLUSTER),
 )
 # Shown by --helpfull only.

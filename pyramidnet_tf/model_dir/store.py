@@ -158,7 +158,8 @@ def latest_checkpoint(directory: str) -> Optional[str]:
   return None
 
 
-def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
+def find_checkpoint(directory: str, requested: Optional[str] = None, *,
+                    flag: str = "checkpoint") -> str:
   """The checkpoint to load: ``requested`` (a prefix, ``.index`` allowed,
   absolute or relative to ``directory``, or ``best``: the best evaluation's,
   ``model_dir.best``), or the latest one.
@@ -166,6 +167,8 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
   Args:
     directory: the model directory.
     requested: --checkpoint, or None / "" for the latest.
+    flag: the flag ``requested`` came from, for messages (the trainer's is
+      ``init_checkpoint``).
 
   Returns:
     A checkpoint prefix whose ``.index`` exists.
@@ -178,9 +181,9 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
     prefix = best_lib.checkpoint_prefix(directory)
     if prefix is None:
       raise FileNotFoundError(
-          f"--checkpoint=best: {directory} keeps no best checkpoint (no "
+          f"--{flag}=best: {directory} keeps no best checkpoint (no "
           f"{best_lib.SUBDIR}/{best_lib.RECORD} naming an existing one; the "
-          "trainer keeps one when it evaluates); omit --checkpoint for the "
+          f"trainer keeps one when it evaluates); omit --{flag} for the "
           "newest")
     return prefix
   if requested:
@@ -192,10 +195,10 @@ def find_checkpoint(directory: str, requested: Optional[str] = None) -> str:
     found = [os.path.basename(p) for p in checkpoints_on_disk(directory)
              if tf.io.gfile.exists(p + ".index")]
     raise FileNotFoundError(
-        f"--checkpoint={requested}: no such checkpoint (no {prefix}.index); "
+        f"--{flag}={requested}: no such checkpoint (no {prefix}.index); "
         f"{directory} has " + (", ".join(found) if found else "none") +
-        (f" (pass e.g. --checkpoint={os.path.join(directory, found[0])}, or "
-         "omit --checkpoint for the latest)" if found else ""))
+        (f" (pass e.g. --{flag}={os.path.join(directory, found[0])}, or "
+         f"omit --{flag} for the latest)" if found else ""))
   path = latest_checkpoint(directory)
   if path is None:
     raise FileNotFoundError(f"no checkpoint in {directory} (no ckpt-N.index "
@@ -280,8 +283,8 @@ class OpenedModel:
 
 def open_model(directory: str, checkpoint: Optional[str] = None,
                warn: Callable[[str], None] = logging.warning, *,
-               use_ema: str = "no", ema_required: bool = True
-               ) -> OpenedModel:
+               use_ema: str = "no", ema_required: bool = True,
+               flag: str = "checkpoint") -> OpenedModel:
   """Rebuilds the model of ``directory`` with one checkpoint's weights.
 
   Args:
@@ -295,6 +298,7 @@ def open_model(directory: str, checkpoint: Optional[str] = None,
     ema_required: with the averaged weights chosen, a checkpoint without
       them is an error; False takes the raw weights instead (fine-tuning's
       source).
+    flag: the flag ``checkpoint`` came from, for messages.
 
   Returns:
     The ``OpenedModel``. Optimizer slots and counters of training
@@ -308,7 +312,7 @@ def open_model(directory: str, checkpoint: Optional[str] = None,
       choice, or the averaged weights are required and absent; one line
       naming the checkpoint and what is wrong.
   """
-  opened = _open_raw(directory, checkpoint, warn)
+  opened = _open_raw(directory, checkpoint, warn, flag)
   if use_ema == "no":
     return opened
   # The EMA's checkpoint layout is the trainer's (model_dir.ema).
@@ -328,19 +332,19 @@ def open_model(directory: str, checkpoint: Optional[str] = None,
 
 
 def _open_raw(directory: str, requested: Optional[str],
-              warn: Callable[[str], None]) -> OpenedModel:
+              warn: Callable[[str], None], flag: str) -> OpenedModel:
   """``open_model`` with the raw weights."""
   config = read_config(directory)
   skipped = []
   if requested:
-    path = find_checkpoint(directory, requested)
+    path = find_checkpoint(directory, requested, flag=flag)
     found = checkpoint_problem(path)
     if found is not None:
       intact = newest_intact(directory)
       raise ValueError(
-          f"--checkpoint={requested}: {path} is damaged ({found[1]}); "
+          f"--{flag}={requested}: {path} is damaged ({found[1]}); "
           + (f"the newest intact checkpoint is {intact}: pass it, or omit "
-             "--checkpoint to use it" if intact else
+             f"--{flag} to use it" if intact else
              f"{directory} holds no intact checkpoint"))
   else:
     path = None

@@ -148,6 +148,7 @@ class FinetuneConfig:
   """Where the start values come from and what stays fixed
   (``training.finetune``)."""
   init_from: Optional[str] = None
+  init_checkpoint: Optional[str] = None
   freeze: str = "none"
   backbone_lr_scale: float = 1.0
 

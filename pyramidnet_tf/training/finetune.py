@@ -9,10 +9,12 @@ multiplier per variable).
 The rules:
 
 * ``--init_from=DIR`` (a directory of ``import_torch`` or of the trainer)
-  supplies the weights and BN statistics, nothing else: the run's optimiser
-  slots, step and schedule start fresh. If the source was trained with an
-  EMA, its averaged weights are taken (what ``evaluate`` and ``export`` of
-  the source use by default); the new run's EMA, if any, starts from them.
+  supplies the weights and BN statistics of its newest intact checkpoint,
+  or of ``--init_checkpoint`` (``best``: the best evaluation's, or a
+  path), nothing else: the run's optimiser slots, step and schedule start
+  fresh. If the source was trained with an EMA, its averaged weights are
+  taken (what ``evaluate`` and ``export`` of the source use by default);
+  the new run's EMA, if any, starts from them.
   Architecture flags left off the command line are taken from the source's
   ``model_config.json``; those given must agree with it. The network's
   regularisers (``--drop_rate`` and the ShakeDrop settings, which change
@@ -373,11 +375,13 @@ def source_preprocessing(directory: str, image_size: int = 0,
                                  config["model"], image_size, convention)
 
 
-def load_source(directory: str):
+def load_source(directory: str, checkpoint: Optional[str] = None):
   """The source network with the weights its evaluate would use.
 
   Args:
     directory: the ``--init_from`` model directory.
+    checkpoint: ``--init_checkpoint``: "best", a checkpoint path, or None
+      for the newest intact one.
 
   Returns:
     (network, metadata, checkpoint path, whether EMA weights were taken).
@@ -389,9 +393,10 @@ def load_source(directory: str):
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   try:
     # Called outside the strategy's scope: plain variables, only read from.
-    # The newest intact checkpoint, as evaluate and export take it, with
-    # its averaged weights when the run kept them.
-    opened = store.open_model(directory, use_ema="auto", ema_required=False)
+    # By default the newest intact checkpoint, as evaluate and export take
+    # it, with its averaged weights when the run kept them.
+    opened = store.open_model(directory, checkpoint, use_ema="auto",
+                              ema_required=False, flag="init_checkpoint")
   except (FileNotFoundError, ValueError) as e:
     raise FinetuneError(f"--init_from={directory}: {e}") from None
   source, metadata, path = opened.model, opened.metadata, opened.checkpoint

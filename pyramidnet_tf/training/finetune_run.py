@@ -38,6 +38,8 @@ class FineTuning:
 
   Attributes:
     init_from: ``--init_from`` ("" for none).
+    init_checkpoint: ``--init_checkpoint`` ("best", a path, or "" for the
+      source's newest intact checkpoint).
     freeze: ``--freeze``.
     backbone_lr_scale: ``--backbone_lr_scale``.
     model_dir: the run's own ``--model_dir`` (the settings' source when
@@ -46,6 +48,7 @@ class FineTuning:
       ``finetune.REGULARISER_FIELDS``), logged against the source's.
   """
   init_from: str
+  init_checkpoint: str
   freeze: str
   backbone_lr_scale: float
   model_dir: str
@@ -55,7 +58,9 @@ class FineTuning:
   def of(cls, config: config_lib.TrainConfig) -> "FineTuning":
     """The fine-tuning of ``config``."""
     settings = config.finetune
-    return cls(init_from=settings.init_from, freeze=settings.freeze,
+    return cls(init_from=settings.init_from,
+               init_checkpoint=settings.init_checkpoint or "",
+               freeze=settings.freeze,
                backbone_lr_scale=settings.backbone_lr_scale,
                model_dir=config.output.model_dir,
                regularisers={name: getattr(config.model, name)
@@ -123,7 +128,8 @@ class FineTuning:
       return
     directory = self.init_from
     try:
-      source, metadata, path, used_ema = finetune.load_source(directory)
+      source, metadata, path, used_ema = finetune.load_source(
+          directory, self.init_checkpoint or None)
       new_head = finetune.needs_new_head(
           source.num_classes, metadata.get("class_names"), model.num_classes,
           class_names)

@@ -52,12 +52,13 @@ STEP_SETTINGS = (
     "seed", "label_smoothing", "cutmix_prob", "cutmix_beta", "mixup_alpha",
     "cutout_size", "freeze")
 # Not compared: the network (checkpointing.check_config refuses a different
-# one), the directory itself, --init_from (not applied on a resume) and the
+# one), the directory itself, --init_from and --init_checkpoint (not applied
+# on a resume) and the
 # launch's own directive.
 NOT_COMPARED = ("dataset", "depth", "alpha", "bottleneck", "mode",
                 "num_classes", "drop_rate", "rounding", "shakedrop",
                 "shakedrop_pl", "shakedrop_level", "model_dir", "init_from",
-                "rebase_resume")
+                "init_checkpoint", "rebase_resume")
 # The data's identity: a launch's "data" record (see ``data_identity``).
 DATA_KEY = "data"
 REBASE_FLAG = "--rebase_resume"

@@ -10,11 +10,13 @@ from absl import flags
 import numpy as np
 import pytest
 from PIL import Image
+import tensorflow as tf
 
 from pyramidnet_tf import train  # pylint: disable=unused-import  (defines the trainer's flags) # noqa: F401
 from pyramidnet_tf.cli import train_config
 from pyramidnet_tf.convert import importer
 from pyramidnet_tf.data import augment
+from pyramidnet_tf.model_dir import best as best_lib
 from pyramidnet_tf.model_dir import store as model_io
 from tests import torch_pyramidnet
 from tests import train_fixtures as fx
@@ -132,6 +134,51 @@ def test_finetune_an_imported_model_on_a_folder(source_dir, folder_data,
   assert not np.array_equal(resumed["fc.weight"], tuned["fc.weight"])
 
 
+def _with_best(source_dir, directory, seed):
+  """A copy of ``source_dir`` whose best/ checkpoint (step 3) holds other
+  weights than its newest ckpt-0, as a trainer's run keeps them; returns
+  the best weights ({state_dict key: array})."""
+  shutil.copytree(source_dir, directory)
+  other = torch_pyramidnet.randomize(
+      torch_pyramidnet.TorchPyramidNet("cifar10", 8, 4, False), seed=seed)
+  path = os.path.join(os.path.dirname(directory), f"best{seed}.npz")
+  np.savez(path, **{k: v.numpy() for k, v in other.state_dict().items()})
+  staging = directory + "_staging"
+  importer.import_checkpoint(path, staging, dataset="cifar10", depth=8,
+                             alpha=4, bottleneck=False)
+  model, _ = model_io.load_model(staging)
+  os.makedirs(best_lib.directory_of(directory))
+  tf.train.Checkpoint(model=model).write(
+      os.path.join(best_lib.directory_of(directory), "ckpt-3"))
+  best_lib.write_record(directory, {"checkpoint": "ckpt-3", "step": 3,
+                                    "top1_error": 12.5})
+  shutil.rmtree(staging)
+  return {key: variable.numpy() for key, (variable, _)
+          in model.torch_variables().items() if variable is not None}
+
+
+def test_init_checkpoint_best_starts_from_the_sources_best_evaluation(
+    source_dir, folder_data, tmp_path):
+  data_dir, _ = folder_data
+  source = str(tmp_path / "source")
+  best = _with_best(source_dir, source, seed=11)
+  newest = _checkpoint(source)
+  model_dir = str(tmp_path / "run")
+  proc = fx.run_cli(TRAIN, [
+      f"--init_from={source}", "--init_checkpoint=best", "--freeze=backbone",
+      "--image_size=16", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+      "--batch_size=8", "--steps_per_loop=1", "--train_steps=1"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"initialised from {source}/best/ckpt-3" in proc.stderr, (
+      proc.stderr[-3000:])
+  tuned = _checkpoint(model_dir)
+  backbone = [k for k in best if not k.startswith("fc.")]
+  assert len(backbone) > 20
+  for key in backbone:   # frozen: exactly the best checkpoint's values
+    np.testing.assert_array_equal(tuned[key], best[key], err_msg=key)
+  assert not np.array_equal(best["conv1.weight"], newest["conv1.weight"])
+
+
 def _from_flags(*args):
   saved = FLAGS.flags_into_string()
   try:
@@ -171,6 +218,14 @@ def test_architecture_comes_from_the_source_unless_given(source_dir):
      r"--depth=20 but \S+ holds depth 8.*drop these flags"),
     (["--init_from=/nonexistent/src"],
      r"--init_from=/nonexistent/src: .*model_config.json not found"),
+    (["--init_checkpoint=best"], r"--init_checkpoint fine-tunes a pretrained "
+     r"model: it needs --init_from"),
+    (["--init_from=SRC", "--init_checkpoint=best"],
+     r"--init_from=\S+: --init_checkpoint=best: \S+ keeps no best "
+     r"checkpoint .*omit --init_checkpoint for the newest"),
+    (["--init_from=SRC", "--init_checkpoint=ckpt-9"],
+     r"--init_checkpoint=ckpt-9: no such checkpoint \(no ckpt-9.index\); "
+     r"\S+ has ckpt-0"),
 ])
 def test_bad_fine_tuning_flags_are_one_error_naming_the_flag(
     source_dir, args, message):
