@@ -31,6 +31,7 @@ from pyramidnet_tf.cli import usage
 from pyramidnet_tf.model import complexity
 from pyramidnet_tf.model import memory
 from pyramidnet_tf import recipe_book as paper_rows
+from pyramidnet_tf.training import finetune_rules
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.model import widths as widths_lib
 
@@ -337,7 +338,6 @@ def run_model(config: DescribeConfig) -> Tuple[dict, int, List[str], dict]:
     cli.UserError: one line naming the flag that disagrees or the
       directory that cannot be read.
   """
-  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
   kwargs = dataclasses.asdict(config.model)
   if kwargs["dataset"] == "synthetic":   # e.g. flags/smoke.flags
     kwargs["dataset"] = config.data.synthetic_like
@@ -361,7 +361,7 @@ def run_model(config: DescribeConfig) -> Tuple[dict, int, List[str], dict]:
           "it, or pass a new --model_dir")
     kwargs.update({name: saved[name] for name in kwargs if name in saved})
     kwargs.update({name: saved.get(name, default) for name, default
-                   in finetune.REGULARISER_DEFAULTS.items()})
+                   in finetune_rules.REGULARISER_DEFAULTS.items()})
     classes = saved.get("num_classes")
     notes.append(f"the network of --model_dir={model_dir} (a rerun "
                  "resumes it)")
@@ -369,19 +369,19 @@ def run_model(config: DescribeConfig) -> Tuple[dict, int, List[str], dict]:
   elif init_from:
     source = _read_model_config(init_from, "init_from")
     try:
-      kwargs.update(finetune.resolve_architecture(
+      kwargs.update(finetune_rules.resolve_architecture(
           init_from, source,
           {n: v for n, v in given.items()
-           if n in finetune.ARCHITECTURE_FIELDS}))
-      kwargs.update(finetune.resolve_regularisers(source, given))
+           if n in finetune_rules.ARCHITECTURE_FIELDS}))
+      kwargs.update(finetune_rules.resolve_regularisers(source, given))
     except KeyError as e:
       raise cli.UserError(f"--init_from={init_from}: model_config.json "
                           f"has no {e} in its model section") from None
-    except finetune.FinetuneError as e:
+    except finetune_rules.FinetuneError as e:
       raise cli.UserError(str(e)) from None
     classes = num_classes or source.get("num_classes")
     notes.append(f"the architecture of --init_from={init_from}; "
-                 f"{finetune.regularisers_text(kwargs, source)}")
+                 f"{finetune_rules.regularisers_text(kwargs, source)}")
   if data_dir and config.model.dataset != "synthetic":
     manifest = _manifest_classes(data_dir)
     fixed = classes if resumed else num_classes

@@ -19,6 +19,7 @@ from pyramidnet_tf import paths
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags
 from pyramidnet_tf.training import config as config_lib
+from pyramidnet_tf.training import finetune_rules
 
 FLAGS = flags.FLAGS
 
@@ -234,10 +235,9 @@ def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
   if (not f.init_from and f.freeze == "none" and
       f.backbone_lr_scale == 1.0 and not f.init_checkpoint):
     return None  # no fine-tuning: nothing to read, no TensorFlow import
-  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
   try:
-    finetune.parse_freeze(f.freeze)
-  except finetune.FinetuneError as e:
+    finetune_rules.parse_freeze(f.freeze)
+  except finetune_rules.FinetuneError as e:
     raise ConfigError(str(e)) from None
   if not f.init_from:
     for name, unset in (("freeze", f.freeze == "none"),
@@ -258,7 +258,9 @@ def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
                       "--init_from, or pass a new --model_dir")
   if not read_source:
     return None
+  # Reading the source loads TensorFlow (the checkpoint's index).
   from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
+  from pyramidnet_tf.training import finetune  # pylint: disable=g-import-not-at-top
   settings = finetune.settings_source(f.init_from, f.model_dir)
   try:
     source = store.read_config(settings)
@@ -270,20 +272,20 @@ def _finetune_architecture(f, read_source: bool = True) -> Optional[dict]:
   except ValueError as e:
     raise ConfigError(f"--init_from={f.init_from}: model_config.json is not "
                       f"valid JSON ({e})") from None
-  given = {name: f[name].value for name in finetune.ARCHITECTURE_FIELDS
+  given = {name: f[name].value for name in finetune_rules.ARCHITECTURE_FIELDS
            if f[name].present}
   try:
-    resolved = finetune.resolve_architecture(
+    resolved = finetune_rules.resolve_architecture(
         settings, source.get("model", {}), given)
-    resolved.update(finetune.resolve_regularisers(
+    resolved.update(finetune_rules.resolve_regularisers(
         source.get("model", {}),
-        {name: f[name].value for name in finetune.REGULARISER_FIELDS
+        {name: f[name].value for name in finetune_rules.REGULARISER_FIELDS
          if f[name].present}))
-    finetune.check_freeze_fits(f.freeze, resolved["dataset"])
+    finetune_rules.check_freeze_fits(f.freeze, resolved["dataset"])
   except KeyError as e:
     raise ConfigError(f"--init_from={f.init_from}: model_config.json has no "
                       f"{e} in its model section") from None
-  except finetune.FinetuneError as e:
+  except finetune_rules.FinetuneError as e:
     raise ConfigError(str(e)) from None
   return resolved
 

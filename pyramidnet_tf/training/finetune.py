@@ -4,7 +4,9 @@ the network, train the backbone at a fraction of the head's learning rate.
 Why one module: ``--init_from``, ``--freeze`` and ``--backbone_lr_scale``
 share one notion of the network's parts, and the trainer only has to ask
 three questions (which architecture, which start values, which learning-rate
-multiplier per variable).
+multiplier per variable). The rules that need no network (the flags'
+choices, the architecture and regularisers taken from the source) are in
+``finetune_rules``, which the command line checks before TensorFlow starts.
 
 The rules:
 
@@ -37,160 +39,14 @@ The rules:
   and bias is updated with F times the learning rate.
 """
 
-from typing import Dict, List, Optional, Tuple
+import os
+from typing import Dict, List, Optional
 
-from pyramidnet_tf.training import config as config_lib
-
-FREEZE_CHOICES = ("none", "stem", "stages:N", "backbone")
-# Architecture settings (what decides the variables and their shapes).
-ARCHITECTURE_FIELDS = ("dataset", "depth", "alpha", "bottleneck", "mode",
-                       "rounding")
-# The network's regularisers: no variables, so any value fits the weights,
-# but they are part of the model (evaluation applies ShakeDrop's p_l).
-REGULARISER_FIELDS = ("drop_rate", "shakedrop", "shakedrop_pl",
-                      "shakedrop_level")
-# Their values in model configs written before they existed: the defaults.
-REGULARISER_DEFAULTS = {name: getattr(config_lib.ModelConfig(), name)
-                        for name in REGULARISER_FIELDS}
-CIFAR_FAMILY = ("cifar10", "cifar100")
-
-
-class FinetuneError(ValueError):
-  """A fine-tuning setting or source that cannot be used; one line."""
-
-
-def parse_freeze(value: str) -> Tuple[str, int]:
-  """``--freeze`` as (kind, stages).
-
-  Args:
-    value: ``none``, ``stem``, ``stages:N`` (N >= 1) or ``backbone``.
-
-  Returns:
-    (``"none"|"stem"|"stages"|"backbone"``, N for stages else 0).
-
-  Raises:
-    FinetuneError: any other value, naming the choices.
-  """
-  text = (value or "").strip()
-  if text in ("none", "stem", "backbone"):
-    return text, 0
-  if text.startswith("stages:"):
-    count = text[len("stages:"):]
-    if count.isdigit() and int(count) >= 1:
-      return "stages", int(count)
-  raise FinetuneError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)} "
-                      f"(N >= 1); got {value!r}")
-
-
-def num_stages(dataset: str) -> int:
-  """Stages of the network family: 4 for ImageNet, 3 for CIFAR."""
-  return 4 if dataset == "imagenet" else 3
-
-
-def check_freeze_fits(freeze: str, dataset: str) -> None:
-  """Raises FinetuneError if ``stages:N`` exceeds the network's stages.
-
-  Args:
-    freeze: the ``--freeze`` value.
-    dataset: the architecture family.
-  """
-  kind, count = parse_freeze(freeze)
-  if kind == "stages" and count > num_stages(dataset):
-    raise FinetuneError(
-        f"--freeze=stages:{count}: a {dataset} PyramidNet has "
-        f"{num_stages(dataset)} stages; use stages:1..{num_stages(dataset)}, "
-        "or backbone to train only the classifier")
-
-
-def resolve_architecture(source_dir: str, source_model: Dict,
-                         given: Dict) -> Dict:
-  """The architecture settings of a run started from ``source_dir``.
-
-  Args:
-    source_dir: the ``--init_from`` directory (for messages).
-    source_model: the "model" section of its ``model_config.json``.
-    given: the architecture flags set on the command line (name -> value);
-      those absent are taken from the source.
-
-  Returns:
-    name -> value for every name of ``ARCHITECTURE_FIELDS``.
-
-  Raises:
-    FinetuneError: a given flag disagrees with the source, naming both.
-  """
-  resolved = {name: source_model[name] for name in ARCHITECTURE_FIELDS}
-  diffs = []
-  for name, value in given.items():
-    saved = source_model[name]
-    if name == "dataset" and value in CIFAR_FAMILY and saved in CIFAR_FAMILY:
-      resolved[name] = value   # one network; only the default class count
-      continue
-    if name == "alpha":
-      same = float(value) == float(saved)
-    else:
-      same = value == saved
-    if not same:
-      diffs.append(f"--{name}={value} but {source_dir} holds {name} {saved!r}")
-    resolved[name] = value
-  if diffs:
-    raise FinetuneError(
-        "--init_from: the model flags differ from the source's "
-        f"model_config.json ({'; '.join(diffs)}); drop these flags to take "
-        "the source's architecture")
-  return resolved
-
-
-def resolve_regularisers(source_model: Dict, given: Dict) -> Dict:
-  """The dropout and ShakeDrop settings of a run started from a source.
-
-  Args:
-    source_model: the "model" section of the source's ``model_config.json``
-      (configs without a field get its default, ``REGULARISER_DEFAULTS``).
-    given: the regulariser flags set on the command line (name -> value):
-      the fine-tune's own choice, kept as given.
-
-  Returns:
-    name -> value for every name of ``REGULARISER_FIELDS``.
-  """
-  resolved = {name: source_model.get(name, REGULARISER_DEFAULTS[name])
-              for name in REGULARISER_FIELDS}
-  resolved.update({name: value for name, value in given.items()
-                   if name in REGULARISER_FIELDS})
-  return resolved
-
-
-def regularisers_text(values: Dict, source_model: Optional[Dict] = None
-                      ) -> str:
-  """``dropout 0.5, ShakeDrop p_L 0.5 (batch)`` for log lines; with
-  ``source_model``, each value that differs from the source's says so.
-
-  Args:
-    values: name -> value for the names of ``REGULARISER_FIELDS``.
-    source_model: the source's "model" section, or None.
-  """
-  def differs(*names):
-    return source_model is not None and any(
-        values[n] != source_model.get(n, REGULARISER_DEFAULTS[n])
-        for n in names)
-  def source(name):
-    return source_model.get(name, REGULARISER_DEFAULTS[name])
-  def source_model_shakedrop(model):
-    return values["shakedrop"] if model is None else source("shakedrop")
-  dropout = f"dropout {values['drop_rate']:g}"
-  if differs("drop_rate"):
-    dropout += f" (the source: {source('drop_rate'):g})"
-  if values["shakedrop"]:
-    shakedrop = (f"ShakeDrop p_L {values['shakedrop_pl']:g} "
-                 f"({values['shakedrop_level']})")
-  else:
-    shakedrop = "no ShakeDrop"
-  if values["shakedrop"] != source_model_shakedrop(source_model) or (
-      values["shakedrop"] and differs("shakedrop_pl", "shakedrop_level")):
-    shakedrop += " (the source: " + (
-        f"ShakeDrop p_L {source('shakedrop_pl'):g} "
-        f"({source('shakedrop_level')})" if source("shakedrop")
-        else "no ShakeDrop") + ")"
-  return f"{dropout}, {shakedrop}"
+from pyramidnet_tf.data import augment
+from pyramidnet_tf.model import layers
+from pyramidnet_tf.model_dir import access
+from pyramidnet_tf.model_dir import store
+from pyramidnet_tf.training import finetune_rules as rules
 
 
 def frozen_modules(model, freeze: str) -> List:
@@ -201,15 +57,15 @@ def frozen_modules(model, freeze: str) -> List:
     freeze: the ``--freeze`` value.
 
   Raises:
-    FinetuneError: an invalid value, or more stages than the model has.
+    rules.FinetuneError: an invalid value, or more stages than the model has.
   """
-  kind, count = parse_freeze(freeze)
+  kind, count = rules.parse_freeze(freeze)
   if kind == "none":
     return []
   if kind == "backbone":
     return [m for name, m in _parts(model) if name != "fc"]
   if kind == "stages" and count > model.num_stages:
-    raise FinetuneError(f"--freeze=stages:{count}: the model has "
+    raise rules.FinetuneError(f"--freeze=stages:{count}: the model has "
                         f"{model.num_stages} stages")
   modules = [model.conv1, model.bn1]
   for stage in model.stages[:count]:
@@ -234,7 +90,6 @@ def freeze(model, freeze_value: str) -> List:
   Returns:
     The frozen trainable variables (those the optimiser must not touch).
   """
-  from pyramidnet_tf.model import layers  # pylint: disable=g-import-not-at-top
   frozen = []
   for module in frozen_modules(model, freeze_value):
     for bn in ([module] if isinstance(module, layers.BatchNorm) else
@@ -271,7 +126,6 @@ def source_normalisation(preprocessing) -> Dict:
     ``{"color", "mean", "std"}`` (0-255 units): the values
     ``dataclasses.replace`` puts into the new run's preprocessing.
   """
-  from pyramidnet_tf.data import augment  # pylint: disable=g-import-not-at-top
   if preprocessing.mean is not None:
     mean, std = preprocessing.mean, preprocessing.std
   elif preprocessing.kind == "cifar":
@@ -300,12 +154,13 @@ def copy_weights(source, target, new_head: bool, source_dir: str) -> int:
     The number of variables copied.
 
   Raises:
-    FinetuneError: a variable is missing or has another shape, naming it.
+    rules.FinetuneError: a variable is missing or has another shape, naming it.
   """
   src, dst = source.torch_variables(), target.torch_variables()
   problems = []
   for key in sorted(set(src) ^ set(dst)):
-    problems.append(f"{key}: only in {'the source' if key in src else 'the flags model'}")
+    where = "the source" if key in src else "the flags model"
+    problems.append(f"{key}: only in {where}")
   pairs = []
   for key, (variable, _) in dst.items():
     if key not in src or variable is None:
@@ -318,28 +173,13 @@ def copy_weights(source, target, new_head: bool, source_dir: str) -> int:
                       f"{source_dir}, {tuple(variable.shape)} here")
     pairs.append((source_variable, variable))
   if problems:
-    raise FinetuneError(f"--init_from={source_dir} does not fit the model: " +
-                        "; ".join(problems[:3]) +
-                        (f"; and {len(problems) - 3} more"
-                         if len(problems) > 3 else ""))
+    raise rules.FinetuneError(
+        f"--init_from={source_dir} does not fit the model: " +
+        "; ".join(problems[:3]) +
+        (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
   for source_variable, variable in pairs:
     variable.assign(source_variable.read_value())
   return len(pairs)
-
-
-def needs_new_head(source_classes: int, source_names: Optional[List[str]],
-                   classes: int, names: Optional[List[str]]) -> bool:
-  """Whether the classifier must be replaced.
-
-  Args:
-    source_classes: the source's ``num_classes``.
-    source_names: the class names the source recorded, or None.
-    classes: the run's class count.
-    names: the run's class names (from its manifest), or None.
-  """
-  if source_classes != classes:
-    return True
-  return bool(source_names and names and list(source_names) != list(names))
 
 
 def settings_source(init_from: str, model_dir: Optional[str]) -> str:
@@ -351,8 +191,6 @@ def settings_source(init_from: str, model_dir: Optional[str]) -> str:
     init_from: the ``--init_from`` directory.
     model_dir: the run's ``--model_dir`` (None: not known).
   """
-  import os  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   if model_dir and os.path.exists(os.path.join(model_dir, store.CONFIG_FILE)):
     return model_dir
   return init_from
@@ -368,8 +206,6 @@ def source_preprocessing(directory: str, image_size: int = 0,
     image_size: --image_size (used only when nothing is recorded).
     convention: --cifar_convention (likewise).
   """
-  from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   config = store.read_config(directory)
   return access.preprocessing_of(config.get("metadata", {}),
                                  config["model"], image_size, convention)
@@ -387,10 +223,9 @@ def load_source(directory: str, checkpoint: Optional[str] = None):
     (network, metadata, checkpoint path, whether EMA weights were taken).
 
   Raises:
-    FinetuneError: no intact checkpoint, or it does not fit its own
+    rules.FinetuneError: no intact checkpoint, or it does not fit its own
       model_config.json.
   """
-  from pyramidnet_tf.model_dir import store  # pylint: disable=g-import-not-at-top
   try:
     # Called outside the strategy's scope: plain variables, only read from.
     # By default the newest intact checkpoint, as evaluate and export take
@@ -398,7 +233,7 @@ def load_source(directory: str, checkpoint: Optional[str] = None):
     opened = store.open_model(directory, checkpoint, use_ema="auto",
                               ema_required=False, flag="init_checkpoint")
   except (FileNotFoundError, ValueError) as e:
-    raise FinetuneError(f"--init_from={directory}: {e}") from None
+    raise rules.FinetuneError(f"--init_from={directory}: {e}") from None
   source, metadata, path = opened.model, opened.metadata, opened.checkpoint
   use_ema = opened.ema
   return source, metadata, path, use_ema

@@ -16,6 +16,7 @@ from pyramidnet_tf.model import network as network_lib
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import errors
 from pyramidnet_tf.training import finetune
+from pyramidnet_tf.training import finetune_rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class FineTuning:
     model_dir: the run's own ``--model_dir`` (the settings' source when
       resuming a fine-tuned run).
     regularisers: the run's dropout and ShakeDrop settings (names of
-      ``finetune.REGULARISER_FIELDS``), logged against the source's.
+      ``finetune_rules.REGULARISER_FIELDS``), logged against the source's.
   """
   init_from: str
   init_checkpoint: str
@@ -64,7 +65,7 @@ class FineTuning:
                backbone_lr_scale=settings.backbone_lr_scale,
                model_dir=config.output.model_dir,
                regularisers={name: getattr(config.model, name)
-                             for name in finetune.REGULARISER_FIELDS})
+                             for name in finetune_rules.REGULARISER_FIELDS})
 
   def preprocessing(self, preprocessing, image_size: int,
                     cifar_convention: str):
@@ -88,7 +89,7 @@ class FineTuning:
     try:
       frozen = finetune.freeze(model, self.freeze)
       scales = finetune.lr_scales(model, frozen, self.backbone_lr_scale)
-    except finetune.FinetuneError as e:
+    except finetune_rules.FinetuneError as e:
       raise errors.TrainError(str(e)) from None
     if self.freeze == "backbone" and self.backbone_lr_scale != 1.0:
       logging.warning("--backbone_lr_scale=%g has no effect with "
@@ -130,11 +131,11 @@ class FineTuning:
     try:
       source, metadata, path, used_ema = finetune.load_source(
           directory, self.init_checkpoint or None)
-      new_head = finetune.needs_new_head(
+      new_head = finetune_rules.needs_new_head(
           source.num_classes, metadata.get("class_names"), model.num_classes,
           class_names)
       copied = finetune.copy_weights(source, model, new_head, directory)
-    except finetune.FinetuneError as e:
+    except finetune_rules.FinetuneError as e:
       raise errors.TrainError(str(e)) from None
     if averages is not None:
       averages.reset()
@@ -144,5 +145,5 @@ class FineTuning:
         path, " (its EMA weights)" if used_ema else "", copied,
         source.num_classes, model.num_classes,
         "new classifier" if new_head else "classifier kept")
-    logging.info("regularisers: %s", finetune.regularisers_text(
+    logging.info("regularisers: %s", finetune_rules.regularisers_text(
         self.regularisers, network_lib.config_of(source)))

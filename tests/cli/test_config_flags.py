@@ -12,7 +12,7 @@ from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.cli import model_flags
 from pyramidnet_tf.cli import train_flags  # pylint: disable=unused-import  (defines the trainer's flags) # noqa: F401
 from pyramidnet_tf.training import config as config_lib
-from pyramidnet_tf.training import finetune
+from pyramidnet_tf.training import finetune_rules
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -59,12 +59,13 @@ def test_the_model_field_list_is_the_model_config():
   fields = [f.name for f in dataclasses.fields(config_lib.ModelConfig)]
   assert list(model_flags.MODEL_FLAG_NAMES) == fields
   assert set(model_flags.model_kwargs()) == set(fields)
-  parts = (finetune.ARCHITECTURE_FIELDS + finetune.REGULARISER_FIELDS +
-           ("num_classes",))
+  parts = (finetune_rules.ARCHITECTURE_FIELDS +
+           finetune_rules.REGULARISER_FIELDS + ("num_classes",))
   assert sorted(parts) == sorted(fields)
   defaults = config_lib.ModelConfig()
-  assert finetune.REGULARISER_DEFAULTS == {
-      name: getattr(defaults, name) for name in finetune.REGULARISER_FIELDS}
+  assert finetune_rules.REGULARISER_DEFAULTS == {
+      name: getattr(defaults, name)
+      for name in finetune_rules.REGULARISER_FIELDS}
 
 
 def test_a_section_reads_the_flags_the_program_defines():

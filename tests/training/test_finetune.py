@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from pyramidnet_tf.training import finetune
+from pyramidnet_tf.training import finetune_rules
 from pyramidnet_tf.training import optim
 from pyramidnet_tf.training import schedules
 from pyramidnet_tf.training import step as step_lib
@@ -16,22 +17,22 @@ torch = pytest.importorskip("torch")
     ("none", ("none", 0)), ("stem", ("stem", 0)), ("stages:2", ("stages", 2)),
     ("backbone", ("backbone", 0))])
 def test_parse_freeze(value, expected):
-  assert finetune.parse_freeze(value) == expected
+  assert finetune_rules.parse_freeze(value) == expected
 
 
 @pytest.mark.parametrize("value", ["all", "stages:0", "stages:", "stage:1",
                                    "stages:x", ""])
 def test_bad_freeze_lists_the_choices(value):
-  with pytest.raises(finetune.FinetuneError,
+  with pytest.raises(finetune_rules.FinetuneError,
                      match=r"--freeze must be one of none, stem, stages:N, "
                      r"backbone"):
-    finetune.parse_freeze(value)
+    finetune_rules.parse_freeze(value)
 
 
 def test_more_stages_than_the_network_has_is_an_error():
-  finetune.check_freeze_fits("stages:4", "imagenet")
-  with pytest.raises(finetune.FinetuneError, match="has 3 stages"):
-    finetune.check_freeze_fits("stages:4", "cifar10")
+  finetune_rules.check_freeze_fits("stages:4", "imagenet")
+  with pytest.raises(finetune_rules.FinetuneError, match="has 3 stages"):
+    finetune_rules.check_freeze_fits("stages:4", "cifar10")
 
 
 def test_lr_scales_match_torch_param_groups_and_frozen_never_moves():
@@ -159,35 +160,37 @@ def test_copy_weights_keeps_or_replaces_the_head(tiny_pyramidnet):
 def test_copy_weights_names_the_variable_that_does_not_fit(tiny_pyramidnet):
   source = tiny_pyramidnet(seed=5)
   wider = tiny_pyramidnet(alpha=8, seed=5)
-  with pytest.raises(finetune.FinetuneError,
+  with pytest.raises(finetune_rules.FinetuneError,
                      match=r"--init_from=src does not fit the model: "
                      r"layer1\.0\.\S+: \(\d+.*\) in src, \(\d+.*\) here"):
     finetune.copy_weights(source, wider, True, "src")
   deeper = tiny_pyramidnet(depth=14, seed=5)
-  with pytest.raises(finetune.FinetuneError, match=r"only in the flags model"):
+  with pytest.raises(finetune_rules.FinetuneError,
+                     match=r"only in the flags model"):
     finetune.copy_weights(source, deeper, True, "src")
 
 
 def test_new_head_when_classes_differ():
-  assert finetune.needs_new_head(10, None, 3, ["a", "b", "c"])
-  assert not finetune.needs_new_head(3, None, 3, ["a", "b", "c"])
-  assert not finetune.needs_new_head(3, ["a", "b", "c"], 3, ("a", "b", "c"))
-  assert finetune.needs_new_head(3, ["a", "b", "x"], 3, ("a", "b", "c"))
+  assert finetune_rules.needs_new_head(10, None, 3, ["a", "b", "c"])
+  assert not finetune_rules.needs_new_head(3, None, 3, ["a", "b", "c"])
+  new_head = finetune_rules.needs_new_head
+  assert not new_head(3, ["a", "b", "c"], 3, ("a", "b", "c"))
+  assert new_head(3, ["a", "b", "x"], 3, ("a", "b", "c"))
 
 
 def test_resolve_architecture_takes_unset_flags_and_checks_set_ones():
   source = {"dataset": "cifar100", "depth": 20, "alpha": 12.0,
             "bottleneck": False, "mode": "add", "rounding": "py3"}
-  assert finetune.resolve_architecture("src", source, {}) == source
-  got = finetune.resolve_architecture("src", source,
+  assert finetune_rules.resolve_architecture("src", source, {}) == source
+  got = finetune_rules.resolve_architecture("src", source,
                                       {"dataset": "cifar10", "alpha": 12})
   assert got == dict(source, dataset="cifar10", alpha=12)
-  with pytest.raises(finetune.FinetuneError,
+  with pytest.raises(finetune_rules.FinetuneError,
                      match=r"--depth=110 but src holds depth 20.*drop these "
                      r"flags"):
-    finetune.resolve_architecture("src", source, {"depth": 110})
-  with pytest.raises(finetune.FinetuneError, match="--dataset=imagenet"):
-    finetune.resolve_architecture("src", source, {"dataset": "imagenet"})
+    finetune_rules.resolve_architecture("src", source, {"depth": 110})
+  with pytest.raises(finetune_rules.FinetuneError, match="--dataset=imagenet"):
+    finetune_rules.resolve_architecture("src", source, {"dataset": "imagenet"})
 
 
 def test_ema_of_frozen_parts_stays_exact(tiny_pyramidnet):
