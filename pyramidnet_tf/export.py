@@ -32,40 +32,34 @@ The default checkpoint is the newest intact one: a damaged newer one
 (truncated, corrupted, NaN/Inf) is skipped with a warning naming it.
 """
 
-from absl import flags
-
 from pyramidnet_tf.cli import console
-from pyramidnet_tf import paths as paths_lib
 from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import export_config
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.serving import export as export_lib
 
-flags.DEFINE_string("model_dir", None,
-                    "Model directory (pyramidnet_tf.train or import_torch).")
-flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
-flags.DEFINE_string("data_dir", None,
-                    "Optional data directory whose manifest supplies class "
-                    "names (when the model dir records none).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path, or best (the "
-                    "best evaluation's, kept in --model_dir/best); default: "
-                    "the newest intact one.")
-flags.DEFINE_integer("image_size", 0, "Override the serving image size; 0 = "
-                     "the training run's.")
-flags.DEFINE_enum("cifar_convention", "pt", ["pt", "fb"],
-                  "CIFAR normalisation for models without recorded "
-                  "preprocessing (see pyramidnet_tf.train --help).")
-flags.DEFINE_integer("top_k", 5, "Classes returned by the classify signature.")
-flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
-                  "Export the EMA of the weights instead of the raw ones. "
-                  "auto: when the training run kept one (--ema_decay > 0, "
-                  "recorded in model_config.json).")
-
-FLAGS = flags.FLAGS
 PROG = "pyramidnet_tf.export"
 
-cli.register_number_validator("image_size", 0, integer=True,
-                              note="0 = the training run's size")
-cli.register_number_validator("top_k", 1, integer=True)
+export_config.define_flags()
+
+
+def export(config: export_config.ExportConfig) -> str:
+  """Writes the SavedModel of an export; returns where it went.
+
+  Args:
+    config: the export (``export_config.from_flags``).
+
+  Raises:
+    cli.UserError: for any expected failure of ``export_lib.export_model``.
+  """
+  try:
+    return export_lib.export_model(
+        config.model_dir, config.export_dir, data_dir=config.data.data_dir,
+        checkpoint=config.checkpoint, image_size=config.data.image_size,
+        convention=config.data.cifar_convention, top_k=config.top_k,
+        use_ema=config.use_ema)
+  except ValueError as e:  # model_io, ema, input_pipeline: user-fixable
+    raise cli.UserError(str(e)) from None
 
 
 def main(argv):
@@ -75,26 +69,12 @@ def main(argv):
     argv: absl's remaining arguments; only the program name is allowed.
 
   Raises:
-    cli.UserError: for extra arguments, missing flags, or any expected
-      failure of ``export``.
+    cli.UserError: for extra arguments, missing or bad flags
+      (``cli.FlagError``), or any expected failure of ``export``.
   """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.model_dir or not FLAGS.export_dir:
-    raise cli.FlagError("--model_dir and --export_dir are required")
-  # Before TensorFlow starts (seconds).
-  problems = [p for p in (
-      paths_lib.model_dir_problem(FLAGS.model_dir,
-                                  checkpoint=FLAGS.checkpoint),
-      paths_lib.data_dir_problem(FLAGS.data_dir)) if p]
-  if problems:
-    raise cli.FlagError(cli.problems_text(problems))
-  try:
-    path = export_lib.export_model(
-        FLAGS.model_dir, FLAGS.export_dir, FLAGS.data_dir, FLAGS.checkpoint,
-        FLAGS.image_size, FLAGS.cifar_convention, FLAGS.top_k, FLAGS.use_ema)
-  except ValueError as e:  # model_io, ema, input_pipeline: user-fixable
-    raise cli.UserError(str(e)) from None
+  path = export(export_config.from_flags())
   print(f"exported SavedModel to {path} (signatures: serving_default/classify "
         "on encoded images, logits on float NHWC images)")
 

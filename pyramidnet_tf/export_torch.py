@@ -27,31 +27,15 @@ written under a temporary name and renamed, so a failed run (a full disk)
 leaves no half-written file and any previous --output unchanged.
 """
 
-from absl import flags
-
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
-from pyramidnet_tf import paths as paths_lib
+from pyramidnet_tf.cli import export_torch_config
 from pyramidnet_tf.cli import usage
+from pyramidnet_tf.convert import exporter
 
 PROG = "pyramidnet_tf.export_torch"
 
-flags.DEFINE_string("model_dir", None,
-                    "Model directory to export (trainer or import_torch "
-                    "output: ckpt-N + model_config.json).")
-flags.DEFINE_string("output", None,
-                    "The .pth file to write (the authors' checkpoint "
-                    "layout); an existing file is replaced only with "
-                    "--overwrite.")
-flags.DEFINE_string("checkpoint", None,
-                    "Checkpoint of --model_dir to export, or best (the best "
-                    "evaluation's, kept in --model_dir/best); default: the "
-                    "newest intact one.")
-flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
-                  "Write the EMA of the weights instead of the raw ones. "
-                  "auto: when the training run kept one (--ema_decay > 0).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
-FLAGS = flags.FLAGS
+export_torch_config.define_flags()
 
 
 def main(argv):
@@ -61,31 +45,23 @@ def main(argv):
     argv: absl's remaining arguments; only the program name is allowed.
 
   Raises:
-    cli.UserError: for extra arguments, missing flags or an expected
-      failure of ``export_torch``.
+    cli.UserError: for extra arguments, missing or bad flags
+      (``cli.FlagError``) or an expected failure of ``export_torch``.
   """
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  missing = [f"--{n}" for n in ("model_dir", "output") if not FLAGS[n].value]
-  if missing:
-    raise cli.FlagError(f"{' and '.join(missing)} required")
-  # Before TensorFlow and PyTorch load (seconds).
-  problem = paths_lib.model_dir_problem(FLAGS.model_dir,
-                                        checkpoint=FLAGS.checkpoint)
-  if problem:
-    raise cli.FlagError(problem)
-  from pyramidnet_tf.convert import exporter  # pylint: disable=g-import-not-at-top
+  config = export_torch_config.from_flags()
   try:
     exported = exporter.export_torch(
-        FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.use_ema,
-        FLAGS.overwrite)
+        config.model_dir, config.output, checkpoint=config.checkpoint,
+        use_ema=config.use_ema, overwrite=config.overwrite)
   except ValueError as e:
     raise cli.UserError(str(e)) from None
   from pyramidnet_tf.convert import conventions  # pylint: disable=g-import-not-at-top
   model = exported.model
   weights = "the EMA of the weights" if exported.averaged else "the weights"
   print(f"wrote {exported.count} tensors ({weights} at step "
-        f"{exported.step}) to {FLAGS.output}: {{'epoch', 'arch', "
+        f"{exported.step}) to {config.output}: {{'epoch', 'arch', "
         "'state_dict'} with DataParallel's 'module.' keys, and "
         "'pyramidnet_tf' (image size, normalisation"
         f"{', class names' if 'class_names' in exported.carried else ''}"

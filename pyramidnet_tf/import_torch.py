@@ -38,52 +38,12 @@ import os
 import zipfile
 
 from absl import app
-from absl import flags
 
-from pyramidnet_tf import options
 from pyramidnet_tf.cli import console
+from pyramidnet_tf.cli import import_torch_config
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.cli import model_flags
 
-flags.DEFINE_string("checkpoint", None,
-                    "PyTorch checkpoint (.pth/.pth.tar as the authors save it, "
-                    "or a bare state_dict), an .npz of name -> array, a "
-                    "Torch7 .t7 model (fb.resnet.torch) or a Caffe "
-                    ".caffemodel.")
-flags.DEFINE_enum("format", "auto", list(options.IMPORT_FORMATS),
-                  "File format of --checkpoint; auto detects it from the "
-                  "file's first bytes (zip/pickle: pytorch, Torch7 header: "
-                  "torch7, protobuf NetParameter: caffe).")
-flags.DEFINE_string("output_dir", None,
-                    "Model directory to write (TF checkpoint + "
-                    "model_config.json).")
-flags.DEFINE_bool("overwrite", False,
-                  "Replace the model --output_dir holds (its checkpoints, "
-                  "model_config.json and train_config.json; other files are "
-                  "kept); without it such a directory is refused.")
-flags.DEFINE_bool("trust_checkpoint", False,
-                  "Unpickle arbitrary Python objects in --checkpoint (only for "
-                  "files you trust; default reads tensors and plain types).")
-
-
-def check_flags() -> dict:
-  """The required flags and the model flags given, before TensorFlow starts.
-
-  Returns:
-    The model flags given on the command line (the others are read from
-    the file).
-
-  Raises:
-    app.UsageError: naming a missing flag or a bad model flag.
-  """
-  for name in ("checkpoint", "output_dir"):
-    if not getattr(flags.FLAGS, name):
-      raise app.UsageError(f"--{name} is required")
-  given = {name: value for name, value in model_flags.model_kwargs().items()
-           if flags.FLAGS[name].present}
-  if all(name in given for name in ("dataset", "depth", "alpha")):
-    model_flags.architecture()  # flag errors before loading anything
-  return given
+import_torch_config.define_flags()
 
 
 def main(argv):
@@ -93,30 +53,30 @@ def main(argv):
     argv: the command line left after flag parsing (the program name only).
 
   Raises:
-    app.UsageError: for missing or bad flags, and for a file that cannot be
-      read or does not fit the model (one line, nothing written).
+    app.UsageError: for extra arguments, and for a file that cannot be read
+      or does not fit the model (one line, nothing written).
+    cli.FlagError: for missing or bad flags (``import_torch_config``).
   """
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  given = check_flags()
+  config = import_torch_config.from_flags()
   # The format readers import TensorFlow: only once the flags are right.
   from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.convert import pytorch  # pylint: disable=g-import-not-at-top
   from pyramidnet_tf.model_dir import access  # pylint: disable=g-import-not-at-top
   try:
     saved, metadata = importer.import_checkpoint(
-        flags.FLAGS.checkpoint, flags.FLAGS.output_dir,
-        flags.FLAGS.trust_checkpoint, flags.FLAGS.format,
-        overwrite=flags.FLAGS.overwrite, **given)
+        config.checkpoint, config.output_dir, config.trust_checkpoint,
+        config.format, overwrite=config.overwrite, **config.model_overrides)
   except (pytorch.StateDictMismatch, ValueError, FileNotFoundError,
           ImportError, access.ModelDirError) as e:
     raise app.UsageError(str(e)) from None
   except zipfile.BadZipFile as e:  # np.load of a corrupt or truncated .npz
-    raise app.UsageError(f"--checkpoint={flags.FLAGS.checkpoint} is not a "
+    raise app.UsageError(f"--checkpoint={config.checkpoint} is not a "
                          f"readable .npz archive ({e})") from None
   print(f"imported {metadata['arrays_loaded']} arrays "
         f"({metadata['parameters']:,} parameters) from "
-        f"{flags.FLAGS.checkpoint}")
+        f"{config.checkpoint}")
   print(f"model: {metadata['description']}")
   print(f"architecture: {metadata['model_flags']} (from "
         f"{metadata['inferred_from']})")
@@ -137,14 +97,14 @@ def main(argv):
   for note in metadata.get("notes", []):
     print(f"note: {note}")
   print(f"wrote {saved} and "
-        f"{os.path.join(flags.FLAGS.output_dir, 'model_config.json')}")
+        f"{os.path.join(config.output_dir, 'model_config.json')}")
 
 
 def run():
   """The ``pyramidnet-import-torch`` console entry point."""
   console.run("pyramidnet_tf.import_torch", main, doc=__doc__,
               groups=usage.IMPORT_GROUPS, knobs=usage.IMPORT_KNOBS,
-              flags_check=check_flags)
+              flags_check=import_torch_config.from_flags)
 
 
 if __name__ == "__main__":

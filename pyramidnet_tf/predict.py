@@ -28,21 +28,14 @@ cannot be used.
 import json
 import sys
 
-from absl import flags
-
 from pyramidnet_tf.cli import console
-from pyramidnet_tf import paths as paths_lib
-from pyramidnet_tf.cli import errors as cli
+from pyramidnet_tf.cli import predict_config
 from pyramidnet_tf.cli import usage
 from pyramidnet_tf.serving import saved_model
 
-flags.DEFINE_string("saved_model", None,
-                    "Directory written by pyramidnet_tf.export.")
-flags.DEFINE_bool("json", False, "Print one JSON object per image instead "
-                  "of text.")
-
-FLAGS = flags.FLAGS
 PROG = "pyramidnet_tf.predict"
+
+predict_config.define_flags()
 
 
 def _print(prediction: saved_model.Prediction, as_json: bool) -> None:
@@ -57,6 +50,32 @@ def _print(prediction: saved_model.Prediction, as_json: bool) -> None:
     print("\n".join(lines), flush=True)
 
 
+def predict(config: predict_config.PredictConfig) -> int:
+  """Classifies the files of ``config`` in order and prints each result
+  (a file that cannot be classified: one line on stderr naming it).
+
+  Args:
+    config: the run (``predict_config.from_flags``).
+
+  Returns:
+    How many files could not be classified.
+
+  Raises:
+    errors.UserError: when the export cannot be loaded
+      (``saved_model.load_export``), before the first file.
+  """
+  failed = 0
+  for prediction in saved_model.classify_files(config.saved_model,
+                                               list(config.paths)):
+    if prediction.error is not None:
+      failed += 1
+      print(f"{PROG}: {prediction.path}: {prediction.error}", file=sys.stderr,
+            flush=True)
+    else:
+      _print(prediction, config.json)
+  return failed
+
+
 def main(argv):
   """Classifies the files named after the flags and prints the results.
 
@@ -64,35 +83,16 @@ def main(argv):
     argv: absl's remaining arguments: the program name, then image paths.
 
   Raises:
-    cli.UserError: without --saved_model or image paths, or when the
-      export cannot be used.
+    errors.FlagError: without --saved_model or image paths, or for a
+      --saved_model that is no export (``predict_config``).
+    errors.UserError: when the export cannot be loaded.
     SystemExit: with status 1 after all files, if any could not be
       classified.
   """
-  paths = argv[1:]
-  if not FLAGS.saved_model:
-    raise cli.FlagError("--saved_model is required (an export_dir written by"
-                        " pyramidnet_tf.export)")
-  if not paths:
-    raise cli.FlagError("give one or more image files after the flags")
-  # Before TensorFlow loads the export (seconds): what is wrong on disk.
-  problems = [p for p in [paths_lib.saved_model_problem(FLAGS.saved_model)]
-              if p]
-  missing = paths_lib.missing_files(paths)
-  if len(missing) == len(paths):
-    problems += missing
-  if problems:
-    raise cli.FlagError(cli.problems_text(problems))
-  failed = 0
-  for prediction in saved_model.classify_files(FLAGS.saved_model, paths):
-    if prediction.error is not None:
-      failed += 1
-      print(f"{PROG}: {prediction.path}: {prediction.error}", file=sys.stderr,
-            flush=True)
-    else:
-      _print(prediction, FLAGS.json)
+  config = predict_config.from_flags(argv[1:])
+  failed = predict(config)
   if failed:
-    sys.exit(f"{PROG}: {failed} of {len(paths)} files could not be "
+    sys.exit(f"{PROG}: {failed} of {len(config.paths)} files could not be "
              "classified (see above)")
 
 

@@ -4,8 +4,11 @@ Why: every flag that configures a run is a field of a section of
 ``training.config`` (``--lr`` is ``ScheduleConfig.lr``). The flag modules
 take each such flag's default from its field (``default``), so a default is
 written once, and the tools turn parsed flags back into sections
-(``section``) instead of reading flags below ``pyramidnet_tf/cli/``. No
-TensorFlow import: flags are defined and checked before it loads.
+(``section``) instead of reading flags below ``pyramidnet_tf/cli/``. A
+tool's own settings are fields of its config dataclass
+(``export_config.ExportConfig.top_k``), and their flags take their defaults
+from there too (``field_default``). No TensorFlow import: flags are defined
+and checked before it loads.
 """
 
 import dataclasses
@@ -42,6 +45,25 @@ def default(name: str) -> Any:
       return []
     return [str(v) for v in value]
   return value
+
+
+def field_default(config_class: Type, name: str) -> Any:
+  """The default of field ``name`` of a tool's own config dataclass (e.g.
+  ``ExportConfig.top_k``), for the flag of that field: as with
+  ``default``, the value is written once, in the dataclass.
+
+  Args:
+    config_class: a dataclass.
+    name: one of its fields, which has a default.
+
+  Raises:
+    KeyError: ``config_class`` has no field ``name`` with a default.
+  """
+  for f in dataclasses.fields(config_class):
+    if f.name == name and f.default is not dataclasses.MISSING:
+      return f.default
+  raise KeyError(f"{config_class.__name__} has no field {name!r} with a "
+                 "default")
 
 
 def given(names: Iterable[str], flag_values) -> FrozenSet[str]:
