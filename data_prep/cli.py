@@ -16,7 +16,6 @@ line with exit status 1; Ctrl-C ends with status 130, and a rerun resumes.
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 
 from pyramidnet_tf import console_base
@@ -119,9 +118,7 @@ def run(prog: str, body: Callable[[], int], *, doc: str, groups: console_base.Gr
   """
 
   def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (every input is a "
-                           "--flag; --help lists them)")
+    del argv  # console_base.run refuses positional arguments
     found = errors.flag_problems() + [p for p in problems() if p]
     if found:
       raise errors.FlagError(errors.problems_text(found))

@@ -317,14 +317,19 @@ def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
       sys.stderr.write(f"{prog}: error: {e}\n")
       sys.exit(exit_codes.USAGE)
 
+  def refuse_arguments(remaining):
+    if len(remaining) > 1 and not takes_arguments:
+      raise errors.FlagError(
+          f"unexpected arguments: {' '.join(remaining[1:])} (every input is "
+          "a --flag; --help lists them)")
+
   def quiet_main(remaining):
+    refuse_arguments(remaining)
     configure_logging(verbose())
     return main(remaining)
 
   def check_only(remaining):
-    if len(remaining) > 1 and not takes_arguments:
-      raise errors.FlagError(
-          f"unexpected arguments: {' '.join(remaining[1:])}")
+    refuse_arguments(remaining)
     problems = errors.flag_problems()
     if problems:
       raise errors.FlagError(errors.problems_text(problems))

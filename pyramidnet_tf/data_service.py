@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 
-from absl import app
 from absl import flags
 
 from pyramidnet_tf.cli import console
@@ -153,8 +152,7 @@ def _start_error(f, error: Exception) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   f = flags.FLAGS
   _check_flags(f)
   stop = threading.Event()

@@ -417,11 +417,10 @@ def main(argv):
     argv: absl's remaining arguments; only the program name is allowed.
 
   Raises:
-    cli.UserError: for extra arguments, invalid model flags, or model flags
-      that disagree with --model_dir's or --init_from's network.
+    cli.UserError: for invalid model flags, or model flags that disagree
+      with --model_dir's or --init_from's network.
   """
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   config = describe_config.from_flags()
   kwargs, num_classes, notes, settings = run_model(config)
   try:

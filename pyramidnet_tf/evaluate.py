@@ -23,7 +23,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import logging
 
 from pyramidnet_tf.cli import console
@@ -122,8 +121,7 @@ def evaluate(config: evaluate_config.EvaluateConfig) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   try:
     result = evaluate(evaluate_config.from_flags())
   except cli.FlagError:

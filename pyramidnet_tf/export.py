@@ -69,11 +69,10 @@ def main(argv):
     argv: absl's remaining arguments; only the program name is allowed.
 
   Raises:
-    cli.UserError: for extra arguments, missing or bad flags
-      (``cli.FlagError``), or any expected failure of ``export``.
+    cli.UserError: for missing or bad flags (``cli.FlagError``), or any
+      expected failure of ``export``.
   """
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   path = export(export_config.from_flags())
   print(f"exported SavedModel to {path} (signatures: serving_default/classify "
         "on encoded images, logits on float NHWC images)")

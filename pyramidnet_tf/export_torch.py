@@ -48,8 +48,7 @@ def main(argv):
     cli.UserError: for extra arguments, missing or bad flags
       (``cli.FlagError``) or an expected failure of ``export_torch``.
   """
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   config = export_torch_config.from_flags()
   try:
     exported = exporter.export_torch(

@@ -53,12 +53,11 @@ def main(argv):
     argv: the command line left after flag parsing (the program name only).
 
   Raises:
-    app.UsageError: for extra arguments, and for a file that cannot be read
-      or does not fit the model (one line, nothing written).
+    app.UsageError: for a file that cannot be read or does not fit the
+      model (one line, nothing written).
     cli.FlagError: for missing or bad flags (``import_torch_config``).
   """
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   config = import_torch_config.from_flags()
   # The format readers import TensorFlow: only once the flags are right.
   from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top

@@ -21,7 +21,6 @@ same command to resume. A second Ctrl-C aborts at once without saving.
 import logging as std_logging
 import sys
 
-from absl import app
 
 from pyramidnet_tf import exit_codes
 from pyramidnet_tf.cli import compile_cache_flags
@@ -35,8 +34,7 @@ PROG = "pyramidnet_tf.train"
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # console_base.run refuses positional arguments
   std_logging.getLogger().setLevel(std_logging.INFO)
   # Every flag is checked before TensorFlow is imported (seconds).
   try:

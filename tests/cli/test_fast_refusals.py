@@ -84,3 +84,17 @@ def test_path_mistakes_are_refused_before_tensorflow(tool, args, expected,
     assert text.format(t=t) in result.stderr, result.stderr
   # Nothing created: no model dir, no export, no lock.
   assert sorted(os.walk(t)) == before
+
+
+@pytest.mark.parametrize("tool", ["train", "evaluate", "export",
+                                  "export_torch", "import_torch", "describe",
+                                  "data_service"])
+def test_a_stray_argument_is_a_usage_error_in_every_tool(
+    tool, no_tensorflow, tmp_path):
+  """Only predict takes positional arguments (its image files); the others
+  say so the same way, with the usage exit status, before TensorFlow."""
+  proc = _run(tool, ["stray"], no_tensorflow, str(tmp_path))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      f"pyramidnet_tf.{tool}: error: unexpected arguments: stray (every "
+      "input is a --flag; --help lists them)"], proc.stderr[-2000:]

@@ -584,7 +584,7 @@ _BAD_INPUTS = [
      ["--val_fraction", "got 1.5"], 2),
     ("folder", ["--source={b}/loose", "--workers=0"], ["--workers"], 2),
     ("folder", ["--source={b}/loose", "stray"],
-     ["unexpected arguments: stray"], 2),
+     ["unexpected arguments: stray (every input is a --flag"], 2),
     ("verify", ["--data_dir={b}/none"], ["--data_dir=", "does not exist"], 2),
     ("verify", ["--data_dir={b}/not_json"], ["manifest.json", "JSON"], 1),
 ]
