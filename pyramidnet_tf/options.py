@@ -27,6 +27,9 @@ SHAKEDROP_LEVELS = ("batch", "sample", "pixel")
 # data.pipeline: how tf.data service workers split the training input.
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 # convert.importer: the weight files import_torch reads ("auto": by content).
+# --use_ema of evaluate, export and export_torch (model_dir.ema.should_use).
+USE_EMA_CHOICES = ("auto", "yes", "no")
+
 IMPORT_FORMATS = ("auto", "pytorch", "npz", "torch7", "caffe")
 # runtime.distribute: the port of every worker of a Kubernetes Indexed Job.
 K8S_DEFAULT_PORT = 2222

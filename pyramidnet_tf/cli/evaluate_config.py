@@ -13,6 +13,7 @@ from typing import Optional
 
 from absl import flags
 
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import common_flags  # pylint: disable=unused-import # noqa: F401
 from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.cli import errors as cli
@@ -24,7 +25,7 @@ flags.DEFINE_string("split", None, "Split to evaluate; default: validation "
 flags.DEFINE_string("checkpoint", None, "Checkpoint path, or best (the "
                     "best evaluation's, kept in --model_dir/best); default: "
                     "the newest intact one in --model_dir.")
-flags.DEFINE_enum("use_ema", "auto", ["auto", "yes", "no"],
+flags.DEFINE_enum("use_ema", "auto", list(options.USE_EMA_CHOICES),
                   "Evaluate the EMA of the weights instead of the raw ones. "
                   "auto: when the training run kept one (--ema_decay > 0, "
                   "recorded in model_config.json).")

@@ -87,7 +87,7 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_integer("top_k", _own("top_k"),
                        "Classes returned by the classify signature.",
                        flag_values=flag_values)
-  flags.DEFINE_enum("use_ema", _own("use_ema"), ["auto", "yes", "no"],
+  flags.DEFINE_enum("use_ema", _own("use_ema"), list(options.USE_EMA_CHOICES),
                     "Export the EMA of the weights instead of the raw ones. "
                     "auto: when the training run kept one (--ema_decay > 0, "
                     "recorded in model_config.json).",

@@ -19,6 +19,7 @@ from typing import Optional
 from absl import flags
 
 from pyramidnet_tf import paths as paths_lib
+from pyramidnet_tf import options
 from pyramidnet_tf.cli import config_flags
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.convert import exporter
@@ -66,7 +67,7 @@ def define_flags(flag_values=FLAGS) -> None:
                       "Checkpoint of --model_dir to export, or best (the best "
                       "evaluation's, kept in --model_dir/best); default: the "
                       "newest intact one.", flag_values=flag_values)
-  flags.DEFINE_enum("use_ema", _own("use_ema"), ["auto", "yes", "no"],
+  flags.DEFINE_enum("use_ema", _own("use_ema"), list(options.USE_EMA_CHOICES),
                     "Write the EMA of the weights instead of the raw ones. "
                     "auto: when the training run kept one (--ema_decay > 0).",
                     flag_values=flag_values)

@@ -26,8 +26,10 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from pyramidnet_tf import options
+
 CHECKPOINT_KEY = "ema"
-USE_EMA_CHOICES = ("auto", "yes", "no")
+USE_EMA_CHOICES = options.USE_EMA_CHOICES
 
 
 def averaged_variables(model) -> List[tf.Variable]:
