@@ -230,6 +230,18 @@ def _verbose() -> bool:
     return False
 
 
+def exit_output_closed() -> None:
+  """Exits quietly with ``exit_codes.OUTPUT_CLOSED``: stdout's reader is
+  gone (``| head``). Stdout is pointed at /dev/null first, so the
+  interpreter's final flush does not fail again."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, sys.stdout.fileno())
+  finally:
+    os.close(devnull)
+  sys.exit(exit_codes.OUTPUT_CLOSED)
+
+
 def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
   """``main`` for ``app.run``: expected failures exit with one line.
 
@@ -246,12 +258,16 @@ def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
         problems = flag_problems()
         if problems:
           raise FlagError(problems_text(problems))
-      return main(argv)
+      result = main(argv)
+      sys.stdout.flush()   # a closed reader shows here, not at exit
+      return result
     except KeyboardInterrupt:
       if _verbose():
         traceback.print_exc()
       sys.stderr.write(f"{prog}: interrupted\n")
       sys.exit(exit_codes.ABORTED)
+    except BrokenPipeError:
+      exit_output_closed()
     except Exception as e:  # pylint: disable=broad-except
       text = error_text(e)
       if text is None:

@@ -19,12 +19,16 @@ Launchers (Slurm's sbatch, Kubernetes' podFailurePolicy, Kubeflow's
 143 is 128 + SIGTERM, the code a shell reports for a process ended by
 SIGTERM, and the code TensorFlow's own preemption handler exits with: Slurm,
 Kubernetes and Kubeflow already treat it as retryable.
+
+A tool whose standard output is closed by its reader (``predict ... | head``)
+stops quietly with 141 (128 + SIGPIPE), as shell tools do.
 """
 
 FINISHED = 0
 FAILED = 1
 USAGE = 2
 ABORTED = 130
+OUTPUT_CLOSED = 141
 PREEMPTED = 143
 
 # The table above as (code, meaning) rows, for --help and the README.

@@ -36,7 +36,6 @@ from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import errors as cli
 from pyramidnet_tf.cli import export_config
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.serving import export as export_lib
 
 PROG = "pyramidnet_tf.export"
 
@@ -52,6 +51,8 @@ def export(config: export_config.ExportConfig) -> str:
   Raises:
     cli.UserError: for any expected failure of ``export_lib.export_model``.
   """
+  # The library loads TensorFlow: imported once the flags are checked.
+  from pyramidnet_tf.serving import export as export_lib  # pylint: disable=g-import-not-at-top
   try:
     return export_lib.export_model(
         config.model_dir, config.export_dir, data_dir=config.data.data_dir,

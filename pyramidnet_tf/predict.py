@@ -31,14 +31,15 @@ import sys
 from pyramidnet_tf.cli import console
 from pyramidnet_tf.cli import predict_config
 from pyramidnet_tf.cli import usage
-from pyramidnet_tf.serving import saved_model
 
 PROG = "pyramidnet_tf.predict"
 
 predict_config.define_flags()
 
 
-def _print(prediction: saved_model.Prediction, as_json: bool) -> None:
+def _print(prediction, as_json: bool) -> None:
+  """Prints one ``serving.saved_model.Prediction`` (text or one JSON
+  line)."""
   if as_json:
     print(json.dumps({"image": prediction.path, "top5": [
         {"class_name": n, "class": c, "probability": p}
@@ -64,6 +65,8 @@ def predict(config: predict_config.PredictConfig) -> int:
     errors.UserError: when the export cannot be loaded
       (``saved_model.load_export``), before the first file.
   """
+  # The library loads TensorFlow: imported once the flags are checked.
+  from pyramidnet_tf.serving import saved_model  # pylint: disable=g-import-not-at-top
   failed = 0
   for prediction in saved_model.classify_files(config.saved_model,
                                                list(config.paths)):

@@ -22,7 +22,14 @@ import os
 import re
 import uuid
 
+import tensorflow as tf
+
 from pyramidnet_tf import errors as cli
+from pyramidnet_tf.data import augment
+from pyramidnet_tf.data import manifest as manifest_lib
+from pyramidnet_tf.data import preprocessing as preprocessing_lib
+from pyramidnet_tf.model_dir import access as model_dir_lib
+from pyramidnet_tf.model_dir import store as model_io
 
 EXPORT_INFO = "pyramidnet_export.json"
 
@@ -43,8 +50,6 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
     (preprocessed float NHWC) tf.functions; it tracks ``model``'s
     variables and the class names.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import augment  # pylint: disable=g-import-not-at-top
 
   k = min(top_k, model.num_classes)
   size = preprocessing.image_size
@@ -97,7 +102,6 @@ def build_serving_module(model, class_names, preprocessing, top_k: int = 5):
 
 
 def _is_export_or_empty(path: str) -> bool:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   names = tf.io.gfile.listdir(path)
   return not names or EXPORT_INFO in names or "saved_model.pb" in names
 
@@ -109,7 +113,6 @@ def _sibling(path: str, tag: str) -> str:
 
 
 def _remove(path: str) -> None:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     if tf.io.gfile.exists(path):
       tf.io.gfile.rmtree(path)
@@ -133,7 +136,6 @@ def _leftovers(export_dir: str):
 def _clean_leftovers(export_dir: str) -> None:
   """Removes killed exports' temporaries; puts a moved-aside previous
   export back if ``export_dir`` is missing (else removes it)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   temporaries, previous = _leftovers(export_dir)
   for path in previous:
     if not tf.io.gfile.exists(export_dir):
@@ -195,7 +197,6 @@ def write_atomically(export_dir: str, write) -> None:
     cli.UserError: if ``export_dir`` is a file or holds something other
       than an export, or the filesystem refuses the write.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   export_dir = export_dir.rstrip("/") or export_dir
   if tf.io.gfile.exists(export_dir):
     if not tf.io.gfile.isdir(export_dir):
@@ -232,7 +233,6 @@ def write_atomically(export_dir: str, write) -> None:
 def _write_and_rename(export_dir: str, tmp: str, write) -> None:
   """``write(tmp)``, then ``tmp`` renamed to ``export_dir`` (a previous
   export moved aside meanwhile, and removed once the rename succeeded)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   write(tmp)
   if tf.io.gfile.exists(export_dir):
     old = _sibling(export_dir, "old")
@@ -276,11 +276,6 @@ def export_model(model_dir: str, export_dir: str, data_dir=None, checkpoint=None
       one, a bad ``use_ema``, or ``use_ema="yes"`` on a checkpoint without
       EMA weights.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.data import preprocessing as preprocessing_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import access as model_dir_lib  # pylint: disable=g-import-not-at-top
-  from pyramidnet_tf.model_dir import store as model_io  # pylint: disable=g-import-not-at-top
 
   cli.check_number("top_k", top_k, 1, integer=True)
   config = model_io.read_config(model_dir)

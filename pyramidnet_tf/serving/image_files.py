@@ -19,6 +19,8 @@ image format, a PDF, a text file, ...). No TensorFlow import here.
 import os
 from typing import Optional, Tuple
 
+from pyramidnet_tf import images
+
 # Formats the SavedModel's classify signature decodes itself (the kinds of
 # pyramidnet_tf.images.sniff, plus JPEG XL which that sniffer does not know).
 NATIVE_FORMATS = ("jpeg", "png", "gif", "bmp", "webp", "jpeg xl")
@@ -72,7 +74,6 @@ def sniff(data: bytes) -> Optional[str]:
   Returns:
     One of ``NATIVE_FORMATS`` or ``HOST_FORMATS``, or None.
   """
-  from pyramidnet_tf import images  # pylint: disable=g-import-not-at-top
   kind = images.sniff(data)
   if kind is None and (data[:2] == b"\xff\x0a" or
                        data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
@@ -166,7 +167,6 @@ def image_bytes(data: bytes, reader: str = "predict") -> Tuple[bytes, str]:
   if kind in NATIVE_FORMATS:
     return data, kind
   if kind in HOST_FORMATS:
-    from pyramidnet_tf import images  # pylint: disable=g-import-not-at-top
     prepared = images.prepare(data)
     if prepared.status == images.REJECTED:
       raise BadFile(f"corrupt or truncated {kind.upper()} image "

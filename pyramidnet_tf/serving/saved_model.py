@@ -13,6 +13,8 @@ the file was not classified.
 import dataclasses
 from typing import Iterator, List, Optional, Tuple
 
+import tensorflow as tf
+
 from pyramidnet_tf import errors as cli
 from pyramidnet_tf import paths as paths_lib
 from pyramidnet_tf.serving import image_files
@@ -45,7 +47,6 @@ def load_export(saved_model: str):
   problem = paths_lib.saved_model_problem(saved_model)
   if problem:
     raise cli.UserError(problem)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     loaded = tf.saved_model.load(saved_model)
   except (tf.errors.OpError, OSError, ValueError) as e:
@@ -95,7 +96,6 @@ def classify_files(saved_model: str, paths) -> Iterator[Prediction]:
   """
   loaded = load_export(saved_model)  # owns the signature's variables
   classify = loaded.signatures["classify"]
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for path in paths:
     try:
       encoded, kind = image_files.read_image(path)

@@ -309,3 +309,22 @@ def test_demo_flags_state_the_error_the_readme_quickstart_shows():
                         r"([\d.]+) %", readme)
   (stated,) = re.findall(r"Measured top-1 error: ([\d.]+) %", demo)
   assert shown == stated
+
+
+@pytest.mark.parametrize("args", [
+    ["pyramidnet_tf.describe", "--depth=110", "--alpha=48", "--json"],
+    ["pyramidnet_tf.train", "--help"],
+])
+def test_output_cut_off_by_its_reader_stops_quietly(args, no_tensorflow):
+  """``tool | head``: the reader is gone before the tool writes (the read
+  end is closed as the process starts); no error line, 128 + SIGPIPE."""
+  read_end, write_end = os.pipe()
+  env = dict(os.environ,
+             PYTHONPATH=os.pathsep.join([no_tensorflow, REPO_ROOT]))
+  proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT,
+                          env=env, stdout=write_end, stderr=subprocess.PIPE,
+                          text=True)
+  os.close(write_end)
+  os.close(read_end)
+  _, stderr = proc.communicate(timeout=300)
+  assert (proc.returncode, stderr) == (141, ""), stderr[-2000:]
