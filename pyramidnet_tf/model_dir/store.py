@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from pyramidnet_tf.model import network as model_lib
 from pyramidnet_tf.model_dir import best as best_lib
+from pyramidnet_tf.model_dir import ema as ema_lib
 
 CONFIG_FILE = "model_config.json"
 CHECKPOINT_PREFIX = "ckpt"
@@ -316,7 +317,6 @@ def open_model(directory: str, checkpoint: Optional[str] = None,
   if use_ema == "no":
     return opened
   # The EMA's checkpoint layout is the trainer's (model_dir.ema).
-  from pyramidnet_tf.model_dir import ema as ema_lib  # pylint: disable=g-import-not-at-top
   averaged = ema_lib.should_use(use_ema, opened.metadata)
   if averaged and not ema_required:
     averaged = ema_lib.checkpoint_has_averages(opened.checkpoint)

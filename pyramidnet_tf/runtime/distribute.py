@@ -33,6 +33,9 @@ import time
 from typing import Optional
 
 import tensorflow as tf
+# The coordination service's key-value store has no public API.
+from tensorflow.python import pywrap_tfe  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
 
 from pyramidnet_tf import options
 from pyramidnet_tf.runtime import cluster_env
@@ -327,8 +330,6 @@ def leave_cluster(worker: int, workers: int, code: int,
     timeout_s: how long the chief waits for the others.
     grace_s: how long the chief waits after the last announcement.
   """
-  from tensorflow.python import pywrap_tfe  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
-  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
   ctx = context.context()
   try:
     if worker != 0:
