@@ -2,29 +2,17 @@
 
 import json
 
-import numpy as np
-import tensorflow as tf
 
-from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
+from tests import eval_reference
 from tests import train_fixtures as fx
 
 
 def _reference(model, info):
-  """Top-1 error computed by hand over every test record."""
-  wrong = total = 0
-  for shard in info.shards("test"):
-    for record in tf.data.TFRecordDataset(shard.path):
-      example = tf.train.Example.FromString(record.numpy())
-      feature = example.features.feature
-      image = np.frombuffer(feature["image/encoded"].bytes_list.value[0],
-                            np.uint8).reshape(16, 16, 3)
-      label = feature["image/class/label"].int64_list.value[0]
-      x = augment.cifar_eval(tf.constant(image), "cifar10", "pt", 32)
-      wrong += int(np.argmax(model(x[None]).numpy()) != label)
-      total += 1
-  return 100.0 * wrong / total, total
+  """Top-1 error computed by hand over every test record, and their count."""
+  rows = eval_reference.logits_by_hand(model, info, "test", 16, 32)
+  return eval_reference.top1_error(rows), len(rows)
 
 
 def test_evaluate_an_imported_style_model_dir(tiny_pyramidnet, tmp_path):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pyramidnet_tf.data import augment
 from pyramidnet_tf.training import checkpointing
 from pyramidnet_tf.model_dir import ema as ema_lib
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
+from tests import eval_reference
 from tests import train_fixtures as fx
 
 
@@ -157,19 +157,8 @@ def test_should_use_follows_the_flag_and_the_recorded_decay():
 
 def _reference_loss(model, data_dir):
   """Mean test cross entropy computed by hand over every record."""
-  info = manifest_lib.read_manifest(data_dir)
-  losses = []
-  for shard in info.shards("test"):
-    for record in tf.data.TFRecordDataset(shard.path):
-      feature = tf.train.Example.FromString(record.numpy()).features.feature
-      image = np.frombuffer(feature["image/encoded"].bytes_list.value[0],
-                            np.uint8).reshape(16, 16, 3)
-      label = feature["image/class/label"].int64_list.value[0]
-      x = augment.cifar_eval(tf.constant(image), "cifar10", "pt", 32)
-      logits = model(x[None]).numpy()[0].astype(np.float64)
-      logits -= logits.max()
-      losses.append(np.log(np.exp(logits).sum()) - logits[label])
-  return float(np.mean(losses))
+  return eval_reference.mean_loss(eval_reference.logits_by_hand(
+      model, manifest_lib.read_manifest(data_dir), "test", 16, 32))
 
 
 def test_evaluate_and_export_use_the_averages_when_training_kept_them(

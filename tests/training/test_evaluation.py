@@ -1,33 +1,17 @@
 """``training.evaluation``: a model directory evaluated in-process, as the
 evaluate tool runs it, without its command line."""
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from pyramidnet_tf import errors
-from pyramidnet_tf.data import augment
 from pyramidnet_tf.data import manifest as manifest_lib
 from pyramidnet_tf.model_dir import store as model_io
 from pyramidnet_tf.training import config as config_lib
 from pyramidnet_tf.training import evaluation
+from tests import eval_reference
 from tests import train_fixtures as fx
 
 ONE_DEVICE = config_lib.RuntimeConfig(distribution="one_device")
-
-
-def _top1_by_hand(model, info, split):
-  wrong = total = 0
-  for shard in info.shards(split):
-    for record in tf.data.TFRecordDataset(shard.path):
-      feature = tf.train.Example.FromString(record.numpy()).features.feature
-      image = np.frombuffer(feature["image/encoded"].bytes_list.value[0],
-                            np.uint8).reshape(16, 16, 3)
-      label = feature["image/class/label"].int64_list.value[0]
-      x = augment.cifar_eval(tf.constant(image), "cifar10", "pt", 16)
-      wrong += int(np.argmax(model(x[None]).numpy()) != label)
-      total += 1
-  return 100.0 * wrong / total, total
 
 
 def test_every_example_counted_once_with_the_newest_checkpoint(
@@ -42,10 +26,11 @@ def test_every_example_counted_once_with_the_newest_checkpoint(
   result = evaluation.evaluate_model_dir(
       model_dir=model_dir, runtime=ONE_DEVICE, eval_batch=8,
       data=config_lib.DataConfig(data_dir=data_dir, image_size=16))
-  expected, total = _top1_by_hand(
-      model, manifest_lib.read_manifest(data_dir), result["split"])
-  assert result["examples"] == total == 30   # 30 = 3 full batches + 6
-  assert result["top1_error"] == pytest.approx(expected, abs=1e-6)
+  rows = eval_reference.logits_by_hand(
+      model, manifest_lib.read_manifest(data_dir), result["split"], 16, 16)
+  assert result["examples"] == len(rows) == 30   # 3 full batches + 6
+  assert result["top1_error"] == pytest.approx(
+      eval_reference.top1_error(rows), abs=1e-6)
   assert result["checkpoint"].endswith("ckpt-9") and result["ema"] is False
 
 
