@@ -8,6 +8,7 @@ bug in one does not hide in the other.
 """
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -186,3 +187,19 @@ def save_like_authors(model, path, epoch=3):
               "state_dict": wrapped.state_dict(), "best_err1": 12.5,
               "best_err5": 3.25, "optimizer": {"state": {}, "param_groups": []}},
              path)
+
+
+def imported_model_dir(root, name, seed, dataset="cifar10", depth=8, alpha=4,
+                       bottleneck=False):
+  """``<root>/<name>``: a model directory of import_torch holding a random
+  authors' PyramidNet (its state_dict saved as .npz, then imported); the
+  source of fine-tuning tests."""
+  from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  net = randomize(TorchPyramidNet(dataset, depth, alpha, bottleneck),
+                  seed=seed)
+  path = os.path.join(str(root), f"{name}.npz")
+  np.savez(path, **{k: v.numpy() for k, v in net.state_dict().items()})
+  out = os.path.join(str(root), name)
+  importer.import_checkpoint(path, out, dataset=dataset, depth=depth,
+                             alpha=alpha, bottleneck=bottleneck)
+  return out

@@ -14,7 +14,6 @@ import tensorflow as tf
 
 from pyramidnet_tf import train  # pylint: disable=unused-import  (defines the trainer's flags) # noqa: F401
 from pyramidnet_tf.cli import train_config
-from pyramidnet_tf.convert import importer
 from pyramidnet_tf.data import augment
 from pyramidnet_tf.model_dir import best as best_lib
 from pyramidnet_tf.model_dir import store as model_io
@@ -29,15 +28,8 @@ TRAIN = "pyramidnet_tf.train"
 def source_dir(tmp_path_factory):
   """A random CIFAR-10 PyramidNet-8 a=4 imported through import_torch's
   path (an .npz state_dict): 10 classes, the PyTorch input convention."""
-  root = tmp_path_factory.mktemp("source")
-  net = torch_pyramidnet.randomize(
-      torch_pyramidnet.TorchPyramidNet("cifar10", 8, 4, False), seed=3)
-  path = str(root / "weights.npz")
-  np.savez(path, **{k: v.numpy() for k, v in net.state_dict().items()})
-  out = str(root / "imported")
-  importer.import_checkpoint(path, out, dataset="cifar10", depth=8, alpha=4,
-                             bottleneck=False)
-  return out
+  return torch_pyramidnet.imported_model_dir(
+      tmp_path_factory.mktemp("source"), "imported", seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +131,8 @@ def _with_best(source_dir, directory, seed):
   weights than its newest ckpt-0, as a trainer's run keeps them; returns
   the best weights ({state_dict key: array})."""
   shutil.copytree(source_dir, directory)
-  other = torch_pyramidnet.randomize(
-      torch_pyramidnet.TorchPyramidNet("cifar10", 8, 4, False), seed=seed)
-  path = os.path.join(os.path.dirname(directory), f"best{seed}.npz")
-  np.savez(path, **{k: v.numpy() for k, v in other.state_dict().items()})
-  staging = directory + "_staging"
-  importer.import_checkpoint(path, staging, dataset="cifar10", depth=8,
-                             alpha=4, bottleneck=False)
+  staging = torch_pyramidnet.imported_model_dir(
+      os.path.dirname(directory), f"best{seed}", seed=seed)
   model, _ = model_io.load_model(staging)
   os.makedirs(best_lib.directory_of(directory))
   tf.train.Checkpoint(model=model).write(

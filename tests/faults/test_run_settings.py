@@ -9,7 +9,6 @@ CIFAR stem) through the CLIs, as a user runs them.
 import json
 import os
 
-import numpy as np
 import pytest
 
 from pyramidnet_tf.data import autoaugment
@@ -64,16 +63,8 @@ def regularised_source(data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported_dir(tmp_path_factory):
   """A directory of import_torch (a random PyramidNet-8 state_dict)."""
-  from pyramidnet_tf.convert import importer  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("imported")
-  net = torch_pyramidnet.randomize(
-      torch_pyramidnet.TorchPyramidNet("cifar10", 8, 4, False), seed=5)
-  path = str(root / "weights.npz")
-  np.savez(path, **{k: v.numpy() for k, v in net.state_dict().items()})
-  out = str(root / "imported")
-  importer.import_checkpoint(path, out, dataset="cifar10", depth=8, alpha=4,
-                             bottleneck=False)
-  return out
+  return torch_pyramidnet.imported_model_dir(
+      tmp_path_factory.mktemp("imported"), "imported", seed=5)
 
 
 def _model_section(model_dir):
