@@ -1,7 +1,7 @@
 """Tiny prepared data directories for the trainer's tests.
 
 Writes TFRecord shards and a manifest.json following data_prep's output
-contract (issue 3, data_prep/shards.py: image/format "RAW" or "JPEG";
+contract (data_prep/shards.py: image/format "RAW" or "JPEG";
 PNG is also accepted by the trainer), with a learnable task: each class has its own mean colour
 and a class-dependent stripe, plus noise.
 """
@@ -161,3 +161,35 @@ def tree_bytes(directory: str) -> dict:
       with open(path, "rb") as f:
         out[os.path.relpath(path, directory)] = f.read()
   return out
+
+
+def clean_exit(proc):
+  """Asserts that a tool's process ended with status 0 and no traceback;
+  returns it."""
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  return proc
+
+
+def wait_for_text(log_path, text, proc, timeout: float = 900,
+                  poll: float = 0.05) -> None:
+  """Waits until ``text`` is in the log file a running ``proc`` writes.
+
+  Args:
+    log_path: the log file (str or Path).
+    text: what to wait for.
+    proc: the process (``poll()``): its end before ``text`` fails the test.
+    timeout: a hang guard only, generous for a loaded machine.
+    poll: seconds between reads.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+
+  def log():
+    with open(log_path) as f:
+      return f.read()
+  deadline = time.monotonic() + timeout
+  while text not in log():
+    assert proc.poll() is None, log()[-4000:]
+    assert time.monotonic() < deadline, (
+        f"never printed {text!r}:\n" + log()[-4000:])
+    time.sleep(poll)

@@ -57,9 +57,6 @@ def _error_line(proc, prog="pyramidnet_tf.train") -> str:
   return lines[-1]
 
 
-def _ok(proc):
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
 
 
 def _files(model_dir):
@@ -107,7 +104,7 @@ def runs(data_dir, tmp_path_factory):
   base, reference = str(root / "base"), str(root / "reference")
   for proc in _parallel([((TRAIN, _args(data_dir, base, 8)), {}),
                          ((TRAIN, _args(data_dir, reference, FINAL)), {})]):
-    _ok(proc)
+    fx.clean_exit(proc)
   assert _steps(base) == [4, 6, 8] and _steps(reference) == [6, 8, 10]
   return {"base": base, "reference": reference}
 
@@ -118,12 +115,6 @@ def _copy_base(runs, tmp_path, name):
   return target
 
 
-def _wait_for(log_path, text, proc, timeout=900):  # a hang guard
-  deadline = time.time() + timeout
-  while text not in log_path.read_text():
-    assert proc.poll() is None, log_path.read_text()[-3000:]
-    assert time.time() < deadline, log_path.read_text()[-3000:]
-    time.sleep(0.02)
 
 
 def test_sigkill_in_training_and_in_saves_resumes_exactly(
@@ -151,7 +142,7 @@ def test_sigkill_in_training_and_in_saves_resumes_exactly(
                               cwd=fx.REPO, env=fx.cli_env(), stdout=log,
                               stderr=log)
       try:
-        _wait_for(log_path, "step 6/", proc)
+        fx.wait_for_text(log_path, "step 6/", proc)
         time.sleep(float(rng.uniform(0.0, 0.1)))
         proc.kill()
       finally:
@@ -167,7 +158,7 @@ def test_sigkill_in_training_and_in_saves_resumes_exactly(
     fault.lost = 0
   with faults.inject("resume after three SIGKILLs equals the uninterrupted "
                      "run") as fault:
-    proc = _ok(fx.run_cli(TRAIN, args))
+    proc = fx.clean_exit(fx.run_cli(TRAIN, args))
     assert fx.train_result(proc.stderr)["step"] == FINAL
     assert not [n for n in _files(model_dir) if n.endswith("_temp")
                 or ".tmp" in n]
@@ -224,7 +215,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_is_free(
             "--steps_per_loop=1", "--log_every_steps=1"),
         cwd=fx.REPO, env=fx.cli_env(), stdout=log, stderr=log)
     try:
-      _wait_for(log_path, "step 9/", first)
+      fx.wait_for_text(log_path, "step 9/", first)
       with faults.inject("second trainer on a model dir in use") as fault:
         before = _files(model_dir)
         second = fx.run_cli(TRAIN, _args(data_dir, model_dir, 12))
@@ -237,7 +228,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_is_free(
       with faults.inject("SIGKILL of the lock holder, then a rerun") as fault:
         first.kill()
         first.wait()
-        proc = _ok(fx.run_cli(TRAIN, _args(data_dir, model_dir, FINAL)))
+        proc = fx.clean_exit(fx.run_cli(TRAIN, _args(data_dir, model_dir, FINAL)))
         assert "at step 8" in proc.stderr
         fault.lost = _lost(runs["reference"], model_dir)
         assert fault.lost == 0
@@ -308,7 +299,7 @@ def test_damaged_checkpoints_resume_from_the_newest_intact_one(
   for (name, (_, resumed, reason)), proc in zip(DAMAGES.items(), procs):
     model_dir = dirs[name]
     with faults.inject(name) as fault:
-      _ok(proc)
+      fx.clean_exit(proc)
       assert f"resumed from {model_dir}/ckpt-{resumed} at step {resumed}" in (
           proc.stderr), proc.stderr[-3000:]
       lines = [l for l in proc.stderr.splitlines()
@@ -367,7 +358,7 @@ def test_a_dir_without_model_config_checks_the_checkpoint_shapes(
     assert _steps(other) == [4, 6, 8]
     fault.lost = 0
   with faults.inject("model_config.json deleted, same flags") as fault:
-    _ok(procs[1])
+    fx.clean_exit(procs[1])
     assert os.path.exists(os.path.join(same, "model_config.json"))
     fault.lost = _lost(runs["reference"], same)
     assert fault.lost == 0
@@ -410,7 +401,7 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
     fault.lost = 0
   with faults.inject("rerun after freeing the disk") as fault:
     filler.unlink()
-    _ok(fx.run_cli(TRAIN, _args(data_dir, model_dir, FINAL)))
+    fx.clean_exit(fx.run_cli(TRAIN, _args(data_dir, model_dir, FINAL)))
     fault.lost = _lost(runs["reference"], model_dir)
     assert fault.lost == 0
 

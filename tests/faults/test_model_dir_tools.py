@@ -58,15 +58,11 @@ def _train_args(data_dir, model_dir, steps, *extra):
       "--deterministic", "--seed=3"] + list(extra)
 
 
-def _ok(proc):
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  return proc
 
 
 def _evaluation(proc) -> dict:
   """The JSON record evaluate prints."""
-  _ok(proc)
+  fx.clean_exit(proc)
   return json.loads(proc.stdout)
 
 
@@ -97,7 +93,7 @@ def cifar(tmp_path_factory):
                               train_per_class=8, eval_per_class=4, size=16,
                               shards=1)
   run = str(root / "run")
-  _ok(_run(TRAIN, _train_args(data_dir, run, 8)))
+  fx.clean_exit(_run(TRAIN, _train_args(data_dir, run, 8)))
   assert _steps(run) == [4, 8]
   return {"root": root, "data": data_dir, "run": run}
 
@@ -116,12 +112,6 @@ def _authors_file(path, num_classes=4, seed=3):
   return str(path)
 
 
-def _wait_for(log_path, text, proc, timeout=HANG_GUARD):
-  deadline = time.time() + timeout
-  while text not in log_path.read_text():
-    assert proc.poll() is None, log_path.read_text()[-3000:]
-    assert time.time() < deadline, log_path.read_text()[-3000:]
-    time.sleep(0.05)
 
 
 def test_import_torch_never_replaces_a_model_unasked_nor_a_running_one(
@@ -141,7 +131,7 @@ def test_import_torch_never_replaces_a_model_unasked_nor_a_running_one(
 
   with faults.inject("import_torch --overwrite into a trainer's model dir") as (
       fault):
-    _ok(_run(IMPORT, [f"--checkpoint={source}",
+    fx.clean_exit(_run(IMPORT, [f"--checkpoint={source}",
                             f"--output_dir={trained}", "--overwrite"]))
     # Only the imported model is left: no trainer checkpoint newer than the
     # import for evaluate to take, no train_config.json describing a run
@@ -162,7 +152,7 @@ def test_import_torch_never_replaces_a_model_unasked_nor_a_running_one(
             "--steps_per_loop=1", "--log_every_steps=1"),
         cwd=fx.REPO, env=fx.cli_env(), stdout=log, stderr=log)
     try:
-      _wait_for(log_path, "step 10/", trainer)
+      fx.wait_for_text(log_path, "step 10/", trainer)
       with faults.inject("import_torch --overwrite while a trainer writes the "
                          "dir") as fault:
         state = fx.tree_bytes(running)["checkpoint"]
@@ -190,7 +180,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
                                  eval_per_class=4, size=20, encoding="png",
                                  shards=1)
   folder_run = str(tmp_path / "folder_run")
-  _ok(_run(TRAIN, _train_args(folder_data, folder_run, 4)))
+  fx.clean_exit(_run(TRAIN, _train_args(folder_data, folder_run, 4)))
   recorded = {run: _config(run)["metadata"]["preprocessing"]
               for run in (cifar["run"], folder_run)}
   assert recorded[folder_run]["kind"] == "imagenet"
@@ -202,7 +192,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
         fault):
       pth = str(tmp_path / f"{os.path.basename(run)}.pth")
       back = str(tmp_path / f"{os.path.basename(run)}_back")
-      exported = _ok(_run(EXPORT_TORCH, [f"--model_dir={run}",
+      exported = fx.clean_exit(_run(EXPORT_TORCH, [f"--model_dir={run}",
                                                f"--output={pth}"]))
       # What a PyTorch user must apply, printed at export.
       assert "PyTorch input (16x16): torchvision.transforms " in (
@@ -211,7 +201,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
       checkpoint = torch.load(pth, weights_only=True)
       assert checkpoint["pyramidnet_tf"]["image_size"] == 16
       assert checkpoint["pyramidnet_tf"]["preprocessing"] == recorded[run]
-      _ok(_run(IMPORT, [f"--checkpoint={pth}", f"--output_dir={back}"]))
+      fx.clean_exit(_run(IMPORT, [f"--checkpoint={pth}", f"--output_dir={back}"]))
       original, imported = _parallel([
           ((EVALUATE, [f"--model_dir={run}", f"--data_dir={data}"]),
            {"timeout": HANG_GUARD}),
@@ -226,7 +216,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
   with faults.inject("evaluate: an import without a size record on 16 px "
                      "data") as fault:
     plain = str(tmp_path / "plain")
-    _ok(_run(IMPORT, [f"--checkpoint={_authors_file(tmp_path / 'a.pth')}",
+    fx.clean_exit(_run(IMPORT, [f"--checkpoint={_authors_file(tmp_path / 'a.pth')}",
                             f"--output_dir={plain}"]))
     refused, sized = _parallel([
         ((EVALUATE, [f"--model_dir={plain}", f"--data_dir={cifar['data']}"]),
@@ -298,7 +288,7 @@ def test_every_reader_skips_a_damaged_newest_checkpoint(
     model_dir = dirs[damage_name]
     before_names = sorted(os.listdir(model_dir))
     with faults.inject(f"{tool}: newest checkpoint {damage_name}") as fault:
-      _ok(proc)
+      fx.clean_exit(proc)
       warning = [l for l in proc.stderr.splitlines()
                  if f"using {model_dir}/ckpt-4, the newest intact checkpoint"
                  in l]
@@ -335,7 +325,7 @@ def test_every_reader_skips_a_damaged_newest_checkpoint(
 def test_full_disk_in_export_torch_and_import_torch_leaves_nothing(
     faults, cifar, small_disk, tmp_path):  # noqa: F811
   pth = str(tmp_path / "run.pth")
-  _ok(_run(EXPORT_TORCH, [f"--model_dir={cifar['run']}",
+  fx.clean_exit(_run(EXPORT_TORCH, [f"--model_dir={cifar['run']}",
                                 f"--output={pth}"]))
   filler = small_disk / "filler"
   stat = os.statvfs(small_disk)
@@ -361,7 +351,7 @@ def test_full_disk_in_export_torch_and_import_torch_leaves_nothing(
     filler.unlink()
     leftover = os.path.join(out, ".import_torch.tmp-0123456789ab")
     os.makedirs(os.path.join(leftover, "ckpt-0_temp"))
-    _ok(_run(IMPORT, [f"--checkpoint={pth}", f"--output_dir={out}"]))
+    fx.clean_exit(_run(IMPORT, [f"--checkpoint={pth}", f"--output_dir={out}"]))
     assert sorted(os.listdir(out)) == [".lock", "checkpoint",
                                        "ckpt-0.data-00000-of-00001",
                                        "ckpt-0.index", "model_config.json"]
@@ -402,7 +392,7 @@ def test_a_rerun_removes_what_a_killed_export_left(faults, cifar, tmp_path):
     finally:
       proc.wait()
     assert _temporaries(tmp_path, "export") and not os.path.exists(export_dir)
-    rerun = _ok(_run(EXPORT, [f"--model_dir={cifar['run']}",
+    rerun = fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
                                     f"--export_dir={export_dir}"]))
     assert "left by an export that did not finish" in rerun.stderr
     assert sorted(os.listdir(tmp_path)) == ["export"]
@@ -416,12 +406,12 @@ def test_a_rerun_removes_what_a_killed_export_left(faults, cifar, tmp_path):
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
       fcntl.flock(fd, fcntl.LOCK_SH)
-      _ok(_run(EXPORT, [f"--model_dir={cifar['run']}",
+      fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
                               f"--export_dir={export_dir}"]))
       assert os.path.isdir(other)
     finally:
       os.close(fd)
-    _ok(_run(EXPORT, [f"--model_dir={cifar['run']}",
+    fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
                             f"--export_dir={export_dir}"]))
     assert sorted(os.listdir(tmp_path)) == ["export"]
     fault.lost = 0

@@ -18,10 +18,6 @@ from tests import train_fixtures as fx
 TRAIN = "pyramidnet_tf.train"
 
 
-def _ok(proc):
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  return proc
 
 
 def _one_error_line(proc, prog=TRAIN) -> str:
@@ -52,7 +48,7 @@ def four_classes(tmp_path_factory):
 def regularised_source(data_dir, tmp_path_factory):
   """A trainer run of PyramidNet-8 with dropout 0.3 and ShakeDrop."""
   model_dir = str(tmp_path_factory.mktemp("source") / "run")
-  _ok(fx.run_cli(TRAIN, fx.TINY_MODEL + [
+  fx.clean_exit(fx.run_cli(TRAIN, fx.TINY_MODEL + [
       "--nobottleneck", "--shakedrop", "--drop_rate=0.3",
       f"--data_dir={data_dir}", f"--model_dir={model_dir}",
       "--batch_size=8", "--train_steps=3", "--steps_per_loop=3",
@@ -73,7 +69,7 @@ def _model_section(model_dir):
 
 
 def _evaluate(model_dir, data_dir):
-  proc = _ok(fx.run_cli("pyramidnet_tf.evaluate", [
+  proc = fx.clean_exit(fx.run_cli("pyramidnet_tf.evaluate", [
       f"--model_dir={model_dir}", f"--data_dir={data_dir}"]))
   return json.loads(proc.stdout[proc.stdout.index("{"):])
 
@@ -84,7 +80,7 @@ def test_fine_tuning_keeps_the_sources_dropout_and_shakedrop(
   same evaluation as the source's."""
   model_dir = str(tmp_path / "finetune")
   with faults.inject("fine-tune from a dropout 0.3 + ShakeDrop source"):
-    proc = _ok(fx.run_cli(TRAIN, [
+    proc = fx.clean_exit(fx.run_cli(TRAIN, [
         f"--init_from={regularised_source}", f"--data_dir={data_dir}",
         f"--model_dir={model_dir}", "--image_size=16", "--freeze=backbone",
         "--lr=1e-12", "--train_steps=1", "--batch_size=8",
@@ -109,7 +105,7 @@ def test_describe_describes_the_run_its_flags_start(
                       f"--model_dir={tmp_path / 'new_run'}\n"
                       "--batch_size=8\n--image_size=16\n")
   with faults.inject("describe: a fine-tune flagfile of a depth-8 source"):
-    proc = _ok(fx.run_cli("pyramidnet_tf.describe",
+    proc = fx.clean_exit(fx.run_cli("pyramidnet_tf.describe",
                           [f"--flagfile={flagfile}", "--json"]))
     report = json.loads(proc.stdout)
     assert (report["depth"], report["alpha"], report["bottleneck"]) == (
@@ -121,7 +117,7 @@ def test_describe_describes_the_run_its_flags_start(
     assert any(f"--init_from={regularised_source}" in line
                for line in report["from"]), report["from"]
   with faults.inject("describe: --model_dir of a trained run"):
-    proc = _ok(fx.run_cli("pyramidnet_tf.describe", [
+    proc = fx.clean_exit(fx.run_cli("pyramidnet_tf.describe", [
         f"--model_dir={regularised_source}", "--json"]))
     report = json.loads(proc.stdout)
     assert (report["depth"], report["num_classes"], report["image_size"]) == (

@@ -39,13 +39,6 @@ def _args(data_dir, model_dir, *extra):
       "--eval_every_epochs=0", "--noeval_at_end"] + list(extra)
 
 
-def _wait_for_text(proc, log_path, text, timeout=300):
-  deadline = time.monotonic() + timeout
-  while text not in log_path.read_text():
-    assert proc.poll() is None, log_path.read_text()[-3000:]
-    assert time.monotonic() < deadline, (
-        f"never printed {text!r}:\n" + log_path.read_text()[-3000:])
-    time.sleep(0.05)
 
 
 def _first_checkpoint_time(proc, model_dir, timeout=300):
@@ -98,7 +91,7 @@ def test_signal_mid_loop_saves_that_step_and_exits_143(
              tmp_path / "log.txt")
   try:
     with faults.inject(f"{name} inside a 200-step host call") as fault:
-      _wait_for_text(run.proc, run.log_path, "first step ready")
+      fx.wait_for_text(run.log_path, "first step ready", run.proc)
       time.sleep(1.0)      # well inside the second call of 200 steps
       sent = time.monotonic()
       run.proc.send_signal(signum)
@@ -137,7 +130,7 @@ def test_ctrl_c_saves_once_and_a_second_ctrl_c_aborts(data_dir, tmp_path,
              tmp_path / "log.txt")
   try:
     with faults.inject("Ctrl-C during training") as fault:
-      _wait_for_text(run.proc, run.log_path, "first step ready")
+      fx.wait_for_text(run.log_path, "first step ready", run.proc)
       run.proc.send_signal(signal.SIGINT)
       code = run.proc.wait(timeout=300)
       text = run.text()
@@ -157,9 +150,9 @@ def test_ctrl_c_saves_once_and_a_second_ctrl_c_aborts(data_dir, tmp_path,
              tmp_path / "log2.txt")
   try:
     with faults.inject("second Ctrl-C") as fault:
-      _wait_for_text(run.proc, run.log_path, "training cifar10")
+      fx.wait_for_text(run.log_path, "training cifar10", run.proc)
       run.proc.send_signal(signal.SIGINT)
-      _wait_for_text(run.proc, run.log_path, "Ctrl-C again to abort")
+      fx.wait_for_text(run.log_path, "Ctrl-C again to abort", run.proc)
       run.proc.send_signal(signal.SIGINT)
       code = run.proc.wait(timeout=120)
       text = run.text()

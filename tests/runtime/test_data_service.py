@@ -164,12 +164,6 @@ def test_every_record_once_per_epoch_across_consumers(service, tmp_path):
   assert service.stop() == [0, 0, 0]   # SIGTERM: every server exits 0
 
 
-def _wait_for(log_path, text, proc, timeout):
-  deadline = time.time() + timeout
-  while text not in open(log_path).read():
-    assert proc.poll() is None, open(log_path).read()[-4000:]
-    assert time.time() < deadline, open(log_path).read()[-4000:]
-    time.sleep(0.2)
 
 
 def _results(log):
@@ -201,10 +195,10 @@ def test_training_survives_a_lost_worker_and_a_dispatcher_restart(service,
          "--"] + args, cwd=fx.REPO, env=fx.cli_env(), stdout=log,
         stderr=subprocess.STDOUT)
     try:
-      _wait_for(log_path, "step 3/", trainers, 240)
+      fx.wait_for_text(log_path, "step 3/", trainers, 240)
       service.workers[1].kill()          # mid-epoch (4 steps per epoch)
       service.workers[1].wait(timeout=30)
-      _wait_for(log_path, "step 12/", trainers, 180)
+      fx.wait_for_text(log_path, "step 12/", trainers, 180)
       service.restart_dispatcher()
       code = trainers.wait(timeout=240)
     finally:
