@@ -34,6 +34,7 @@ TensorFlow's error classes are looked up only once TensorFlow is loaded.
 import errno
 import math
 import os
+import select
 import sys
 import traceback
 from typing import Callable, List, Optional, Tuple
@@ -230,6 +231,18 @@ def _verbose() -> bool:
     return False
 
 
+def _stdout_reader_gone() -> bool:
+  """Whether stdout is a pipe whose reading end is closed (poll reports an
+  error on it); another broken pipe (a socket, a child's stdin) is an
+  ordinary failure."""
+  try:
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+  except (AttributeError, ValueError, OSError):
+    return False
+
+
 def exit_output_closed() -> None:
   """Exits quietly with ``exit_codes.OUTPUT_CLOSED``: stdout's reader is
   gone (``| head``). Stdout is pointed at /dev/null first, so the
@@ -266,9 +279,9 @@ def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
         traceback.print_exc()
       sys.stderr.write(f"{prog}: interrupted\n")
       sys.exit(exit_codes.ABORTED)
-    except BrokenPipeError:
-      exit_output_closed()
     except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, BrokenPipeError) and _stdout_reader_gone():
+        exit_output_closed()
       text = error_text(e)
       if text is None:
         raise  # a bug: absl prints the traceback

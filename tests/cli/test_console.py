@@ -328,3 +328,17 @@ def test_output_cut_off_by_its_reader_stops_quietly(args, no_tensorflow):
   os.close(read_end)
   _, stderr = proc.communicate(timeout=300)
   assert (proc.returncode, stderr) == (141, ""), stderr[-2000:]
+
+
+def test_a_broken_pipe_elsewhere_is_an_ordinary_failure(capsys):
+  """Only a closed stdout stops quietly: a broken pipe to a child process
+  or a socket is reported like any other failure."""
+  from pyramidnet_tf import errors  # pylint: disable=g-import-not-at-top
+
+  def main(argv):
+    del argv
+    raise BrokenPipeError(32, "Broken pipe")
+  with pytest.raises(SystemExit) as stopped:
+    errors.guard("tool", main, check_flags=False)(["tool"])
+  assert stopped.value.code == 1
+  assert capsys.readouterr().err == "tool: error: [Errno 32] Broken pipe\n"
