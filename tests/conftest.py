@@ -95,6 +95,7 @@ def pytest_terminal_summary(terminalreporter):
 LONGEST_FIRST = (
     "tests/container/test_image.py",
     "tests/cluster/test_slurm_real.py",
+    "tests/cli/test_flagfile_networks.py",
     "tests/model/test_path_matrix.py",
     "tests/cli/test_train.py",
     "tests/cli/test_end_to_end.py",
