@@ -168,8 +168,12 @@ def test_ctrl_c_saves_once_and_a_second_ctrl_c_aborts(data_dir, tmp_path,
 def test_ctrl_c_while_flags_are_checked_is_one_line(tmp_path):
   """Before training starts (no checkpoint to save), Ctrl-C is one line and
   130, whatever the tool."""
+  # Python's Ctrl-C handler as in a terminal: a process started from a
+  # background job (``cmd &`` in a script, as CI may run the suite) inherits
+  # SIGINT ignored, and Python then leaves it ignored.
   program = ("import os, signal, sys\n"
              "from pyramidnet_tf.cli import errors\n"
+             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
              "def main(argv):\n"
              "  os.kill(os.getpid(), signal.SIGINT)\n"
              "  import time; time.sleep(5)\n"
