@@ -262,11 +262,7 @@ def checking_flags_only() -> bool:
 
 def flags_ok(prog: str) -> None:
   """Says the command line passed the check (``checking_flags_only``)."""
-  try:
-    sys.stdout.write(f"{prog}: flags OK\n")
-    sys.stdout.flush()
-  except BrokenPipeError:
-    errors.exit_output_closed()
+  errors.write_stdout(f"{prog}: flags OK\n")
 
 
 def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
@@ -310,11 +306,7 @@ def run(prog: str, main: Callable, *, doc: str, groups: Groups = (),
   options = options_of(argv)
   full = any(arg in HELPFULL_OPTIONS for arg in options)
   if full or any(arg in HELP_OPTIONS for arg in options):
-    try:
-      sys.stdout.write(help_text(prog, doc, groups, knobs, full=full))
-      sys.stdout.flush()
-    except BrokenPipeError:
-      errors.exit_output_closed()
+    errors.write_stdout(help_text(prog, doc, groups, knobs, full=full))
     sys.exit(exit_codes.FINISHED)
   if expand_argv is not None:
     try:

@@ -255,6 +255,16 @@ def exit_output_closed() -> None:
   sys.exit(exit_codes.OUTPUT_CLOSED)
 
 
+def write_stdout(text: str) -> None:
+  """Writes and flushes ``text``; a closed reader stops the tool quietly
+  (``exit_output_closed``)."""
+  try:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+  except BrokenPipeError:
+    exit_output_closed()
+
+
 def guard(prog: str, main: Callable, *, check_flags: bool = True) -> Callable:
   """``main`` for ``app.run``: expected failures exit with one line.
 
