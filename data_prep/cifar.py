@@ -28,8 +28,9 @@ docs/data-format.md describes the output and why CIFAR pixels are raw. --output_
 be a model directory (one holding checkpoints or model_config.json).
 """
 
+import dataclasses
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from absl import flags
 from absl import logging
@@ -45,7 +46,6 @@ from data_prep import planning
 from data_prep import shards
 from data_prep import summary as summary_lib
 
-FLAGS = flags.FLAGS
 
 DEFAULT_TRAIN_SHARDS = 16
 DEFAULT_TEST_SHARDS = 4
@@ -149,42 +149,69 @@ GROUPS = (
 )
 
 
-def _problems() -> List[str]:
+@dataclasses.dataclass(frozen=True)
+class CifarCommand:
+  """data_prep.cifar's command line (each field is the flag of its name).
+
+  Attributes:
+    dataset: "cifar10", "cifar100", or None to read it from the source.
+    source: an archive, its unpacked folder, "tfds", or None with --download.
+    download: fetch the official archive first.
+    download_dir, download_url, download_sha256: where and what to fetch.
+    tfds_data_dir: the TFDS data dir for source "tfds".
+    train_shards, test_shards: shards per split.
+    output: where and how to write.
+  """
+  dataset: Optional[str]
+  source: Optional[str]
+  download: bool
+  download_dir: str
+  download_url: str
+  download_sha256: str
+  tfds_data_dir: str
+  train_shards: int
+  test_shards: int
+  output: cli.Output
+
+
+def _problems(command: CifarCommand) -> List[Optional[str]]:
   problems = []
-  if FLAGS.download and FLAGS.source:
+  if command.download and command.source:
     problems.append("pass either --source or --download, not both")
-  elif FLAGS.download:
-    if FLAGS.dataset is None:
+  elif command.download:
+    if command.dataset is None:
       problems.append("--download needs --dataset=cifar10 or --dataset=cifar100 (which "
                       "archive to fetch)")
-  elif not FLAGS.source:
+  elif not command.source:
     problems.append(f"--source is required: {cifar_archive.ANY_ARCHIVE}, the folder one of "
                     "them unpacks to, or 'tfds'; or pass --download with --dataset")
-  elif FLAGS.source != "tfds":
-    archives = (cifar_archive.LAYOUTS[FLAGS.dataset].archives if FLAGS.dataset
+  elif command.source != "tfds":
+    archives = (cifar_archive.LAYOUTS[command.dataset].archives if command.dataset
                 else cifar_archive.ANY_ARCHIVE)
     problems.append(cli.missing_path(
-        "source", f"{archives}, the folder one of them unpacks to, or 'tfds'"))
-  return problems + cli.output_problems()
+        command.source, "source", f"{archives}, the folder one of them unpacks to, or 'tfds'"))
+  return problems + cli.output_problems(command.output)
 
 
-def _main() -> int:
-  if FLAGS.download:
-    path = cifar_download.download(FLAGS.dataset, os.path.expanduser(FLAGS.download_dir),
-                                   FLAGS.download_url, FLAGS.download_sha256)
-    data = cifar_archive.load(FLAGS.dataset, path)
-  elif FLAGS.source == "tfds":
-    data = cifar_tfds.load(FLAGS.dataset, os.path.expanduser(FLAGS.tfds_data_dir))
+def _main(command: CifarCommand) -> int:
+  expand = os.path.expanduser
+  if command.download:
+    path = cifar_download.download(command.dataset, expand(command.download_dir),
+                                   command.download_url, command.download_sha256)
+    data = cifar_archive.load(command.dataset, path)
+  elif command.source == "tfds":
+    data = cifar_tfds.load(command.dataset, expand(command.tfds_data_dir))
   else:
-    data = cifar_archive.load(FLAGS.dataset, os.path.expanduser(FLAGS.source))
-  summary = convert(data, os.path.expanduser(FLAGS.output_dir), FLAGS.train_shards,
-                    FLAGS.test_shards, FLAGS.workers, FLAGS.seed, FLAGS.overwrite)
+    data = cifar_archive.load(command.dataset, expand(command.source))
+  out = command.output
+  summary = convert(data, out.path, command.train_shards, command.test_shards, out.workers,
+                    out.seed, out.overwrite)
   return summary.exit_code
 
 
 def run() -> None:
   define_flags()
-  cli.run("data_prep.cifar", _main, groups=GROUPS, problems=_problems,
+  cli.run("data_prep.cifar", _main, config=CifarCommand, groups=GROUPS, problems=_problems,
           doc=__doc__ + "\n" + cli.exit_codes_text(
               "finished: both splits written and verified, manifest.json written",
               "an expected failure, named in one line (an unreadable or damaged archive, a "

@@ -13,9 +13,10 @@ wheel, so this needs no network. Each image is scaled from 0..16 to 0..255, enla
 The split is by dataset index, so every run writes the same files.
 """
 
+import dataclasses
 import io
 import os
-from typing import List
+from typing import List, Optional
 
 from absl import flags
 
@@ -25,7 +26,6 @@ from data_prep import DataPrepError
 from data_prep import DataPrepFlagError
 from data_prep import cli
 
-FLAGS = flags.FLAGS
 IMAGE_SIZE = 32
 
 
@@ -83,21 +83,35 @@ def write_digits(output_dir: str, holdout_per_class: int):
   return written, held
 
 
-def _problems() -> List[str]:
-  return [cli.required("output_dir", "the folder to write images/ and holdout/ into")]
+@dataclasses.dataclass(frozen=True)
+class DigitsCommand:
+  """data_prep.digits_demo's command line (each field is the flag of its name).
+
+  Attributes:
+    output_dir: where images/ and holdout/ go (None when left out).
+    holdout_per_class: images per digit kept out of images/.
+  """
+  output_dir: Optional[str]
+  holdout_per_class: int
 
 
-def _main() -> int:
-  written, held = write_digits(FLAGS.output_dir, FLAGS.holdout_per_class)
+def _problems(command: DigitsCommand) -> List[Optional[str]]:
+  return [cli.required(command.output_dir, "output_dir",
+                       "the folder to write images/ and holdout/ into")]
+
+
+def _main(command: DigitsCommand) -> int:
+  written, held = write_digits(command.output_dir, command.holdout_per_class)
   print(f"wrote {written} digit images in 10 class folders to "
-        f"{os.path.join(FLAGS.output_dir, 'images')} and {held} held-out images to "
-        f"{os.path.join(FLAGS.output_dir, 'holdout')}")
+        f"{os.path.join(command.output_dir, 'images')} and {held} held-out images to "
+        f"{os.path.join(command.output_dir, 'holdout')}")
   return 0
 
 
 def run() -> None:
   define_flags()
-  cli.run("data_prep.digits_demo", _main, groups=GROUPS, problems=_problems,
+  cli.run("data_prep.digits_demo", _main, config=DigitsCommand, groups=GROUPS,
+          problems=_problems,
           doc=__doc__ + "\n" + cli.exit_codes_text(
               "finished: the images written",
               "an expected failure, named in one line (scikit-learn missing, a full disk)"))

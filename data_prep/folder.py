@@ -21,9 +21,10 @@ seeded hash of their path, to the `validation` split; the rest are `train`. 0 wr
 --output_dir must not be a model directory (one holding checkpoints or model_config.json).
 """
 
+import dataclasses
 import math
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from absl import flags
 from absl import logging
@@ -37,7 +38,6 @@ from data_prep import planning
 from data_prep import shards
 from data_prep import summary as summary_lib
 
-FLAGS = flags.FLAGS
 SHARD_TARGET_BYTES = 128 << 20
 
 
@@ -150,22 +150,43 @@ GROUPS = (
 )
 
 
-def _problems() -> List[str]:
+@dataclasses.dataclass(frozen=True)
+class FolderCommand:
+  """data_prep.folder's command line (each field is the flag of its name).
+
+  Attributes:
+    source: the class-per-subfolder folder (None when left out).
+    val_fraction: fraction of each class held out for validation.
+    dataset_name: the manifest's dataset name ("" for the folder's name).
+    train_shards, val_shards: shards per split (0: automatic).
+    output: where and how to write.
+  """
+  source: Optional[str]
+  val_fraction: float
+  dataset_name: str
+  train_shards: int
+  val_shards: int
+  output: cli.Output
+
+
+def _problems(command: FolderCommand) -> List[Optional[str]]:
   expected = "a folder with one subfolder of images per class"
-  return [cli.required("source", expected) or cli.missing_path("source", expected),
-          *cli.output_problems()]
+  return [cli.required(command.source, "source", expected) or
+          cli.missing_path(command.source, "source", expected),
+          *cli.output_problems(command.output)]
 
 
-def _main() -> int:
-  summary = convert(os.path.expanduser(FLAGS.source), os.path.expanduser(FLAGS.output_dir),
-                    FLAGS.val_fraction, FLAGS.train_shards, FLAGS.val_shards, FLAGS.workers,
-                    FLAGS.max_rejected, FLAGS.seed, FLAGS.dataset_name, FLAGS.overwrite)
+def _main(command: FolderCommand) -> int:
+  out = command.output
+  summary = convert(os.path.expanduser(command.source), out.path, command.val_fraction,
+                    command.train_shards, command.val_shards, out.workers, out.max_rejected,
+                    out.seed, command.dataset_name, out.overwrite)
   return summary.exit_code
 
 
 def run() -> None:
   define_flags()
-  cli.run("data_prep.folder", _main, groups=GROUPS, problems=_problems,
+  cli.run("data_prep.folder", _main, config=FolderCommand, groups=GROUPS, problems=_problems,
           doc=__doc__ + "\n" + cli.exit_codes_text(
               "finished: every split written and verified, manifest.json written",
               "an expected failure, named in one line (a folder that is not one folder per "

@@ -26,6 +26,7 @@ image/class/synset. --output_dir must not be a model directory (one holding chec
 model_config.json).
 """
 
+import dataclasses
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -43,7 +44,6 @@ from data_prep import planning
 from data_prep import shards
 from data_prep import summary as summary_lib
 
-FLAGS = flags.FLAGS
 SYNSET_RE = imagenet_labels.SYNSET_RE
 EXPECTED_TRAIN = ("ILSVRC2012_img_train.tar (one tar per synset, named like n01440764.tar), "
                   "a folder of synset folders or a folder of per-synset tars")
@@ -336,29 +336,52 @@ GROUPS = (
 )
 
 
-def _problems() -> List[str]:
+@dataclasses.dataclass(frozen=True)
+class ImagenetCommand:
+  """data_prep.imagenet's command line (each field is the flag of its name).
+
+  Attributes:
+    train, val, val_labels, meta_mat: the inputs ("" when not given).
+    label_offset: 0 for labels 0..999, 1 for 1..1000.
+    train_shards, val_shards: shards per split.
+    output: where and how to write.
+  """
+  train: str
+  val: str
+  val_labels: str
+  meta_mat: str
+  label_offset: int
+  train_shards: int
+  val_shards: int
+  output: cli.Output
+
+
+def _problems(command: ImagenetCommand) -> List[Optional[str]]:
   problems = []
-  if not FLAGS.train and not FLAGS.val:
+  if not command.train and not command.val:
     problems.append("nothing to convert: pass --train=PATH, --val=PATH or both")
-  problems += [cli.missing_path("train", EXPECTED_TRAIN),
-               cli.missing_path("val", EXPECTED_VAL),
-               cli.missing_path("val_labels", imagenet_labels.FORMATS_HELP),
-               cli.missing_path("meta_mat", "the devkit's meta.mat")]
-  return problems + cli.output_problems()
+  problems += [cli.missing_path(command.train, "train", EXPECTED_TRAIN),
+               cli.missing_path(command.val, "val", EXPECTED_VAL),
+               cli.missing_path(command.val_labels, "val_labels",
+                                imagenet_labels.FORMATS_HELP),
+               cli.missing_path(command.meta_mat, "meta_mat", "the devkit's meta.mat")]
+  return problems + cli.output_problems(command.output)
 
 
-def _main() -> int:
+def _main(command: ImagenetCommand) -> int:
   expand = os.path.expanduser
-  summary = convert(expand(FLAGS.output_dir), expand(FLAGS.train), expand(FLAGS.val),
-                    expand(FLAGS.val_labels), expand(FLAGS.meta_mat), FLAGS.label_offset,
-                    FLAGS.train_shards, FLAGS.val_shards, FLAGS.workers, FLAGS.max_rejected,
-                    FLAGS.seed, FLAGS.overwrite)
+  out = command.output
+  summary = convert(out.path, expand(command.train), expand(command.val),
+                    expand(command.val_labels), expand(command.meta_mat),
+                    command.label_offset, command.train_shards, command.val_shards,
+                    out.workers, out.max_rejected, out.seed, out.overwrite)
   return summary.exit_code
 
 
 def run() -> None:
   define_flags()
-  cli.run("data_prep.imagenet", _main, groups=GROUPS, problems=_problems,
+  cli.run("data_prep.imagenet", _main, config=ImagenetCommand, groups=GROUPS,
+          problems=_problems,
           doc=__doc__ + "\n" + cli.exit_codes_text(
               "finished: every split written and verified, manifest.json written",
               "an expected failure, named in one line (labels that do not fit the images, "

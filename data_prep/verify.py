@@ -15,11 +15,12 @@ Prints one line per problem, naming the shard file (and the record's index and i
 then a summary; exit code 0 when everything checks out, 1 otherwise (2: a usage error).
 """
 
+import dataclasses
 import multiprocessing
 import os
 import re
 import sys
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from absl import flags
 
@@ -34,7 +35,6 @@ from data_prep import progress as progress_lib
 from data_prep import tf_import
 from data_prep import writer
 
-FLAGS = flags.FLAGS
 _REQUIRED = {
     "image/encoded": "bytes_list",
     "image/format": "bytes_list",
@@ -251,18 +251,31 @@ def define_flags() -> None:
 GROUPS = (("What to check", ("data_dir", "workers")),)
 
 
-def _problems() -> List[str]:
+@dataclasses.dataclass(frozen=True)
+class VerifyCommand:
+  """data_prep.verify's command line (each field is the flag of its name).
+
+  Attributes:
+    data_dir: the converter's output folder (None when left out).
+    workers: processes that check shards.
+  """
+  data_dir: Optional[str]
+  workers: int
+
+
+def _problems(command: VerifyCommand) -> List[Optional[str]]:
   expected = "a folder written by data_prep.cifar, data_prep.imagenet or data_prep.folder"
-  return [cli.required("data_dir", expected) or cli.missing_path("data_dir", expected)]
+  return [cli.required(command.data_dir, "data_dir", expected) or
+          cli.missing_path(command.data_dir, "data_dir", expected)]
 
 
-def _main() -> int:
-  return verify(os.path.expanduser(FLAGS.data_dir), FLAGS.workers)
+def _main(command: VerifyCommand) -> int:
+  return verify(os.path.expanduser(command.data_dir), command.workers)
 
 
 def run() -> None:
   define_flags()
-  cli.run("data_prep.verify", _main, groups=GROUPS, problems=_problems,
+  cli.run("data_prep.verify", _main, config=VerifyCommand, groups=GROUPS, problems=_problems,
           doc=__doc__ + "\n" + cli.exit_codes_text(
               "every shard and record checks out",
               "problems found (one line each, then a summary), or a folder without a "

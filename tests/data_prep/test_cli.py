@@ -2,16 +2,21 @@
 at once (exit 2), failures as one line (exit 1); data_prep.cifar reads --dataset from the
 archive."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from data_prep import DataPrepFlagError
+from data_prep import cifar
 from data_prep import cifar_archive
 from data_prep import cifar_tfds
+from data_prep import cli
+from data_prep import folder
 from tests import data_prep_fixtures as fx
 
 TOOLS = ["cifar", "folder", "imagenet", "verify", "digits_demo"]
@@ -80,6 +85,71 @@ def test_every_flag_of_the_tool_is_in_a_help_group(tool):
   defined, grouped = json.loads(proc.stdout.strip().splitlines()[-1])
   assert len(grouped) == len(set(grouped)), "a flag is in two groups"
   assert sorted(grouped) == sorted(defined)
+
+
+COMMANDS = {"cifar": "CifarCommand", "folder": "FolderCommand",
+            "imagenet": "ImagenetCommand", "verify": "VerifyCommand",
+            "digits_demo": "DigitsCommand"}
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_the_tools_config_holds_every_flag_it_defines(tool):
+  """Each flag reaches the tool's work through its typed config, none beside it."""
+  program = (f"import dataclasses, json\nfrom data_prep import cli, {tool} as tool\n"
+             "from absl import flags\nfrom pyramidnet_tf import console_base\n"
+             "tool.define_flags()\nflags.FLAGS(['prog'])\n"
+             f"config = cli.from_flags(tool.{COMMANDS[tool]})\n"
+             "def names(value):\n"
+             "  for f in dataclasses.fields(value):\n"
+             "    inner = getattr(value, f.name)\n"
+             "    if dataclasses.is_dataclass(inner):\n"
+             "      yield from names(inner)\n"
+             "    elif f.name in flags.FLAGS:\n"
+             "      assert inner == flags.FLAGS[f.name].value, f.name\n"
+             "      yield f.name\n"
+             "print(json.dumps([console_base.defined_names(), list(names(config))]))\n")
+  proc = subprocess.run([sys.executable, "-c", program], cwd=fx.REPO_ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  defined, configured = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert sorted(configured) == sorted(defined)
+
+
+def test_a_config_is_built_from_the_flags_of_its_fields():
+  values = flags.FlagValues()
+  flags.DEFINE_string("source", None, "", flag_values=values)
+  flags.DEFINE_string("output_dir", None, "", flag_values=values)
+  flags.DEFINE_bool("overwrite", False, "", flag_values=values)
+  flags.DEFINE_integer("workers", 1, "", flag_values=values)
+  flags.DEFINE_integer("seed", 0, "", flag_values=values)
+  values(["prog", "--source=~/images", "--output_dir=~/shards", "--seed=7"])
+
+  @dataclasses.dataclass(frozen=True)
+  class Command:
+    source: str
+    output: cli.Output
+
+  command = cli.from_flags(Command, values)
+  assert command == Command("~/images", cli.Output("~/shards", False, 1, 7, 0))
+  assert command.output.path == os.path.expanduser("~/shards")
+  with pytest.raises(KeyError, match="has no flag --val_fraction"):
+    cli.from_flags(folder.FolderCommand, values)
+
+
+def test_the_checks_read_the_config_not_the_flags(tmp_path):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "model_config.json").write_text("{}")
+  command = cifar.CifarCommand(
+      dataset=None, source="x.tar.gz", download=True, download_dir="d",
+      download_url="", download_sha256="", tfds_data_dir="t", train_shards=1,
+      test_shards=1, output=cli.Output(str(tmp_path / "run"), False, 1, 0))
+  problems = [p for p in cifar._problems(command) if p]  # pylint: disable=protected-access
+  assert problems[0] == "pass either --source or --download, not both"
+  assert len(problems) == 2 and "model" in problems[1], problems
+  alone = dataclasses.replace(command, source=None,
+                              output=cli.Output(str(tmp_path / "new"), False, 1, 0))
+  assert [p for p in cifar._problems(alone) if p] == [  # pylint: disable=protected-access
+      "--download needs --dataset=cifar10 or --dataset=cifar100 (which archive to fetch)"]
 
 
 def test_help_lists_the_flags_in_their_groups(no_tensorflow):
