@@ -73,16 +73,26 @@ def test_help_is_the_trainers_format_and_exits_0(tool, no_tensorflow):
   assert "(default: " in out or "(no default)" in out
 
 
-@pytest.mark.parametrize("tool", TOOLS)
-def test_every_flag_of_the_tool_is_in_a_help_group(tool):
-  program = (f"import json\nfrom data_prep import {tool} as tool\n"
+def _defined_and(tool, program):
+  """The flags `tool` defines and what `program` computes, in a fresh process.
+
+  `program` runs after `tool.define_flags()` (the module imported as `tool`, with json,
+  dataclasses, absl's flags and data_prep.cli) and leaves its result in `result`.
+  """
+  program = (f"import dataclasses, json\nfrom absl import flags\n"
+             f"from data_prep import cli, {tool} as tool\n"
              "from pyramidnet_tf import console_base\ntool.define_flags()\n"
-             "print(json.dumps([console_base.defined_names(), "
-             "[n for _, names in tool.GROUPS for n in names]]))\n")
+             f"{program}\nprint(json.dumps([console_base.defined_names(), result]))\n")
   proc = subprocess.run([sys.executable, "-c", program], cwd=fx.REPO_ROOT,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  defined, grouped = json.loads(proc.stdout.strip().splitlines()[-1])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_flag_of_the_tool_is_in_a_help_group(tool):
+  defined, grouped = _defined_and(
+      tool, "result = [n for _, names in tool.GROUPS for n in names]")
   assert len(grouped) == len(set(grouped)), "a flag is in two groups"
   assert sorted(grouped) == sorted(defined)
 
@@ -95,23 +105,18 @@ COMMANDS = {"cifar": "CifarCommand", "folder": "FolderCommand",
 @pytest.mark.parametrize("tool", TOOLS)
 def test_the_tools_config_holds_every_flag_it_defines(tool):
   """Each flag reaches the tool's work through its typed config, none beside it."""
-  program = (f"import dataclasses, json\nfrom data_prep import cli, {tool} as tool\n"
-             "from absl import flags\nfrom pyramidnet_tf import console_base\n"
-             "tool.define_flags()\nflags.FLAGS(['prog'])\n"
-             f"config = cli.from_flags(tool.{COMMANDS[tool]})\n"
-             "def names(value):\n"
-             "  for f in dataclasses.fields(value):\n"
-             "    inner = getattr(value, f.name)\n"
-             "    if dataclasses.is_dataclass(inner):\n"
-             "      yield from names(inner)\n"
-             "    elif f.name in flags.FLAGS:\n"
-             "      assert inner == flags.FLAGS[f.name].value, f.name\n"
-             "      yield f.name\n"
-             "print(json.dumps([console_base.defined_names(), list(names(config))]))\n")
-  proc = subprocess.run([sys.executable, "-c", program], cwd=fx.REPO_ROOT,
-                        capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  defined, configured = json.loads(proc.stdout.strip().splitlines()[-1])
+  defined, configured = _defined_and(tool, (
+      "flags.FLAGS(['prog'])\n"
+      f"config = cli.from_flags(tool.{COMMANDS[tool]})\n"
+      "def names(value):\n"
+      "  for f in dataclasses.fields(value):\n"
+      "    inner = getattr(value, f.name)\n"
+      "    if dataclasses.is_dataclass(inner):\n"
+      "      yield from names(inner)\n"
+      "    elif f.name in flags.FLAGS:\n"
+      "      assert inner == flags.FLAGS[f.name].value, f.name\n"
+      "      yield f.name\n"
+      "result = list(names(config))"))
   assert sorted(configured) == sorted(defined)
 
 
