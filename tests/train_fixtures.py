@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import time
 
 import numpy as np
 from PIL import Image
@@ -182,8 +183,6 @@ def wait_for_text(log_path, text, proc, timeout: float = 900,
     timeout: a hang guard only, generous for a loaded machine.
     poll: seconds between reads.
   """
-  import time  # pylint: disable=g-import-not-at-top
-
   def log():
     with open(log_path) as f:
       return f.read()

@@ -57,8 +57,6 @@ def _error_line(proc, prog="pyramidnet_tf.train") -> str:
   return lines[-1]
 
 
-
-
 def _files(model_dir):
   """The directory's entries but the trainer's lock file."""
   return sorted(n for n in os.listdir(model_dir) if n != ".lock")
@@ -113,8 +111,6 @@ def _copy_base(runs, tmp_path, name):
   target = str(tmp_path / name)
   shutil.copytree(runs["base"], target)
   return target
-
-
 
 
 def test_sigkill_in_training_and_in_saves_resumes_exactly(

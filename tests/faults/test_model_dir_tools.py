@@ -58,8 +58,6 @@ def _train_args(data_dir, model_dir, steps, *extra):
       "--deterministic", "--seed=3"] + list(extra)
 
 
-
-
 def _evaluation(proc) -> dict:
   """The JSON record evaluate prints."""
   fx.clean_exit(proc)
@@ -112,8 +110,6 @@ def _authors_file(path, num_classes=4, seed=3):
   return str(path)
 
 
-
-
 def test_import_torch_never_replaces_a_model_unasked_nor_a_running_one(
     faults, cifar, tmp_path):
   source = _authors_file(tmp_path / "authors.pth.tar")
@@ -132,7 +128,7 @@ def test_import_torch_never_replaces_a_model_unasked_nor_a_running_one(
   with faults.inject("import_torch --overwrite into a trainer's model dir") as (
       fault):
     fx.clean_exit(_run(IMPORT, [f"--checkpoint={source}",
-                            f"--output_dir={trained}", "--overwrite"]))
+                                f"--output_dir={trained}", "--overwrite"]))
     # Only the imported model is left: no trainer checkpoint newer than the
     # import for evaluate to take, no train_config.json describing a run
     # these weights are not from; its TensorBoard events are kept.
@@ -193,7 +189,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
       pth = str(tmp_path / f"{os.path.basename(run)}.pth")
       back = str(tmp_path / f"{os.path.basename(run)}_back")
       exported = fx.clean_exit(_run(EXPORT_TORCH, [f"--model_dir={run}",
-                                               f"--output={pth}"]))
+                                                   f"--output={pth}"]))
       # What a PyTorch user must apply, printed at export.
       assert "PyTorch input (16x16): torchvision.transforms " in (
           exported.stdout), exported.stdout
@@ -217,7 +213,7 @@ def test_export_torch_and_back_evaluates_as_the_original(
                      "data") as fault:
     plain = str(tmp_path / "plain")
     fx.clean_exit(_run(IMPORT, [f"--checkpoint={_authors_file(tmp_path / 'a.pth')}",
-                            f"--output_dir={plain}"]))
+                                f"--output_dir={plain}"]))
     refused, sized = _parallel([
         ((EVALUATE, [f"--model_dir={plain}", f"--data_dir={cifar['data']}"]),
          {"timeout": HANG_GUARD}),
@@ -326,7 +322,7 @@ def test_full_disk_in_export_torch_and_import_torch_leaves_nothing(
     faults, cifar, small_disk, tmp_path):  # noqa: F811
   pth = str(tmp_path / "run.pth")
   fx.clean_exit(_run(EXPORT_TORCH, [f"--model_dir={cifar['run']}",
-                                f"--output={pth}"]))
+                                    f"--output={pth}"]))
   filler = small_disk / "filler"
   stat = os.statvfs(small_disk)
   # 16 KiB left: the tiny net's .pth and checkpoint need about 90 KiB.
@@ -393,7 +389,7 @@ def test_a_rerun_removes_what_a_killed_export_left(faults, cifar, tmp_path):
       proc.wait()
     assert _temporaries(tmp_path, "export") and not os.path.exists(export_dir)
     rerun = fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
-                                    f"--export_dir={export_dir}"]))
+                                        f"--export_dir={export_dir}"]))
     assert "left by an export that did not finish" in rerun.stderr
     assert sorted(os.listdir(tmp_path)) == ["export"]
     fault.lost = 0
@@ -407,12 +403,12 @@ def test_a_rerun_removes_what_a_killed_export_left(faults, cifar, tmp_path):
     try:
       fcntl.flock(fd, fcntl.LOCK_SH)
       fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
-                              f"--export_dir={export_dir}"]))
+                                  f"--export_dir={export_dir}"]))
       assert os.path.isdir(other)
     finally:
       os.close(fd)
     fx.clean_exit(_run(EXPORT, [f"--model_dir={cifar['run']}",
-                            f"--export_dir={export_dir}"]))
+                                f"--export_dir={export_dir}"]))
     assert sorted(os.listdir(tmp_path)) == ["export"]
     fault.lost = 0
 

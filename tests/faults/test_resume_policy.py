@@ -32,8 +32,6 @@ def _args(data_dir, model_dir, *extra):
       "--noeval_at_end", "--seed=3"] + list(extra)
 
 
-
-
 def _error_line(proc) -> str:
   assert proc.returncode not in (0, None), proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -58,7 +56,7 @@ def test_a_resume_cannot_silently_change_the_batch_size(faults, data_dir,
   """batch 16 for one epoch (10 steps), then reruns at batch 32."""
   model_dir = str(tmp_path / "run")
   fx.clean_exit(fx.run_cli(TRAIN, _args(data_dir, model_dir, "--batch_size=16",
-                              "--epochs=1")))
+                                        "--epochs=1")))
   assert _steps(model_dir) == [10]
   config_path = os.path.join(model_dir, "train_config.json")
   with open(config_path, "rb") as f:
@@ -124,7 +122,7 @@ def test_a_smaller_batch_rebased_does_not_replay_examples(faults, data_dir,
   of examples, 320 = 80 + 30 steps of 8."""
   model_dir = str(tmp_path / "run")
   fx.clean_exit(fx.run_cli(TRAIN, _args(data_dir, model_dir, "--batch_size=16",
-                              "--train_steps=5", "--epochs=2")))
+                                        "--train_steps=5", "--epochs=2")))
   with faults.inject("resume: --batch_size 16 -> 8 with --rebase_resume"):
     proc = fx.clean_exit(fx.run_cli(TRAIN, _args(
         data_dir, model_dir, "--batch_size=8", "--epochs=2",

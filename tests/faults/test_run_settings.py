@@ -18,8 +18,6 @@ from tests import train_fixtures as fx
 TRAIN = "pyramidnet_tf.train"
 
 
-
-
 def _one_error_line(proc, prog=TRAIN) -> str:
   """The whole of stderr's message: exactly one line, a user error."""
   assert proc.returncode not in (0, None), proc.stderr[-3000:]
@@ -106,7 +104,7 @@ def test_describe_describes_the_run_its_flags_start(
                       "--batch_size=8\n--image_size=16\n")
   with faults.inject("describe: a fine-tune flagfile of a depth-8 source"):
     proc = fx.clean_exit(fx.run_cli("pyramidnet_tf.describe",
-                          [f"--flagfile={flagfile}", "--json"]))
+                                    [f"--flagfile={flagfile}", "--json"]))
     report = json.loads(proc.stdout)
     assert (report["depth"], report["alpha"], report["bottleneck"]) == (
         8, 4.0, False)

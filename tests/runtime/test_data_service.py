@@ -164,8 +164,6 @@ def test_every_record_once_per_epoch_across_consumers(service, tmp_path):
   assert service.stop() == [0, 0, 0]   # SIGTERM: every server exits 0
 
 
-
-
 def _results(log):
   results = {}
   for line in log.splitlines():
